@@ -1,0 +1,38 @@
+"""Storage of Datasets to netCDF-4/HDF5 files through h5py (engine ``h5netcdf``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import xarray as xr
+
+from .errors import DataError
+
+__all__ = ["load", "save"]
+
+
+def save(result: Any, path: str | os.PathLike) -> str:
+    """Write a result (or an ``xarray.Dataset``) to a netCDF-4/HDF5 file.
+
+    The file is written to ``path + ".tmp"`` and renamed, so a crash never leaves a
+    half-written file under ``path``. Returns the path written.
+    """
+    ds = result.data if hasattr(result, "data") and not isinstance(result, xr.Dataset) else result
+    if not isinstance(ds, xr.Dataset):
+        raise DataError(f"can only save a Dataset or a result with `.data`, got "
+                        f"{type(result).__name__}.")
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=False)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | os.PathLike) -> xr.Dataset:
+    """Read a Dataset written by :func:`save` (fully into memory, file closed)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"no such file: {path!r}.")
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        return ds.load()

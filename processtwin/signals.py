@@ -1,0 +1,157 @@
+"""Input signals: constants, piecewise-constant schedules and interpolated time series."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import ConfigError, DataError, suggest
+from .model import Model
+
+__all__ = ["Signal", "as_inputs", "constant", "hold", "linear"]
+
+Interpolation = Literal["hold", "linear"]
+
+
+class Signal(eqx.Module):
+    """A scalar input signal of time.
+
+    ``"hold"``: value ``values[i]`` on ``[times[i], times[i+1])`` (zero-order hold, the last
+    value holds forever, the first before ``times[0]``). ``"linear"``: linear
+    interpolation, constant outside the knots. ``values`` is differentiable.
+
+    Parameters
+    ----------
+    times : array, shape (K,)
+        Knot times, strictly increasing, in the model's time unit.
+    values : array, shape (K,)
+        Values at the knots, in the input's units.
+    interpolation : {"hold", "linear"}
+        How to fill between knots.
+    """
+
+    times: Any
+    values: Any
+    interpolation: Interpolation = eqx.field(static=True, default="hold")
+
+    def __call__(self, t: Any) -> Any:
+        if self.values.shape[-1] == 1:  # constant: no search in the integrator's inner loop
+            return self.values[..., 0]
+        if self.interpolation == "linear":
+            return jnp.interp(t, self.times, self.values)
+        idx = jnp.searchsorted(self.times, t, side="right") - 1
+        return self.values[jnp.clip(idx, 0, self.values.shape[-1] - 1)]
+
+
+def _asarray(v: Any) -> Any:
+    """Host array for concrete values (no device dispatch), JAX array for tracers."""
+    if isinstance(v, jax.core.Tracer | jax.Array):
+        return jnp.asarray(v, dtype=float)
+    return np.asarray(v, dtype=float)
+
+
+def constant(value: float) -> Signal:
+    """A constant signal."""
+    return Signal(np.zeros(1), _asarray(value).reshape(1), "hold")
+
+
+def hold(times: Any, values: Any) -> Signal:
+    """A piecewise-constant schedule: ``values[i]`` from ``times[i]`` until ``times[i+1]``."""
+    return Signal(_asarray(times), _asarray(values), "hold")
+
+
+def linear(times: Any, values: Any) -> Signal:
+    """A linearly interpolated time series."""
+    return Signal(_asarray(times), _asarray(values), "linear")
+
+
+def _from_dataarray(da: Any) -> Signal:
+    if "time" not in da.coords:
+        raise DataError(f"input `{da.name}` needs a `time` coordinate, got dims {da.dims}.")
+    kind = da.attrs.get("interpolation", "linear")
+    return Signal(_asarray(da["time"].values), _asarray(da.values), kind)
+
+
+def _validate(name: str, sig: Signal, units: str, bounds: tuple, strict: bool) -> None:
+    if sig.interpolation not in ("hold", "linear"):
+        raise ConfigError(f"input `{name}`: interpolation must be 'hold' or 'linear', "
+                          f"got {sig.interpolation!r}.")
+    if isinstance(sig.values, jax.core.Tracer) or isinstance(sig.times, jax.core.Tracer):
+        return
+    times = np.asarray(sig.times, dtype=float)
+    values = np.asarray(sig.values, dtype=float)
+    if times.shape[-1] != values.shape[-1] or times.shape[-1] == 0:
+        raise DataError(f"input `{name}`: {times.shape[-1]} knot times but "
+                        f"{values.shape[-1]} values.")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = np.argwhere(bad)[0]
+        t_bad = np.broadcast_to(times, values.shape)[tuple(i)]
+        raise DataError(f"input `{name}` is {values[tuple(i)]} at t={t_bad:g}; inputs must be "
+                        f"finite [{units}].")
+    if not np.all(np.isfinite(times)) or np.any(np.diff(times, axis=-1) <= 0):
+        raise DataError(f"input `{name}`: knot times must be finite and strictly increasing.")
+    lo, hi = bounds
+    for bound, below in ((lo, True), (hi, False)):
+        if bound is None:
+            continue
+        viol = (values <= bound if strict else values < bound) if below else (
+            values >= bound if strict else values > bound)
+        if viol.any():
+            i = tuple(np.argwhere(viol)[0])
+            t_bad = np.broadcast_to(times, values.shape)[i]
+            op = (">" if strict else "≥") if below else ("<" if strict else "≤")
+            raise DataError(f"input `{name}` must be {op} {bound} [{units}], got {values[i]} "
+                            f"[{units}] at t={t_bad:g}.")
+
+
+def as_inputs(model: type[Model] | Model, inputs: Any = None) -> Any:
+    """Normalise user inputs to the model's ``Inputs`` tuple of :class:`Signal`.
+
+    Parameters
+    ----------
+    model : Model
+        The model (class or instance).
+    inputs : mapping, Inputs tuple or None
+        Per input name: a number (constant), a :class:`Signal`, or an ``xarray.DataArray``
+        with a ``time`` coordinate (attribute ``interpolation``: ``"linear"`` default or
+        ``"hold"``). Missing inputs take their nominal default.
+
+    Raises
+    ------
+    ConfigError
+        Unknown input name.
+    DataError
+        Non-finite values, decreasing knot times or values outside the input's bounds.
+    """
+    specs = model.Inputs._vars
+    if inputs is None:
+        given: dict[str, Any] = {}
+    elif isinstance(inputs, tuple) and hasattr(inputs, "_fields"):
+        given = inputs._asdict()
+    elif isinstance(inputs, Mapping):
+        given = dict(inputs)
+    else:
+        raise ConfigError(f"`inputs` must be a mapping of input name to value, got "
+                          f"{type(inputs).__name__}.")
+    for k in given:
+        if k not in specs:
+            raise ConfigError(f"unknown input `{k}` of model `{model.name}`" + suggest(k, specs))
+    out = {}
+    for k, spec in specs.items():
+        v = given.get(k, spec.default)
+        if isinstance(v, Signal):
+            sig = v
+        elif hasattr(v, "coords") and hasattr(v, "dims"):
+            sig = _from_dataarray(v)
+        else:
+            arr = _asarray(v)
+            sig = Signal(np.zeros(arr.shape + (1,)), arr[..., None], "hold")
+        _validate(k, sig, spec.units, spec.bounds, spec.strict)
+        out[k] = sig
+    return model.Inputs(**out)

@@ -1,0 +1,3 @@
+"""Optimiser back-ends (``processtwin.solvers``): CasADi transcription and Pyomo scheduling."""
+
+__all__: list[str] = []

@@ -1,0 +1,60 @@
+"""The command line: models, simulate, demo."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import processtwin as pt
+from processtwin.cli import main
+from processtwin.models import Bioreactor
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_models_lists_units(runner):
+    out = runner.invoke(main, ["models"])
+    assert out.exit_code == 0, out.output
+    assert "bioreactor" in out.output
+    assert "mu_max" in out.output and "1/h" in out.output
+    assert "[manipulated]" in out.output and "[offline]" in out.output
+
+
+def test_simulate_writes_dataset(runner, tmp_path):
+    path = tmp_path / "run.nc"
+    out = runner.invoke(main, ["simulate", "bioreactor", "--until", "150", "--input", "F=0.01",
+                               "--param", "mu_max=0.03", "--out", str(path)])
+    assert out.exit_code == 0, out.output
+    ds = pt.load(path)
+    assert ds.sizes["time"] == 151 and ds["mu_max"].item() == 0.03
+    ref = pt.simulate(Bioreactor(mu_max=0.03), None, {"F": 0.01}, np.arange(151.0))
+    np.testing.assert_allclose(ds["P"].values, ref["P"], rtol=1e-12)
+    assert "P " in out.output and "g/L" in out.output
+
+
+def test_simulate_schedule_input(runner, tmp_path):
+    out = runner.invoke(main, ["simulate", "bioreactor", "--until", "20", "--input",
+                               "F=0:0,10:0.05", "--out", str(tmp_path / "s.nc")])
+    assert out.exit_code == 0, out.output
+    ds = pt.load(tmp_path / "s.nc")
+    assert ds["F"].sel(time=5.0).item() == 0.0 and ds["F"].sel(time=15.0).item() == 0.05
+
+
+def test_simulate_bad_parameter_is_a_usage_error(runner):
+    out = runner.invoke(main, ["simulate", "bioreactor", "--until", "10", "--param", "mu_mx=1"])
+    assert out.exit_code == 2
+    assert "did you mean `mu_max`" in out.output
+    out = runner.invoke(main, ["simulate", "bioreaktor", "--until", "10"])
+    assert out.exit_code == 2 and "did you mean `bioreactor`" in out.output
+
+
+def test_demo_writes_report(runner, tmp_path):
+    out = runner.invoke(main, ["demo", "--out-dir", str(tmp_path), "--members", "40"])
+    assert out.exit_code == 0, out.output
+    for name in ("batch.nc", "ensemble.nc", "demo.png", "report.md"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    ens = pt.load(tmp_path / "ensemble.nc")
+    assert ens.sizes["scenario"] == 40
+    assert "P10/P50/P90" in out.output
