@@ -117,6 +117,12 @@ def param(
     return eqx.field(default=default, metadata=meta)
 
 
+def _is_symbolic(value: Any) -> bool:
+    # CasADi SX/MX and Pyomo expressions stand for values; they are checked numerically
+    # by the solvers that use them.
+    return type(value).__module__.split(".")[0] in ("casadi", "pyomo")
+
+
 def check_value(
     what: str, name: str, value: Any, units: str, bounds: tuple, strict: bool
 ) -> None:
@@ -124,7 +130,7 @@ def check_value(
 
     Tracers (values inside ``jit``/``vmap``) are not checked. Arrays are checked element-wise.
     """
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, jax.core.Tracer) or _is_symbolic(value):
         return
     try:
         arr = np.asarray(value, dtype=float)

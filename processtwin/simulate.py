@@ -52,16 +52,14 @@ def _max_rms_norm(y: Any) -> Any:
 
 
 def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps):
-    """Integrate a batch of scenarios; every leaf of ``model``, ``y0`` and ``signals`` has a
-    leading scenario axis. Returns states (scenario, time, state), inputs, outputs, the
-    diffrax result code and step statistics. A batch of one is solved unbatched (fewer
-    operations in the integrator loop)."""
+    """Integrate scenarios. If ``y0`` is 2-D every leaf of ``model``, ``y0`` and ``signals``
+    has a leading scenario axis; a 1-D ``y0`` is one unbatched scenario (fewer operations in
+    the integrator loop). Returns states (scenario, time, state), inputs, outputs, a success
+    flag, the diffrax result and the step counts (steps, accepted, rejected)."""
     global _TRACE_COUNT
     _TRACE_COUNT += 1
-    single = y0.shape[0] == 1
+    single = y0.ndim == 1
     if single:
-        model, y0, signals = jax.tree.map(lambda a: a[0], (model, y0, signals))
-
         def f(t, y, args):
             return _rhs_vector(*args[:1], t, y, args[1])
 
@@ -109,8 +107,11 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps):
     else:
         ys = jnp.swapaxes(sol.ys, 0, 1)  # (scenario, time, state)
         us, outs = jax.vmap(per_member)(model, ys, signals)
-    stats = {k: sol.stats[k] for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
-    return ys, us, outs, sol.result, stats
+    stats = jnp.stack([sol.stats[k] for k in _STAT_KEYS])
+    return ys, us, outs, sol.result == diffrax.RESULTS.successful, sol.result, stats
+
+
+_STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
 
 _solve_batch_jit = jax.jit(_solve_batch,
@@ -171,9 +172,8 @@ def trajectory(
     _check_options(solver, rtol, atol, dt)
     signals = as_inputs(model, inputs)
     y0 = jnp.stack([jnp.asarray(v, dtype=float) for v in model.State(*x0)])
-    batch = jax.tree.map(lambda a: jnp.asarray(a)[None], (model, y0, signals))
-    ys, _, _, _, _ = _solve_batch_jit(*batch, jnp.asarray(t, dtype=float), solver=solver,
-                                      rtol=rtol, atol=atol, dt=dt, max_steps=max_steps)
+    ys = _solve_batch_jit(model, y0, signals, jnp.asarray(t, dtype=float), solver=solver,
+                          rtol=rtol, atol=atol, dt=dt, max_steps=max_steps)[0]
     return model.State(*(ys[0, :, i] for i in range(ys.shape[-1])))
 
 
@@ -272,14 +272,14 @@ def _broadcast_scenarios(model: Model, x0: Any, inputs: Any, params: Mapping | N
 def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps):
     out = _solve_batch_jit(model_b, y0, sig_b, ts, solver=solver, rtol=rtol,
                            atol=atol, dt=dt, max_steps=max_steps)
-    ys, us, outs, result, stats = jax.block_until_ready(out)
-    if result != diffrax.RESULTS.successful:
+    ys, us, outs, ok, result, stats = out
+    if not ok:
         msg = diffrax.RESULTS[result]
         raise SolverError(
             f"integration failed ({msg}) with solver `{solver}` at rtol={rtol}; for a stiff "
             f"model try solver='kvaerno5', or raise `max_steps` (now {max_steps})."
         )
-    return ys, us, outs, {k: int(v) for k, v in stats.items()}
+    return ys, us, outs, dict(zip(_STAT_KEYS, np.asarray(stats).tolist(), strict=True))
 
 
 def simulate(
@@ -380,10 +380,18 @@ def _simulate(model, x0, inputs, t, params, solver, rtol, atol, dt, max_steps, *
     _warn_precision(rtol)
     ts = _check_times(t, model.time_unit)
     start = _time.perf_counter()
+    if not ensemble:
+        model = model.replace(**params) if params else model
+        signals = as_inputs(model, inputs)
+        y0 = np.array(model.state(x0), dtype=float)
+        if y0.ndim != 1 or any(np.ndim(s.values) != 1 for s in signals):
+            raise ConfigError("`simulate` runs one scenario; use `ensemble` for arrays of "
+                              "values.")
+        ys, us, outs, stats = _run(model, y0, signals, ts, solver, rtol, atol, dt, max_steps)
+        stats.update(wall_time_s=_time.perf_counter() - start, solver=solver, rtol=rtol,
+                     atol=atol, scenarios=1)
+        return SimulationResult(model, ts, ys, us, outs, stats, {}, False)
     model, model_b, y0, sig_b, n, scen = _broadcast_scenarios(model, x0, inputs, params)
-    if not ensemble and n != 1:
-        raise ConfigError("`simulate` runs one scenario; use `ensemble` for arrays of "
-                          f"{n} values.")
     size = n if not chunk_size else min(chunk_size, n)
     parts = []
     chunks = range(0, n, size)
