@@ -151,7 +151,8 @@ class ExtendedKalmanFilter:
     # ---- batch ----------------------------------------------------------------------
     def filter(self, data: xr.Dataset, *, x0: Any = None, std: Mapping[str, float] | None
                = None, inputs: xr.Dataset | Mapping[str, Any] | None = None,
-               smooth: bool = False, full_covariance: bool = False) -> xr.Dataset:
+               t0: float | None = None, smooth: bool = False,
+               full_covariance: bool = False) -> xr.Dataset:
         """Filter a whole history in one compiled scan.
 
         Parameters
@@ -161,8 +162,9 @@ class ExtendedKalmanFilter:
             unit]; NaN = not measured. A ``units`` attribute, when present, must match.
             Rows with the same time are merged.
         x0, std :
-            Initial state and standard deviations (see :meth:`initial`); the filter starts
-            at the first sample time.
+            Initial state and standard deviations (see :meth:`initial`).
+        t0 : float, optional
+            Time of the initial state [model time unit]; default the first sample time.
         inputs : Dataset or mapping, optional
             Input values over ``time`` (held from each row to the next) or constants.
         smooth : bool
@@ -173,7 +175,10 @@ class ExtendedKalmanFilter:
         times, Y = self._validate(data)
         U = self._inputs_at(inputs, times)
         z0, P0 = self.initial(x0, std)
-        state = init_state(self.spec, times[0], z0, P0)
+        start = times[0] if t0 is None else float(t0)
+        if start > times[0]:
+            raise DataError(f"`t0`={start:g} is after the first sample at {times[0]:g}.")
+        state = init_state(self.spec, start, z0, P0)
         _, rec = _run_jit(self.spec, state, jnp.asarray(times), jnp.asarray(Y),
                           jnp.asarray(U))
         smoothed = _rts_jit(rec) if smooth else None

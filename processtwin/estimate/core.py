@@ -130,7 +130,7 @@ def transition(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> Any:
     h = dt_total / n
 
     def body(i, zz):
-        t = t0 + i * h
+        t = t0 + i.astype(h.dtype) * h
         k1 = _vector_rhs(spec, t, zz, u)
         k2 = _vector_rhs(spec, t + h / 2, zz + h / 2 * k1, u)
         k3 = _vector_rhs(spec, t + h / 2, zz + h / 2 * k2, u)
@@ -182,7 +182,8 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     s_diag = jnp.diag(S_full)
     nis_ch = innov**2 / s_diag
     # --- anomaly book-keeping on raw samples
-    same = jnp.where(present, jnp.where(y == state.last_y, state.same + 1, 0), state.same)
+    same = jnp.where(present, jnp.where(y == state.last_y, state.same + 1, 0),
+                     state.same).astype(jnp.int32)
     last_y = jnp.where(present, y, state.last_y)
     stuck = present & (same >= spec.stuck_n)
     spike = present & (nis_ch > spec.gate)
@@ -204,7 +205,8 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     ewma = jnp.where(used | spike, lam * innov / jnp.sqrt(s_diag) + (1 - lam) * state.ewma,
                      state.ewma)
     ml = spec.mismatch_lambda
-    nis_avg = jnp.where(dof > 0, ml * nis / jnp.maximum(dof, 1) + (1 - ml) * state.nis_avg,
+    nis_avg = jnp.where(dof > 0, ml * nis / jnp.maximum(dof, 1).astype(nis.dtype)
+                        + (1 - ml) * state.nis_avg,
                         state.nis_avg)
     drift_sd = jnp.sqrt(lam / (2 - lam))
     flags = (jnp.where(spike, FLAGS["spike"], 0) + jnp.where(stuck, FLAGS["stuck"], 0)
