@@ -148,6 +148,57 @@ def simulate_cmd(model: str, until: float, every: float, inputs: tuple[str, ...]
         click.echo(f"wrote {out}")
 
 
+@main.command("estimate")
+@click.argument("model")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="Plant data: .nc/.h5 or CSV with a `time` column.")
+@click.option("--estimate-param", "estimate", multiple=True, metavar="NAME",
+              help="Parameter to track as a random walk (repeatable).")
+@click.option("--channel", "channels", multiple=True, metavar="NAME",
+              help="Output to use (repeatable; default: those in the data).")
+@click.option("--x0", "x0", multiple=True, metavar="NAME=VALUE", help="Initial estimate.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Nominal parameter value.")
+@click.option("--smooth/--no-smooth", default=False, show_default=True,
+              help="Also compute RTS-smoothed estimates.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the estimate Dataset here.")
+def estimate_cmd(model: str, data_path: Path, estimate: tuple[str, ...],
+                 channels: tuple[str, ...], x0: tuple[str, ...], params: tuple[str, ...],
+                 smooth: bool, out: Path | None) -> None:
+    """Estimate states (and parameters) of MODEL from plant data with the EKF."""
+    import numpy as np
+
+    from .estimate import ExtendedKalmanFilter
+    from .io import read_measurements, save
+
+    cls = _get_model(model)
+    p = {k: _number(v, k, "--param") for k, v in _parse_assignments(params, "--param").items()}
+    x = {k: _number(v, k, "--x0") for k, v in _parse_assignments(x0, "--x0").items()}
+    data = read_measurements(data_path)
+    if not channels:
+        channels = tuple(c for c in cls.outputs() if c in data.data_vars)
+    ekf = ExtendedKalmanFilter(cls().replace(**p), estimate=estimate, channels=channels)
+    est = ekf.filter(data, x0=x, smooth=smooth)
+    t = est["time"].values
+    click.echo(f"{cls.name}: {t.size} samples, t = {t[0]:g} … {t[-1]:g} {cls.time_unit}, "
+               f"channels {', '.join(channels)}; {est.attrs['rejected_samples']} rejected")
+    for name in ekf.names:
+        units = est[name].attrs["units"]
+        click.echo(f"  {name:<8} {est[name].values[-1]:>12.5g} ± "
+                   f"{est[f'{name}_std'].values[-1]:<10.3g} {units}")
+    nis = float(np.nansum(est["nis"])) / max(int(est["nis_dof"].sum()), 1)
+    click.echo(f"  NIS per degree of freedom: {nis:.2f} (1 when the filter is consistent)")
+    for c in channels:
+        flags = est[f"{c}_flag"].values
+        if flags.any():
+            click.echo(f"  {c}: flagged at {int((flags > 0).sum())} samples, first at "
+                       f"t={t[np.argmax(flags > 0)]:g}")
+    if out is not None:
+        save(est, out)
+        click.echo(f"wrote {out}")
+
+
 @main.command("demo")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default="report",
               show_default=True)

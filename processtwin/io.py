@@ -9,7 +9,7 @@ import xarray as xr
 
 from .errors import DataError
 
-__all__ = ["load", "save"]
+__all__ = ["load", "read_measurements", "save"]
 
 
 def save(result: Any, path: str | os.PathLike) -> str:
@@ -36,3 +36,24 @@ def load(path: str | os.PathLike) -> xr.Dataset:
         raise DataError(f"no such file: {path!r}.")
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         return ds.load()
+
+
+def read_measurements(path: str | os.PathLike) -> xr.Dataset:
+    """Read plant data: netCDF/HDF5 (``.nc``, ``.h5``) or CSV with a header row and a
+    ``time`` column. Variables are named after model outputs (NaN = not measured) and may
+    include model inputs."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"no such file: {path!r}.")
+    if path.lower().endswith(".csv"):
+        import pandas as pd
+
+        frame = pd.read_csv(path)
+        if "time" not in frame.columns:
+            raise DataError(f"{path}: CSV needs a `time` column, got columns "
+                            f"{', '.join(map(str, frame.columns))}.")
+        bad = [c for c in frame.columns if c != "time" and frame[c].dtype.kind not in "fiu"]
+        if bad:
+            raise DataError(f"{path}: column `{bad[0]}` is not numeric.")
+        return xr.Dataset.from_dataframe(frame.set_index("time"))
+    return load(path)

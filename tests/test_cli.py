@@ -53,8 +53,43 @@ def test_simulate_bad_parameter_is_a_usage_error(runner):
 def test_demo_writes_report(runner, tmp_path):
     out = runner.invoke(main, ["demo", "--out-dir", str(tmp_path), "--members", "40"])
     assert out.exit_code == 0, out.output
-    for name in ("batch.nc", "ensemble.nc", "demo.png", "report.md"):
+    for name in ("batch.nc", "ensemble.nc", "demo.png", "report.md", "estimate.nc",
+                 "estimate.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     ens = pt.load(tmp_path / "ensemble.nc")
     assert ens.sizes["scenario"] == 40
-    assert "P10/P50/P90" in out.output
+    assert "P10/P50/P90" in out.output and "live twin: mu_max" in out.output
+
+
+@pytest.fixture(scope="module")
+def plant_files(tmp_path_factory):
+    from processtwin.plant import simulated_plant
+
+    d = tmp_path_factory.mktemp("plant")
+    truth = Bioreactor(mu_max=0.024)
+    run = simulated_plant(truth, inputs={"F": pt.hold([0.0, 10.0], [0.0, 0.03])}, until=100.0,
+                          dt=0.5, seed=4)
+    pt.save(run.data, d / "plant.nc")
+    run.data.to_dataframe().reset_index().to_csv(d / "plant.csv", index=False)
+    return d, truth
+
+
+@pytest.mark.parametrize("name", ["plant.nc", "plant.csv"])
+def test_estimate_from_file(runner, plant_files, name):
+    d, truth = plant_files
+    out_path = d / f"est_{name}.nc"
+    out = runner.invoke(main, ["estimate", "bioreactor", "--data", str(d / name),
+                               "--estimate-param", "mu_max", "--out", str(out_path)])
+    assert out.exit_code == 0, out.output
+    est = pt.load(out_path)
+    mu, sd = est["mu_max"].values[-1], est["mu_max_std"].values[-1]
+    assert abs(mu - truth.mu_max) < 3 * sd and sd < 0.003
+    assert est["X"].attrs["units"] == "g/L" and "OUR_flag" in est
+    assert "mu_max" in out.output and "NIS per degree of freedom" in out.output
+
+
+def test_estimate_bad_file(runner, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("t,V\n0,120\n")
+    out = runner.invoke(main, ["estimate", "bioreactor", "--data", str(bad)])
+    assert out.exit_code == 2 and "needs a `time` column" in out.output

@@ -110,12 +110,13 @@ class ExtendedKalmanFilter:
         rv = [r_given.get(c, outputs[c].noise) ** 2 for c in channels]
         if min(rv) <= 0:
             raise ConfigError("every channel needs a positive noise level; give `r`.")
-        bounds = [v.bounds for v in states.values()] + [params[k].bounds for k in estimate]
-        lower = [-np.inf if lo is None else lo for lo, _ in bounds]
-        upper = [np.inf if hi is None else hi for _, hi in bounds]
-        lower = [max(lo, 1e-9) if (s.strict if i < len(states) else params[estimate[
-            i - len(states)]].strict) else lo for i, (lo, s) in enumerate(zip(lower, [
-                *states.values(), *[params[k] for k in estimate]], strict=True))]
+        # projection bounds; an exclusive lower bound (a volume that divides) keeps a margin
+        lower, upper = [], []
+        for spec in [*states.values(), *(params[k] for k in estimate)]:
+            lo, hi = spec.bounds
+            lo = -np.inf if lo is None else lo
+            lower.append(lo + 1e-9 * max(abs(lo), 1.0) if spec.strict else lo)
+            upper.append(np.inf if hi is None else hi)
         f = float
         self.spec = FilterSpec(
             model, jnp.asarray(qv, dtype=float), jnp.asarray(rv, dtype=float),
@@ -166,14 +167,17 @@ class ExtendedKalmanFilter:
         t0 : float, optional
             Time of the initial state [model time unit]; default the first sample time.
         inputs : Dataset or mapping, optional
-            Input values over ``time`` (held from each row to the next) or constants.
+            Input values over ``time`` (held from each row to the next) or constants;
+            default: the model inputs found in ``data`` (others at their nominal value).
         smooth : bool
             Also return RTS-smoothed estimates (``<name>_smooth``, ``<name>_smooth_std``).
         full_covariance : bool
             Include the covariance ``P`` (time, row, col).
         """
         times, Y = self._validate(data)
-        U = self._inputs_at(inputs, times)
+        if inputs is None:  # inputs recorded in the data file (e.g. the feed F) are used
+            inputs = {k: data[k] for k in self.model.inputs() if k in data.data_vars}
+        U = self._inputs_at(inputs, times, data["time"].values[0])
         z0, P0 = self.initial(x0, std)
         start = times[0] if t0 is None else float(t0)
         if start > times[0]:
@@ -184,7 +188,7 @@ class ExtendedKalmanFilter:
         smoothed = _rts_jit(rec) if smooth else None
         return self._to_dataset(times, Y, rec, smoothed, full_covariance)
 
-    def _inputs_at(self, inputs: Any, times: np.ndarray) -> np.ndarray:
+    def _inputs_at(self, inputs: Any, times: np.ndarray, origin: Any) -> np.ndarray:
         specs = self.model.inputs()
         U = np.tile(self._input_vector(None), (len(times), 1))
         if inputs is None:
@@ -195,8 +199,7 @@ class ExtendedKalmanFilter:
                 raise DataError(f"unknown input `{k}`" + suggest(k, specs))
             j = list(specs).index(k)
             if isinstance(v, xr.DataArray) and "time" in v.dims:
-                tv = np.asarray(v["time"].values, dtype=float)
-                idx = np.clip(np.searchsorted(tv, times, side="right") - 1, 0, len(tv) - 1)
+                tv = self._model_time(v["time"].values, origin)
                 # the input applied over (t[k-1], t[k]] is the one set at t[k-1]
                 prev = np.concatenate([[times[0]], times[:-1]])
                 idx = np.clip(np.searchsorted(tv, prev, side="right") - 1, 0, len(tv) - 1)
@@ -206,6 +209,13 @@ class ExtendedKalmanFilter:
         if not np.all(np.isfinite(U)):
             raise DataError("inputs must be finite (NaN/inf found).")
         return U
+
+    def _model_time(self, t: np.ndarray, origin: Any) -> np.ndarray:
+        """Times in the model's unit; datetime64 is taken relative to ``origin``."""
+        if np.issubdtype(np.asarray(t).dtype, np.datetime64):
+            unit = {"h": "h", "s": "s", "min": "m"}[self.model.time_unit]
+            return np.asarray((t - origin) / np.timedelta64(1, unit), dtype=float)
+        return np.asarray(t, dtype=float)
 
     def _validate(self, data: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(data, xr.Dataset):
@@ -223,11 +233,7 @@ class ExtendedKalmanFilter:
                 if units is not None and units != outputs[name].units:
                     raise DataError(f"channel `{name}`: units {units!r} but the model expects "
                                     f"{outputs[name].units!r}.")
-        t = data["time"].values
-        if np.issubdtype(t.dtype, np.datetime64):
-            t = (t - t[0]) / np.timedelta64(1, "h") if self.model.time_unit == "h" else (
-                (t - t[0]) / np.timedelta64(1, "s"))
-        times = np.asarray(t, dtype=float)
+        times = self._model_time(data["time"].values, data["time"].values[0])
         if times.ndim != 1 or times.size == 0:
             raise DataError("`time` must be a non-empty 1-D coordinate.")
         if not np.all(np.isfinite(times)):
