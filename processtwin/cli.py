@@ -199,6 +199,53 @@ def estimate_cmd(model: str, data_path: Path, estimate: tuple[str, ...],
         click.echo(f"wrote {out}")
 
 
+@main.command("optimise")
+@click.argument("model")
+@click.option("--until", type=float, default=150.0, show_default=True,
+              help="Batch length [model time unit].")
+@click.option("--intervals", type=int, default=50, show_default=True,
+              help="Control intervals (feed constant on each).")
+@click.option("--objective", default="product", show_default=True,
+              type=click.Choice(["product", "product_mass"]))
+@click.option("--f-max", "f_max", type=float, default=0.2, show_default=True,
+              help="Pump capacity [L/h].")
+@click.option("--x-max", "x_max", type=float, default=3.7, show_default=True,
+              help="Biomass limit [g/L].")
+@click.option("--v-max", "v_max", type=float, default=None, help="Final volume limit [L].")
+@click.option("--method", default="collocation", show_default=True,
+              type=click.Choice(["collocation", "shooting"]))
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Parameter value.")
+@click.option("--x0", "x0", multiple=True, metavar="NAME=VALUE", help="Initial state value.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the plan Dataset here.")
+def optimise_cmd(model: str, until: float, intervals: int, objective: str, f_max: float,
+                 x_max: float, v_max: float | None, method: str, params: tuple[str, ...],
+                 x0: tuple[str, ...], out: Path | None) -> None:
+    """Optimise the feed recipe of a whole batch of MODEL (golden batch)."""
+    from .io import save
+    from .solvers import golden_batch, outcome_value
+
+    cls = _get_model(model)
+    p = {k: _number(v, k, "--param") for k, v in _parse_assignments(params, "--param").items()}
+    x = {k: _number(v, k, "--x0") for k, v in _parse_assignments(x0, "--x0").items()}
+    res = golden_batch(cls().replace(**p), until=until, intervals=intervals,
+                       objective=objective, x0=x, F_max=f_max, X_max=x_max, V_max=v_max,
+                       method=method)
+    plan = res.plan
+    click.echo(f"{cls.name}: {res.status} in {res.stats['iterations']} iterations "
+               f"({res.stats['wall_time_s']:.2f} s, {method})")
+    click.echo(f"  {plan.attrs['objective_doc']}: {outcome_value(objective, plan):.5g}")
+    F = plan["F"].values
+    click.echo(f"  feed F [L/h]: first {F[0]:.4g}, max {F.max():.4g}, last {F[-2]:.4g}; "
+               f"fed volume {float((F[:-1] * (until / intervals)).sum()):.3g} L")
+    if res.active:
+        shown = ", ".join(dict.fromkeys(a.split(" at ")[0] for a in res.active))
+        click.echo(f"  active constraints: {shown}")
+    if out is not None:
+        save(plan, out)
+        click.echo(f"wrote {out}")
+
+
 @main.command("demo")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default="report",
               show_default=True)

@@ -1,3 +1,9 @@
-"""Optimiser back-ends (``processtwin.solvers``): CasADi transcription and Pyomo scheduling."""
+"""Optimiser back-ends (``processtwin.solvers``): CasADi transcription and IPOPT.
 
-__all__: list[str] = []
+CasADi's own ``highs`` plugin is never loaded here (it clashes with highspy).
+"""
+
+from .golden import OBJECTIVES, golden_batch, outcome_value
+from .ocp import OCP, OCPResult
+
+__all__ = ["OBJECTIVES", "OCP", "OCPResult", "golden_batch", "outcome_value"]

@@ -93,3 +93,13 @@ def test_estimate_bad_file(runner, tmp_path):
     bad.write_text("t,V\n0,120\n")
     out = runner.invoke(main, ["estimate", "bioreactor", "--data", str(bad)])
     assert out.exit_code == 2 and "needs a `time` column" in out.output
+
+
+def test_optimise_writes_plan(runner, tmp_path):
+    path = tmp_path / "plan.nc"
+    out = runner.invoke(main, ["optimise", "bioreactor", "--until", "60", "--intervals", "20",
+                               "--objective", "product", "--out", str(path)])
+    assert out.exit_code == 0, out.output
+    plan = pt.load(path)
+    assert plan["F"].attrs["units"] == "L/h" and plan.sizes["time"] == 21
+    assert "Solve_Succeeded" in out.output and "final product concentration" in out.output

@@ -1,0 +1,438 @@
+"""Direct transcription of optimal-control problems from a processtwin model (CasADi + IPOPT).
+
+The model's ``rhs`` is built as CasADi SX through ``casadi_ops`` — the same equations the
+JAX simulator and the EKF use. Two transcriptions: direct multiple shooting (RK4 sub-steps
+per control interval) and orthogonal collocation on finite elements (Radau IIA points).
+IPOPT (bundled with casadi) solves with exact derivatives. CasADi's ``highs`` plugin is
+never loaded here (it clashes with highspy; see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import casadi as ca
+import numpy as np
+import xarray as xr
+
+from processtwin.errors import ConfigError, SolverError, suggest
+from processtwin.model import Model
+from processtwin.ops import casadi_ops
+
+__all__ = ["OCP", "OCPResult"]
+
+Bounds = tuple[float | None, float | None]
+
+
+@dataclass
+class OCPResult:
+    """Outcome of :meth:`OCP.solve`.
+
+    Attributes
+    ----------
+    success : bool
+        IPOPT converged (``Solve_Succeeded`` or ``Solved_To_Acceptable_Level``).
+    status : str
+        IPOPT's return status.
+    objective : float
+        Optimal objective value (without slack penalties).
+    plan : xarray.Dataset
+        States and outputs at the nodes (``time``, N+1), controls per interval (held from
+        each node, last value repeated at the final node), slacks of soft constraints.
+    active : list of str
+        Constraints at their bound (``name`` at time ``t``) at the optimum.
+    stats : dict
+        Wall time, iterations.
+    """
+
+    success: bool
+    status: str
+    objective: float
+    plan: xr.Dataset
+    active: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    w_opt: Any = None
+    lam_g: Any = None
+
+
+class OCP:
+    """An optimal-control problem on a fixed horizon with piecewise-constant controls.
+
+    Parameters
+    ----------
+    model : Model
+        Unit model; its parameter values are used (override per interval with ``params``).
+    horizon : float
+        Horizon length [model time unit].
+    intervals : int
+        Number of control intervals N.
+    controls : sequence of str
+        Manipulated inputs optimised (default: all manipulated inputs).
+    method : {"collocation", "shooting"}
+        Orthogonal collocation (Radau, ``degree`` points) or multiple shooting (RK4 with
+        ``substeps`` per interval).
+    degree, substeps : int
+        Collocation degree; RK4 sub-steps per interval.
+    control_horizon : int, optional
+        Move blocking: controls are free on the first ``control_horizon`` intervals and
+        held afterwards.
+    """
+
+    def __init__(self, model: Model, horizon: float, intervals: int, *,
+                 controls: tuple[str, ...] | None = None, method: str = "collocation",
+                 degree: int = 3, substeps: int = 8, control_horizon: int | None = None) -> None:
+        if method not in ("collocation", "shooting"):
+            raise ConfigError(f"unknown method `{method}`" + suggest(method,
+                                                                     ["collocation", "shooting"]))
+        if not horizon > 0 or intervals < 1:
+            raise ConfigError(f"`horizon` must be > 0 and `intervals` ≥ 1, got {horizon}, "
+                              f"{intervals}.")
+        inputs = model.inputs()
+        if controls is None:
+            controls = tuple(k for k, v in inputs.items() if v.kind == "manipulated")
+        for c in controls:
+            if c not in inputs:
+                raise ConfigError(f"unknown control `{c}`" + suggest(c, inputs))
+        self.model, self.T, self.N = model, float(horizon), int(intervals)
+        self.h = self.T / self.N
+        self.controls = tuple(controls)
+        self.method, self.degree, self.substeps = method, int(degree), int(substeps)
+        self.M = self.N if control_horizon is None else max(1, min(int(control_horizon),
+                                                                  self.N))
+        self.states = tuple(model.states())
+        self.outputs = tuple(model.outputs())
+        # problem data, filled by the set-up methods below
+        self.x0: dict[str, float] = {}
+        self.u_bounds: dict[str, Bounds] = {}
+        self.rate: dict[str, float] = {}
+        self.u_prev: dict[str, float] = {}
+        self.path: dict[str, tuple[Bounds, float | None]] = {}
+        self.terminal: dict[str, tuple[Bounds, float | None]] = {}
+        self.disturbances: dict[str, Any] = {}
+        self.params: dict[str, Any] = {}
+        self.mayer: Callable[..., Any] | None = None
+        self.stage: Callable[..., Any] | None = None
+        self.du_weight: dict[str, float] = {}
+
+    # ---- problem set-up (chainable) -------------------------------------------------
+    def _check_name(self, name: str, where: tuple[str, ...], what: str) -> None:
+        if name not in where:
+            raise ConfigError(f"unknown {what} `{name}`" + suggest(name, where))
+
+    def initial_state(self, **x0: float) -> OCP:
+        """Fix the initial state (missing states take the model's defaults)."""
+        self.x0 = dict(self.model.state(x0)._asdict())
+        return self
+
+    def bound_input(self, name: str, lower: float | None = None, upper: float | None = None,
+                    *, rate: float | None = None, previous: float | None = None) -> OCP:
+        """Bounds on a control [input units] and an optional rate limit |Δu| per interval."""
+        self._check_name(name, self.controls, "control")
+        self.u_bounds[name] = (lower, upper)
+        if rate is not None:
+            self.rate[name] = float(rate)
+        if previous is not None:
+            self.u_prev[name] = float(previous)
+        return self
+
+    def constrain(self, name: str, lower: float | None = None, upper: float | None = None, *,
+                  terminal: bool = False, soft: float | None = None) -> OCP:
+        """Bounds on a state or output, on every node (path) or at the end (``terminal``).
+
+        ``soft`` makes it a soft constraint with that penalty per unit of violation.
+        """
+        if name not in self.states and name not in self.outputs:
+            self._check_name(name, self.states + self.outputs, "state or output")
+        target = self.terminal if terminal else self.path
+        target[name] = ((lower, upper), soft)
+        return self
+
+    def disturbance(self, name: str, values: Any) -> OCP:
+        """Disturbance input: a constant or one value per interval (a forecast)."""
+        self._check_name(name, tuple(self.model.inputs()), "input")
+        self.disturbances[name] = values
+        return self
+
+    def parameter(self, name: str, values: Any) -> OCP:
+        """A parameter: a constant or one value per interval (time-varying)."""
+        self._check_name(name, tuple(self.model.parameters()), "parameter")
+        self.params[name] = values
+        return self
+
+    def minimise(self, mayer: Callable[..., Any] | None = None,
+                 stage: Callable[..., Any] | None = None,
+                 du_weight: Mapping[str, float] | None = None) -> OCP:
+        """Objective: ``mayer(x_N)`` + Σ_k ``stage(x_k, u_k)`` h + Σ w (Δu)².
+
+        ``x`` are the model's ``State`` tuples, ``u`` its ``Inputs`` tuples (CasADi SX).
+        """
+        self.mayer, self.stage = mayer, stage
+        self.du_weight = dict(du_weight or {})
+        return self
+
+    # ---- transcription --------------------------------------------------------------
+    def _interval_model(self, k: int) -> Model:
+        vals = {n: float(np.broadcast_to(v, (self.N,))[k]) for n, v in self.params.items()}
+        return self.model.replace(**vals) if vals else self.model
+
+    def _inputs(self, k: int, u: Any) -> Any:
+        vals = {}
+        for name, spec in self.model.inputs().items():
+            if name in self.controls:
+                vals[name] = u[self.controls.index(name)]
+            elif name in self.disturbances:
+                vals[name] = float(np.broadcast_to(self.disturbances[name], (self.N,))[k])
+            else:
+                vals[name] = spec.default
+        return self.model.Inputs(**vals)
+
+    def _f(self, model: Model, x: Any, u: Any) -> Any:
+        return ca.vertcat(*model.rhs(0.0, model.State(*ca.vertsplit(x)), u, casadi_ops))
+
+    def _y(self, model: Model, x: Any, u: Any) -> Any:
+        return ca.vertcat(*model.measure(0.0, model.State(*ca.vertsplit(x)), u, casadi_ops))
+
+    def _rk4(self, model: Model, x: Any, u_in: Any) -> Any:
+        hs = self.h / self.substeps
+        for _ in range(self.substeps):
+            k1 = self._f(model, x, u_in)
+            k2 = self._f(model, x + hs / 2 * k1, u_in)
+            k3 = self._f(model, x + hs / 2 * k2, u_in)
+            k4 = self._f(model, x + hs * k3, u_in)
+            x = x + hs / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return x
+
+    def _initial_guess(self, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """States at the nodes under the guessed constant controls (RK4), for warm start."""
+        xs = ca.SX.sym("x", len(self.states))
+        out = [x0]
+        for k in range(self.N):
+            model = self._interval_model(k)
+            step = ca.Function("step", [xs], [self._rk4(model, xs, self._inputs(k, ca.DM(u)))])
+            out.append(np.asarray(step(out[-1])).ravel())
+        return np.array(out)
+
+    def build(self, soften_all: bool = False) -> dict[str, Any]:
+        """Build the NLP; with ``soften_all`` every constraint gets a slack (diagnosis)."""
+        nx, nu, N, h = len(self.states), len(self.controls), self.N, self.h
+        w, lbw, ubw, w0 = [], [], [], []
+        g, lbg, ubg, gname = [], [], [], []
+        slacks: list[tuple[str, Any, float]] = []
+        x0 = np.array([self.x0.get(s, self.model.states()[s].default) for s in self.states])
+        X = [ca.SX.sym(f"X_{k}", nx) for k in range(N + 1)]
+        # physical state bounds (e.g. S ≥ 0: the kinetics are singular below) on every
+        # node and collocation point keep IPOPT's iterates where the model is defined
+        lo_x, hi_x = [], []
+        for spec in self.model.states().values():
+            lo, hi = spec.bounds
+            lo = -np.inf if lo is None else lo + (1e-9 * max(abs(lo), 1.0) if spec.strict else 0)
+            lo_x.append(lo)
+            hi_x.append(np.inf if hi is None else hi)
+        U = [ca.SX.sym(f"U_{k}", nu) for k in range(self.M)]
+        Uk = [U[min(k, self.M - 1)] for k in range(N)]
+        lo_u = [self.u_bounds.get(c, (None, None))[0] for c in self.controls]
+        hi_u = [self.u_bounds.get(c, (None, None))[1] for c in self.controls]
+        spec_in = self.model.inputs()
+        lo_u = [(spec_in[c].bounds[0] if lo is None else lo) for c, lo in zip(self.controls, lo_u,
+                                                                           strict=True)]
+        hi_u = [(spec_in[c].bounds[1] if hi is None else hi) for c, hi in zip(self.controls, hi_u,
+                                                                           strict=True)]
+        lo_u = [-np.inf if v is None else v for v in lo_u]
+        hi_u = [np.inf if v is None else v for v in hi_u]
+        u_guess = [float(np.clip(self.u_prev.get(c, spec_in[c].default), lo, hi))
+                   for c, lo, hi in zip(self.controls, lo_u, hi_u, strict=True)]
+        guess = self._initial_guess(x0, np.array(u_guess))
+        for k in range(N + 1):
+            w.append(X[k])
+            if k == 0:
+                lbw += list(x0)
+                ubw += list(x0)
+            else:
+                lbw += lo_x
+                ubw += hi_x
+            w0 += list(guess[k])
+        for k in range(self.M):
+            w.append(U[k])
+            lbw += lo_u
+            ubw += hi_u
+            w0 += u_guess
+        J = 0
+        # dynamics
+        for k in range(N):
+            model = self._interval_model(k)
+            u_in = self._inputs(k, Uk[k])
+            if self.method == "shooting":
+                g.append(X[k + 1] - self._rk4(model, X[k], u_in))
+                lbg += [0.0] * nx
+                ubg += [0.0] * nx
+                gname += [f"continuity {s} at t={(k + 1) * h:g}" for s in self.states]
+            else:
+                tau = np.append(0.0, ca.collocation_points(self.degree, "radau"))
+                C, D, _B = ca.collocation_coeff(tau[1:])
+                Xc = [ca.SX.sym(f"Xc_{k}_{j}", nx) for j in range(self.degree)]
+                for j, xc in enumerate(Xc):
+                    w.append(xc)
+                    lbw += lo_x
+                    ubw += hi_x
+                    w0 += list(guess[k] + tau[j + 1] * (guess[k + 1] - guess[k]))
+                Z = ca.horzcat(X[k], *Xc)
+                Pidot = Z @ C
+                for j in range(self.degree):
+                    g.append(h * self._f(model, Xc[j], u_in) - Pidot[:, j])
+                    lbg += [0.0] * nx
+                    ubg += [0.0] * nx
+                    gname += [f"collocation {s} at t={(k + tau[j + 1]) * h:g}"
+                              for s in self.states]
+                g.append(X[k + 1] - Z @ D)
+                lbg += [0.0] * nx
+                ubg += [0.0] * nx
+                gname += [f"continuity {s} at t={(k + 1) * h:g}" for s in self.states]
+            if self.stage is not None:
+                J += h * self.stage(model.State(*ca.vertsplit(X[k])), u_in)
+        # input rate limits and move penalties
+        for i, c in enumerate(self.controls):
+            prev = self.u_prev.get(c)
+            for k in range(self.M):
+                if k == 0 and prev is None:
+                    continue
+                du = U[k][i] - (prev if k == 0 else U[k - 1][i])
+                if c in self.rate:
+                    g.append(du)
+                    lbg.append(-self.rate[c])
+                    ubg.append(self.rate[c])
+                    gname.append(f"rate of `{c}` at t={k * h:g}")
+                if c in self.du_weight:
+                    J += self.du_weight[c] * du**2
+        objective = J
+        if self.mayer is not None:
+            objective += self.mayer(self.model.State(*ca.vertsplit(X[N])))
+        # state/output bounds
+        groups = [(n, v, range(1, N + 1), False) for n, v in self.path.items()]
+        groups += [(n, v, [N], True) for n, v in self.terminal.items()]
+        for name, ((lo, hi), soft), nodes, is_terminal in groups:
+            for k in nodes:
+                kk = min(k, N - 1)
+                model = self._interval_model(kk)
+                if name in self.states:
+                    expr = X[k][self.states.index(name)]
+                else:
+                    expr = self._y(model, X[k], self._inputs(kk, Uk[kk]))[
+                        self.outputs.index(name)]
+                where = "end" if is_terminal else f"t={k * h:g}"
+                weight = soft if soft is not None else (1e4 if soften_all else None)
+                for bound, sign, word in ((lo, -1.0, "≥"), (hi, 1.0, "≤")):
+                    if bound is None:
+                        continue
+                    label = f"`{name}` {word} {bound:g} at {where}"
+                    if weight is not None:
+                        s = ca.SX.sym("s")
+                        w.append(s)
+                        lbw.append(0.0)
+                        ubw.append(np.inf)
+                        w0.append(0.0)
+                        slacks.append((label, s, weight))
+                        objective += weight * s
+                        g.append(sign * (expr - bound) - s)
+                    else:
+                        g.append(sign * (expr - bound))
+                    lbg.append(-np.inf)
+                    ubg.append(0.0)
+                    gname.append(label)
+        nlp = {"x": ca.vertcat(*w), "f": objective, "g": ca.vertcat(*g)}
+        return dict(nlp=nlp, lbw=np.array(lbw, float), ubw=np.array(ubw, float),
+                    w0=np.array(w0, float), lbg=np.array(lbg, float), ubg=np.array(ubg, float),
+                    gname=gname, X=X, U=U, slacks=slacks, J=J)
+
+    def solve(self, *, tol: float = 1e-10, max_iter: int = 3000, warm_start: OCPResult | None
+              = None, diagnose: bool = True) -> OCPResult:
+        """Solve with IPOPT. On failure, re-solve with every constraint softened and raise a
+        :class:`~processtwin.errors.SolverError` naming the violated constraints."""
+        prob = self.build()
+        opts = {"ipopt.print_level": 0, "print_time": False, "ipopt.sb": "yes",
+                "ipopt.tol": tol, "ipopt.max_iter": max_iter}
+        solver = ca.nlpsol("ocp", "ipopt", prob["nlp"], opts)
+        w0 = prob["w0"] if warm_start is None else warm_start.w_opt
+        start = _time.perf_counter()
+        sol = solver(x0=w0, lbx=prob["lbw"], ubx=prob["ubw"], lbg=prob["lbg"], ubg=prob["ubg"])
+        st = solver.stats()
+        status = st["return_status"]
+        ok = status in ("Solve_Succeeded", "Solved_To_Acceptable_Level")
+        if not ok:
+            if diagnose:
+                raise SolverError(self._diagnose(status, opts))
+            raise SolverError(f"IPOPT failed: {status}.")
+        w_opt = np.asarray(sol["x"]).ravel()
+        plan = self._plan(prob, w_opt)
+        g_val = np.asarray(sol["g"]).ravel()
+        lam = np.asarray(sol["lam_g"]).ravel()
+        active = [n for n, gv, lo, hi, la in zip(prob["gname"], g_val, prob["lbg"], prob["ubg"],
+                                                 lam, strict=True)
+                  if lo != hi and abs(la) > 1e-8 and (abs(gv - hi) < 1e-6 or abs(gv - lo) < 1e-6)]
+        fobj = float(sol["f"]) - (float(np.dot(plan["slack"].values,
+                                               [wgt for _, _, wgt in prob["slacks"]]))
+                                  if prob["slacks"] else 0.0)
+        return OCPResult(True, status, fobj, plan, active,
+                         {"wall_time_s": _time.perf_counter() - start,
+                          "iterations": st["iter_count"]}, w_opt, lam)
+
+    def _diagnose(self, status: str, opts: dict) -> str:
+        prob = self.build(soften_all=True)
+        solver = ca.nlpsol("diag", "ipopt", prob["nlp"], opts)
+        sol = solver(x0=prob["w0"], lbx=prob["lbw"], ubx=prob["ubw"], lbg=prob["lbg"],
+                     ubg=prob["ubg"])
+        w = np.asarray(sol["x"]).ravel()
+        fn = ca.Function("s", [prob["nlp"]["x"]], [ca.vertcat(*[s for _, s, _ in
+                                                                prob["slacks"]])])
+        vals = np.asarray(fn(w)).ravel() if prob["slacks"] else np.array([])
+        worst: dict[str, float] = {}
+        for (label, _, _), v in zip(prob["slacks"], vals, strict=True):
+            if v > 1e-6:
+                key = label.split(" at t=")[0]
+                worst[key] = max(worst.get(key, 0.0), float(v))
+        if not worst:
+            return (f"IPOPT failed ({status}) but every constraint can be met when softened; "
+                    "the problem is likely badly scaled or needs a better initial guess.")
+        parts = [f"{k} is violated by up to {v:.4g}" for k, v in
+                 sorted(worst.items(), key=lambda kv: -kv[1])]
+        return (f"infeasible problem (IPOPT: {status}). With every constraint softened the "
+                "least violation needs: " + "; ".join(parts) + ". These constraints conflict "
+                "with the dynamics, the initial state and the input bounds.")
+
+    def _plan(self, prob: dict, w_opt: np.ndarray) -> xr.Dataset:
+        wsym = prob["nlp"]["x"]
+        Xf = ca.Function("X", [wsym], [ca.horzcat(*prob["X"])])
+        Uf = ca.Function("U", [wsym], [ca.horzcat(*prob["U"])])
+        Xv = np.asarray(Xf(w_opt))
+        Uv = np.asarray(Uf(w_opt)).reshape(len(self.controls), -1)
+        Uv = np.concatenate([Uv, np.repeat(Uv[:, -1:], self.N + 1 - Uv.shape[1], axis=1)],
+                            axis=1)
+        t = np.arange(self.N + 1) * self.h
+        data: dict[str, Any] = {}
+        for i, s in enumerate(self.states):
+            spec = self.model.states()[s]
+            data[s] = ("time", Xv[i], {"units": spec.units, "long_name": spec.doc,
+                                       "role": "state"})
+        for i, c in enumerate(self.controls):
+            spec = self.model.inputs()[c]
+            data[c] = ("time", Uv[i], {"units": spec.units, "long_name": spec.doc,
+                                       "role": "input", "kind": "manipulated",
+                                       "interpolation": "hold"})
+        y = np.array([np.asarray(self._y(self._interval_model(min(k, self.N - 1)),
+                                         ca.DM(Xv[:, k]),
+                                         self._inputs(min(k, self.N - 1), ca.DM(Uv[:, k])))
+                                 ).ravel() for k in range(self.N + 1)])
+        for i, o in enumerate(self.outputs):
+            name = o if o not in data else f"y_{o}"
+            data[name] = ("time", y[:, i], {"units": self.model.outputs()[o].units,
+                                            "role": "output"})
+        if prob["slacks"]:
+            sf = ca.Function("s", [wsym], [ca.vertcat(*[s for _, s, _ in prob["slacks"]])])
+            vals = np.asarray(sf(w_opt)).ravel()
+            data["slack"] = ("constraint", vals, {"long_name": "violation of soft constraints"})
+            data["constraint"] = ("constraint", [lbl for lbl, _, _ in prob["slacks"]])
+        return xr.Dataset(data, coords={"time": ("time", t, {"units": self.model.time_unit})},
+                          attrs={"model": self.model.name, "method": self.method,
+                                 "intervals": self.N})
