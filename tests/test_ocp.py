@@ -1,8 +1,7 @@
 """Dynamic optimisation: transcriptions agree, plans re-simulate, known optima, diagnosis."""
 
-from typing import Any, ClassVar
-
 import re
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
