@@ -17,7 +17,35 @@ from .core import FLAGS, FilterSpec, FilterState, Record, ekf_step, init_state, 
 
 __all__ = ["ExtendedKalmanFilter", "LiveFilter"]
 
-_step_jit = jax.jit(ekf_step)
+
+
+def _pack(s: FilterState) -> Any:
+    """The filter state as one flat vector (one device buffer per live call, not seven)."""
+    f = s.z.dtype
+    return jnp.concatenate([jnp.reshape(s.t, (1,)).astype(f), s.z, s.P.ravel(), s.last_y,
+                            s.same.astype(f), s.ewma, jnp.reshape(s.nis_avg, (1,)).astype(f)])
+
+
+def _unpack(v: Any, nz: int, ny: int) -> FilterState:
+    i = np.cumsum([1, nz, nz * nz, ny, ny, ny])
+    return FilterState(v[0], v[1:i[1]], v[i[1]:i[2]].reshape(nz, nz), v[i[2]:i[3]],
+                       v[i[3]:i[4]].astype(np.int32), v[i[4]:i[5]], v[i[5]])
+
+
+def _live_step_fn(spec: FilterSpec) -> Any:
+    """A step compiled with the filter's spec baked in, on packed states: the live path."""
+    nz = len(spec.model.states()) + len(spec.estimate)
+    ny = len(spec.channels)
+
+    def step(v, t, y, u):
+        new, rec = ekf_step(spec, _unpack(v, nz, ny), t, y, u)
+        f = v.dtype
+        summary = jnp.concatenate([rec.innovation, rec.nis_channel, rec.flags.astype(f),
+                                   rec.used.astype(f), jnp.stack([rec.nis,
+                                                                  rec.dof.astype(f)])])
+        return _pack(new), summary
+
+    return jax.jit(step)
 _run_jit = jax.jit(run)
 
 
@@ -124,6 +152,7 @@ class ExtendedKalmanFilter:
             f(drift_lambda), f(drift_limit), f(mismatch_lambda), f(mismatch_limit),
             tuple(estimate), channels, int(stuck_n), float(dt_max))
         self.channels = channels
+        self._live_fn: Any = None  # compiled live step, built by the first LiveFilter
 
     # ---- helpers --------------------------------------------------------------------
     def initial(self, x0: Any = None, std: Mapping[str, float] | None = None) -> tuple:
@@ -334,15 +363,40 @@ class LiveFilter:
         self._t: list[float] = []
         self._y: list[np.ndarray] = []
         self._u: list[np.ndarray] = []
-        self._before: list[FilterState] = []
-        self.state = state
+        self._before: list[Any] = []
+        self._nz = len(ekf.names)
+        self._ny = len(ekf.channels)
+        self._vec = _pack(state)
+        self._t0 = float(state.t)
+        self._summary: Any = None
+        if ekf._live_fn is None:
+            ekf._live_fn = _live_step_fn(ekf.spec)
+        self._fn = ekf._live_fn
         self.u = u
         self.refiltered = 0
 
+    @property
+    def state(self) -> FilterState:
+        """The current filter state (estimate, covariance, monitoring memory)."""
+        return _unpack(np.asarray(self._vec), self._nz, self._ny)
+
+    def last_update(self) -> dict[str, dict[str, float]]:
+        """Innovation, NIS, flags and use of each channel in the latest step."""
+        if self._summary is None:
+            return {}
+        v = np.asarray(self._summary)
+        ny = self._ny
+        out = {}
+        for j, c in enumerate(self.ekf.channels):
+            out[c] = {"innovation": float(v[j]), "nis": float(v[ny + j]),
+                      "flags": int(v[2 * ny + j]), "used": bool(v[3 * ny + j])}
+        return out
+
     def step(self, t: float, y: Mapping[str, float], u: Mapping[str, float] | None = None
-             ) -> FilterState:
+             ) -> None:
         """Process one sample ``y`` (channel → value, missing channels omitted) taken at
-        ``t``; ``u`` are inputs applied from ``t`` on (default: unchanged)."""
+        ``t``; ``u`` are inputs applied from ``t`` on (default: unchanged). See
+        :meth:`estimate` and :meth:`last_update` for the results."""
         row = np.full(len(self.ekf.channels), np.nan)
         for k, v in y.items():
             if k not in self.ekf.channels:
@@ -359,20 +413,19 @@ class LiveFilter:
         elif self._t and t == self._t[-1]:
             self._insert_late(t, row)
         else:
-            if t < float(self.state.t):
+            if not self._t and t < self._t0:
                 raise DataError(f"sample at t={t:g} is before the filter start "
-                                f"{float(self.state.t):g}.")
+                                f"{self._t0:g}.")
             self._advance(t, row, self.u)
         if u is not None:
             self.u = self.ekf._input_vector(u)
-        return self.state
 
     def _advance(self, t: float, row: np.ndarray, u: np.ndarray) -> None:
         self._t.append(t)
         self._y.append(row)
         self._u.append(u)
-        self._before.append(self.state)
-        self.state, self.last = _step_jit(self.ekf.spec, self.state, t, row, u)
+        self._before.append(self._vec)
+        self._vec, self._summary = self._fn(self._vec, t, row, u)
 
     def _insert_late(self, t: float, row: np.ndarray) -> None:
         k = bisect.bisect_left(self._t, t)
@@ -386,12 +439,12 @@ class LiveFilter:
             tail = [(t, merged, self._u[k])] + list(zip(self._t[k + 1:], self._y[k + 1:],
                                                         self._u[k + 1:], strict=True))
         else:
-            if k == 0 and t < float(self._before[0].t):
+            if k == 0 and t < self._t0:
                 raise DataError(f"late sample at t={t:g} is before the filter start.")
             u_k = self._u[k] if k < len(self._u) else self.u
             tail = [(t, row, u_k)] + list(zip(self._t[k:], self._y[k:], self._u[k:],
                                               strict=True))
-        self.state = self._before[k]
+        self._vec = self._before[k]
         del self._t[k:], self._y[k:], self._u[k:], self._before[k:]
         for tt, yy, uu in tail:
             self._advance(tt, yy, uu)
@@ -399,6 +452,7 @@ class LiveFilter:
 
     def estimate(self) -> dict[str, tuple[float, float]]:
         """Current estimate and standard deviation per state/parameter name."""
-        z = np.asarray(self.state.z)
-        sd = np.sqrt(np.diag(np.asarray(self.state.P)))
+        state = self.state
+        z = np.asarray(state.z)
+        sd = np.sqrt(np.diag(np.asarray(state.P)))
         return {k: (float(z[i]), float(sd[i])) for i, k in enumerate(self.ekf.names)}
