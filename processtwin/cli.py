@@ -161,15 +161,17 @@ def simulate_cmd(model: str, until: float, every: float, inputs: tuple[str, ...]
               help="Nominal parameter value.")
 @click.option("--smooth/--no-smooth", default=False, show_default=True,
               help="Also compute RTS-smoothed estimates.")
+@click.option("--method", default="ekf", show_default=True, type=click.Choice(["ekf", "ukf"]),
+              help="Extended or unscented Kalman filter.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the estimate Dataset here.")
 def estimate_cmd(model: str, data_path: Path, estimate: tuple[str, ...],
                  channels: tuple[str, ...], x0: tuple[str, ...], params: tuple[str, ...],
-                 smooth: bool, out: Path | None) -> None:
-    """Estimate states (and parameters) of MODEL from plant data with the EKF."""
+                 smooth: bool, method: str, out: Path | None) -> None:
+    """Estimate states (and parameters) of MODEL from plant data (EKF or UKF)."""
     import numpy as np
 
-    from .estimate import ExtendedKalmanFilter
+    from .estimate import ExtendedKalmanFilter, UnscentedKalmanFilter
     from .io import read_measurements, save
 
     cls = _get_model(model)
@@ -178,7 +180,8 @@ def estimate_cmd(model: str, data_path: Path, estimate: tuple[str, ...],
     data = read_measurements(data_path)
     if not channels:
         channels = tuple(c for c in cls.outputs() if c in data.data_vars)
-    ekf = ExtendedKalmanFilter(cls().replace(**p), estimate=estimate, channels=channels)
+    kind = UnscentedKalmanFilter if method == "ukf" else ExtendedKalmanFilter
+    ekf = kind(cls().replace(**p), estimate=estimate, channels=channels)
     est = ekf.filter(data, x0=x, smooth=smooth)
     t = est["time"].values
     click.echo(f"{cls.name}: {t.size} samples, t = {t[0]:g} … {t[-1]:g} {cls.time_unit}, "

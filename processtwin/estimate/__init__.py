@@ -1,7 +1,8 @@
 """State and parameter estimation: continuous-discrete EKF, RTS smoother, live filtering."""
 
-from .api import ExtendedKalmanFilter, LiveFilter
+from .api import ExtendedKalmanFilter, LiveFilter, UnscentedKalmanFilter
 from .core import FLAGS, FilterSpec, FilterState, Record, ekf_step, init_state, run, transition
+from .ukf import run_ukf, ukf_step
 
 __all__ = [
     "FLAGS",
@@ -9,9 +10,12 @@ __all__ = [
     "FilterSpec",
     "FilterState",
     "LiveFilter",
+    "UnscentedKalmanFilter",
     "Record",
     "ekf_step",
     "init_state",
     "run",
+    "run_ukf",
     "transition",
+    "ukf_step",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,8 +15,9 @@ import xarray as xr
 from ..errors import ConfigError, DataError, suggest
 from ..model import Model
 from .core import FLAGS, FilterSpec, FilterState, Record, ekf_step, init_state, run
+from .ukf import run_ukf, ukf_step
 
-__all__ = ["ExtendedKalmanFilter", "LiveFilter"]
+__all__ = ["ExtendedKalmanFilter", "LiveFilter", "UnscentedKalmanFilter"]
 
 
 
@@ -32,13 +34,16 @@ def _unpack(v: Any, nz: int, ny: int) -> FilterState:
                        v[i[3]:i[4]].astype(np.int32), v[i[4]:i[5]], v[i[5]])
 
 
-def _live_step_fn(spec: FilterSpec) -> Any:
+_STEPS = {"ekf": ekf_step, "ukf": ukf_step}
+
+
+def _live_step_fn(spec: FilterSpec, method: str) -> Any:
     """A step compiled with the filter's spec baked in, on packed states: the live path."""
     nz = len(spec.model.states()) + len(spec.estimate)
     ny = len(spec.channels)
 
     def step(v, t, y, u):
-        new, rec = ekf_step(spec, _unpack(v, nz, ny), t, y, u)
+        new, rec = _STEPS[method](spec, _unpack(v, nz, ny), t, y, u)
         f = v.dtype
         summary = jnp.concatenate([rec.innovation, rec.nis_channel, rec.flags.astype(f),
                                    rec.used.astype(f), jnp.stack([rec.nis,
@@ -46,7 +51,7 @@ def _live_step_fn(spec: FilterSpec) -> Any:
         return _pack(new), summary
 
     return jax.jit(step)
-_run_jit = jax.jit(run)
+_RUNS = {"ekf": jax.jit(run), "ukf": jax.jit(run_ukf)}
 
 
 def _rts(rec: Record) -> tuple[Any, Any]:
@@ -73,6 +78,9 @@ _rts_jit = jax.jit(_rts)
 class ExtendedKalmanFilter:
     """Continuous-discrete EKF for a model, with optional parameter tracking.
 
+    :class:`UnscentedKalmanFilter` has the same interface (sigma points instead of
+    Jacobians in the prediction and the update).
+
     Parameters
     ----------
     model : Model
@@ -98,6 +106,8 @@ class ExtendedKalmanFilter:
     dt_max : float
         Longest RK4 sub-step of the prediction [model time unit].
     """
+
+    method = "ekf"
 
     def __init__(self, model: Model, *, estimate: Sequence[str] = (),
                  channels: Sequence[str] | None = None, q: Mapping[str, float] | None = None,
@@ -212,7 +222,7 @@ class ExtendedKalmanFilter:
         if start > times[0]:
             raise DataError(f"`t0`={start:g} is after the first sample at {times[0]:g}.")
         state = init_state(self.spec, start, z0, P0)
-        _, rec = _run_jit(self.spec, state, jnp.asarray(times), jnp.asarray(Y),
+        _, rec = _RUNS[self.method](self.spec, state, jnp.asarray(times), jnp.asarray(Y),
                           jnp.asarray(U))
         smoothed = _rts_jit(rec) if smooth else None
         return self._to_dataset(times, Y, rec, smoothed, full_covariance)
@@ -319,7 +329,7 @@ class ExtendedKalmanFilter:
         if full_covariance:
             coords.update(row=list(self.names), col=list(self.names))
         return xr.Dataset(data, coords=coords, attrs={
-            "model": self.model.name, "estimator": "EKF",
+            "model": self.model.name, "estimator": self.method.upper(),
             "estimated_parameters": " ".join(self.spec.estimate),
             "rejected_samples": int(sum(int(data[f"{c}_rejected"][1].sum())
                                         for c in self.channels))})
@@ -366,11 +376,12 @@ class LiveFilter:
         self._before: list[Any] = []
         self._nz = len(ekf.names)
         self._ny = len(ekf.channels)
+        self._index = {c: j for j, c in enumerate(ekf.channels)}
         self._vec = _pack(state)
         self._t0 = float(state.t)
         self._summary: Any = None
         if ekf._live_fn is None:
-            ekf._live_fn = _live_step_fn(ekf.spec)
+            ekf._live_fn = _live_step_fn(ekf.spec, ekf.method)
         self._fn = ekf._live_fn
         self.u = u
         self.refiltered = 0
@@ -397,16 +408,19 @@ class LiveFilter:
         """Process one sample ``y`` (channel → value, missing channels omitted) taken at
         ``t``; ``u`` are inputs applied from ``t`` on (default: unchanged). See
         :meth:`estimate` and :meth:`last_update` for the results."""
-        row = np.full(len(self.ekf.channels), np.nan)
+        values = [math.nan] * self._ny
+        index = self._index
         for k, v in y.items():
-            if k not in self.ekf.channels:
+            j = index.get(k)
+            if j is None:
                 raise DataError(f"unknown channel `{k}`" + suggest(k, self.ekf.channels))
             v = float(v)
-            if np.isinf(v):
+            if math.isinf(v):
                 raise DataError(f"channel `{k}` is {v} at t={t:g}; use NaN for missing.")
-            row[self.ekf.channels.index(k)] = v
+            values[j] = v
+        row = np.array(values)
         t = float(t)
-        if not np.isfinite(t):
+        if not math.isfinite(t):
             raise DataError(f"sample time must be finite, got {t}.")
         if self._t and t < self._t[-1]:
             self._insert_late(t, row)
@@ -456,3 +470,15 @@ class LiveFilter:
         z = np.asarray(state.z)
         sd = np.sqrt(np.diag(np.asarray(state.P)))
         return {k: (float(z[i]), float(sd[i])) for i, k in enumerate(self.ekf.names)}
+
+
+class UnscentedKalmanFilter(ExtendedKalmanFilter):
+    """Continuous-discrete unscented Kalman filter (Julier & Uhlmann 2004) with the
+    interface, options, monitoring and outputs of :class:`ExtendedKalmanFilter`.
+
+    Each step integrates the 2n+1 sigma points over the interval (about 2n+1 times the
+    EKF's cost); the RTS smoother uses the statistical linearisation of the transition
+    (unscented RTS smoother, Särkkä 2008).
+    """
+
+    method = "ukf"

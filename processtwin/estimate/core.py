@@ -175,6 +175,89 @@ def _symmetrise(P: Any) -> Any:
     return 0.5 * (P + P.T)
 
 
+class Screen(NamedTuple):
+    """Per-channel screening of one sample before the update."""
+
+    present: Any  # (ny,) bool: channel measured (finite)
+    innov: Any  # (ny,) innovation, 0 where not measured
+    nis_ch: Any  # (ny,) normalised innovation squared per channel
+    same: Any  # (ny,) int32 consecutive identical values
+    last_y: Any  # (ny,) last received value
+    stuck: Any  # (ny,) bool: stuck sensor
+    spike: Any  # (ny,) bool: gated out
+    used: Any  # (ny,) bool: enters the update
+
+
+def _screen(spec: FilterSpec, state: FilterState, y: Any, y_hat: Any, s_diag: Any) -> Screen:
+    """Innovations, per-channel NIS, stuck counting and gating of a sample ``y`` (NaN =
+    missing) against its prediction ``y_hat`` with innovation variances ``s_diag``."""
+    present = jnp.isfinite(y)
+    innov = jnp.where(present, y - y_hat, 0.0)
+    nis_ch = innov**2 / s_diag
+    same = jnp.where(present, jnp.where(y == state.last_y, state.same + 1, 0),
+                     state.same).astype(jnp.int32)
+    last_y = jnp.where(present, y, state.last_y)
+    stuck = present & (same >= spec.stuck_n)
+    spike = present & (nis_ch > spec.gate)
+    used = present & ~spike & ~stuck
+    return Screen(present, innov, nis_ch, same, last_y, stuck, spike, used)
+
+
+def _masked_update(z_pred: Any, P_pred: Any, H: Any, R: Any, innov: Any, used: Any
+                   ) -> tuple[Any, Any, Any]:
+    """Joseph-form Kalman update on the ``used`` channels only.
+
+    Unused rows of ``H`` are zeroed and their block of ``S`` is the identity, so their
+    gain columns vanish and the result equals an update on the used channels alone.
+    ``R`` is the full (ny, ny) measurement-noise covariance (``diag(r)`` for the EKF).
+
+    Returns
+    -------
+    z_new, P_new, nis
+        Updated (unprojected) estimate, symmetric covariance and the NIS of the used
+        channels.
+    """
+    nz = z_pred.shape[0]
+    Hm = jnp.where(used[:, None], H, 0.0)
+    Rm = jnp.where(used[:, None] & used[None, :], R, 0.0)
+    r_used = jnp.where(used, innov, 0.0)
+    HP = _mm(Hm, P_pred)
+    S = _mm(HP, Hm.T) + Rm + jnp.diag(jnp.where(used, 0.0, 1.0))
+    K = _spd_solve(S, HP).T
+    z_new = z_pred + _mm(K, r_used[:, None])[:, 0]
+    IKH = jnp.eye(nz) - _mm(K, Hm)
+    P_new = _symmetrise(_mm(_mm(IKH, P_pred), IKH.T) + _mm(_mm(K, Rm), K.T))
+    nis = jnp.sum(r_used * _spd_solve(S, r_used[:, None])[:, 0])
+    return z_new, P_new, nis
+
+
+def _finish(spec: FilterSpec, state: FilterState, t: Any, scr: Screen, s_diag: Any,
+            z_pred: Any, P_pred: Any, F: Any, z_new: Any, P_new: Any, nis: Any
+            ) -> tuple[FilterState, Record]:
+    """Bound projection, drift and mismatch EWMAs, anomaly flags, new state and record."""
+    z_new = jnp.clip(z_new, spec.lower, spec.upper)
+    used, spike, present = scr.used, scr.spike, scr.present
+    dof = jnp.sum(used)
+    # drift: EWMA of normalised innovations; mismatch: EWMA of NIS per dof
+    lam = spec.drift_lambda
+    ewma = jnp.where(used | spike, lam * scr.innov / jnp.sqrt(s_diag) + (1 - lam) * state.ewma,
+                     state.ewma)
+    ml = spec.mismatch_lambda
+    nis_avg = jnp.where(dof > 0, ml * nis / jnp.maximum(dof, 1).astype(nis.dtype)
+                        + (1 - ml) * state.nis_avg,
+                        state.nis_avg)
+    drift_sd = jnp.sqrt(lam / (2 - lam))
+    flags = (jnp.where(spike, FLAGS["spike"], 0) + jnp.where(scr.stuck, FLAGS["stuck"], 0)
+             + jnp.where(present & (jnp.abs(ewma) > spec.drift_limit * drift_sd),
+                         FLAGS["drift"], 0)
+             + jnp.where(present & (nis_avg > spec.mismatch_limit), FLAGS["mismatch"], 0))
+    new = FilterState(t, z_new, P_new, scr.last_y, scr.same, ewma, nis_avg)
+    rec = Record(t, z_new, P_new, z_pred, P_pred, F, jnp.where(present, scr.innov, jnp.nan),
+                 s_diag, jnp.where(present, scr.nis_ch, jnp.nan), nis, dof,
+                 flags.astype(jnp.int32), used)
+    return new, rec
+
+
 def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
              ) -> tuple[FilterState, Record]:
     """Predict from ``state.t`` to ``t`` with inputs ``u`` held, then update with ``y``.
@@ -182,57 +265,17 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     ``y`` has one entry per channel, NaN where not measured. Pure: use under ``jit``,
     ``lax.scan`` (histories) and ``vmap`` (fleets).
     """
-    nz = state.z.shape[0]
     dt = t - state.t
-    # --- predict: z' = phi(z), P' = F P F^T + diag(q) dt
+    # predict: z' = phi(z), P' = F P F^T + diag(q) dt
     z_pred, F = _value_and_jacfwd(lambda z: transition(spec, z, u, state.t, t), state.z)
     P_pred = _symmetrise(_mm(_mm(F, state.P), F.T) + jnp.diag(spec.q * dt))
-    # --- measurement model at the prediction
+    # measurement model at the prediction
     y_hat, H = _value_and_jacfwd(lambda z: measure(spec, z, u, t), z_pred)
-    present = jnp.isfinite(y)
-    innov = jnp.where(present, y - y_hat, 0.0)
-    S_full = _mm(_mm(H, P_pred), H.T) + jnp.diag(spec.r)
-    s_diag = jnp.diag(S_full)
-    nis_ch = innov**2 / s_diag
-    # --- anomaly book-keeping on raw samples
-    same = jnp.where(present, jnp.where(y == state.last_y, state.same + 1, 0),
-                     state.same).astype(jnp.int32)
-    last_y = jnp.where(present, y, state.last_y)
-    stuck = present & (same >= spec.stuck_n)
-    spike = present & (nis_ch > spec.gate)
-    used = present & ~spike & ~stuck
-    # --- masked update: unused rows of H are zero, their S block is the identity, so
-    # their Kalman gain columns vanish and the update equals one on the used channels only.
-    Hm = jnp.where(used[:, None], H, 0.0)
-    r_used = jnp.where(used, innov, 0.0)
-    HP = _mm(Hm, P_pred)
-    S = _mm(HP, Hm.T) + jnp.diag(jnp.where(used, spec.r, 1.0))
-    K = _spd_solve(S, HP).T
-    z_new = z_pred + _mm(K, r_used[:, None])[:, 0]
-    IKH = jnp.eye(nz) - _mm(K, Hm)
-    P_new = _symmetrise(_mm(_mm(IKH, P_pred), IKH.T)
-                        + _mm(K * jnp.where(used, spec.r, 0.0), K.T))
-    z_new = jnp.clip(z_new, spec.lower, spec.upper)
-    dof = jnp.sum(used)
-    nis = jnp.sum(r_used * _spd_solve(S, r_used[:, None])[:, 0])
-    # --- drift: EWMA of normalised innovations; mismatch: EWMA of NIS per dof
-    lam = spec.drift_lambda
-    ewma = jnp.where(used | spike, lam * innov / jnp.sqrt(s_diag) + (1 - lam) * state.ewma,
-                     state.ewma)
-    ml = spec.mismatch_lambda
-    nis_avg = jnp.where(dof > 0, ml * nis / jnp.maximum(dof, 1).astype(nis.dtype)
-                        + (1 - ml) * state.nis_avg,
-                        state.nis_avg)
-    drift_sd = jnp.sqrt(lam / (2 - lam))
-    flags = (jnp.where(spike, FLAGS["spike"], 0) + jnp.where(stuck, FLAGS["stuck"], 0)
-             + jnp.where(present & (jnp.abs(ewma) > spec.drift_limit * drift_sd),
-                         FLAGS["drift"], 0)
-             + jnp.where(present & (nis_avg > spec.mismatch_limit), FLAGS["mismatch"], 0))
-    new = FilterState(t, z_new, P_new, last_y, same, ewma, nis_avg)
-    rec = Record(t, z_new, P_new, z_pred, P_pred, F, jnp.where(present, innov, jnp.nan),
-                 s_diag, jnp.where(present, nis_ch, jnp.nan), nis, dof,
-                 flags.astype(jnp.int32), used)
-    return new, rec
+    s_diag = jnp.diag(_mm(_mm(H, P_pred), H.T)) + spec.r
+    scr = _screen(spec, state, y, y_hat, s_diag)
+    z_new, P_new, nis = _masked_update(z_pred, P_pred, H, jnp.diag(spec.r), scr.innov,
+                                       scr.used)
+    return _finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
 
 
 # Below this size, matrix products are written as broadcast-multiply-sum and SPD solves as an
