@@ -43,12 +43,13 @@ class DoubleIntegrator(Model):
 def _textbook_kf(times, Y, a, q, r, z0, P0):
     """Kalman (1960) filter, written out with numpy: predict, update with present rows."""
     z, P, t_prev = z0.copy(), P0.copy(), times[0]
-    zs, Ps = [], []
+    zs, Ps, preds = [], [], []
     for t, y in zip(times, Y, strict=True):
         dt = t - t_prev
         Fm = np.array([[1.0, dt], [0.0, 1.0]])
         z = Fm @ z + np.array([0.5 * a * dt**2, a * dt])
         P = Fm @ P @ Fm.T + np.diag(q) * dt
+        preds.append((Fm, z.copy(), P.copy()))
         have = np.isfinite(y)
         if have.any():
             H = np.eye(2)[have]
@@ -60,7 +61,18 @@ def _textbook_kf(times, Y, a, q, r, z0, P0):
         zs.append(z)
         Ps.append(P)
         t_prev = t
-    return np.array(zs), np.array(Ps)
+    return np.array(zs), np.array(Ps), preds
+
+
+def _textbook_rts(zs, Ps, preds):
+    """Rauch, Tung & Striebel (1965) fixed-interval smoother."""
+    zs_s, Ps_s = zs.copy(), Ps.copy()
+    for k in range(len(zs) - 2, -1, -1):
+        Fm, z_pred, P_pred = preds[k + 1]
+        C = Ps[k] @ Fm.T @ np.linalg.inv(P_pred)
+        zs_s[k] = zs[k] + C @ (zs_s[k + 1] - z_pred)
+        Ps_s[k] = Ps[k] + C @ (Ps_s[k + 1] - P_pred) @ C.T
+    return zs_s, Ps_s
 
 
 def test_ekf_equals_kalman_filter_on_linear_model(rng):
@@ -74,10 +86,17 @@ def test_ekf_equals_kalman_filter_on_linear_model(rng):
     z0, P0 = np.array([0.1, 0.9]), np.diag([4.0, 1.0])
     ds = xr.Dataset({"p": ("time", Y[:, 0]), "v": ("time", Y[:, 1])}, coords={"time": times})
     out = ekf.filter(ds, x0={"p": z0[0], "v": z0[1]}, std={"p": 2.0, "v": 1.0},
-                     inputs={"a": 0.3}, full_covariance=True)
-    zs, Ps = _textbook_kf(times, Y, 0.3, q, r, z0, P0)
+                     inputs={"a": 0.3}, full_covariance=True, smooth=True)
+    zs, Ps, preds = _textbook_kf(times, Y, 0.3, q, r, z0, P0)
     np.testing.assert_allclose(np.c_[out["p"], out["v"]], zs, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(out["P"].values, Ps, rtol=1e-10, atol=1e-12)
+    # and the RTS smoother equals the textbook smoother
+    zs_s, Ps_s = _textbook_rts(zs, Ps, preds)
+    np.testing.assert_allclose(np.c_[out["p_smooth"], out["v_smooth"]], zs_s, rtol=1e-9,
+                               atol=1e-10)
+    np.testing.assert_allclose(np.c_[out["p_smooth_std"], out["v_smooth_std"]],
+                               np.sqrt(np.diagonal(Ps_s, axis1=1, axis2=2)), rtol=1e-9)
+    assert np.all(out["p_smooth_std"].values[:-1] <= out["p_std"].values[:-1] + 1e-12)
 
 
 # --------------------------------------------------------------------------------------
