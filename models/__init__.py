@@ -4,6 +4,7 @@ Files here import :mod:`processtwin.model` only — never jax, casadi, pyomo or 
 """
 
 from .bioreactor import Bioreactor, BioreactorInputs, BioreactorOutputs, BioreactorState
+from .double_integrator import DoubleIntegrator
 
 __all__ = [
     "REGISTRY",
@@ -11,7 +12,8 @@ __all__ = [
     "BioreactorInputs",
     "BioreactorOutputs",
     "BioreactorState",
+    "DoubleIntegrator",
 ]
 
 #: Models by their command-line name.
-REGISTRY = {cls.name: cls for cls in (Bioreactor,)}
+REGISTRY = {cls.name: cls for cls in (Bioreactor, DoubleIntegrator)}

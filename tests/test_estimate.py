@@ -1,7 +1,6 @@
 """Extended Kalman filter: exactness on a linear model, consistency, parameter tracking,
 missing and late samples, anomaly flags, bad data and long-run covariance health."""
 
-from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -12,34 +11,12 @@ from scipy.stats import chi2
 
 import processtwin as pt
 from processtwin.estimate import ExtendedKalmanFilter, init_state, run, transition
-from processtwin.model import Model, Var, variables
-from processtwin.models import Bioreactor
+from processtwin.models import Bioreactor, DoubleIntegrator
+
 
 # --------------------------------------------------------------------------------------
 # A linear test model: double integrator. RK4 is exact for it (polynomial solution), so the
 # EKF must reproduce the textbook Kalman filter to rounding.
-DIState = variables("DIState", p=Var("m", "position"), v=Var("m/s", "velocity"))
-DIInputs = variables("DIInputs", a=Var("m/s2", "acceleration", kind="manipulated"))
-DIOutputs = variables("DIOutputs", p=Var("m", "position", kind="online", noise=0.5),
-                      v=Var("m/s", "velocity", kind="online", noise=0.2))
-
-
-class DoubleIntegrator(Model):
-    """Double integrator (Bar-Shalom, Li & Kirubarajan 2001, ch. 6)."""
-
-    name: ClassVar[str] = "double_integrator"
-    State: ClassVar[type] = DIState
-    Inputs: ClassVar[type] = DIInputs
-    Outputs: ClassVar[type] = DIOutputs
-    time_unit: ClassVar[str] = "s"
-
-    def rhs(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
-        return DIState(p=x.v, v=u.a)
-
-    def measure(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
-        return DIOutputs(p=x.p, v=x.v)
-
-
 def _textbook_kf(times, Y, a, q, r, z0, P0):
     """Kalman (1960) filter, written out with numpy: predict, update with present rows."""
     z, P, t_prev = z0.copy(), P0.copy(), times[0]

@@ -1,14 +1,12 @@
 """Dynamic optimisation: transcriptions agree, plans re-simulate, known optima, diagnosis."""
 
 import re
-from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
 import processtwin as pt
-from processtwin.model import Model, Var, variables
-from processtwin.models import Bioreactor
+from processtwin.models import Bioreactor, DoubleIntegrator
 from processtwin.solvers import OCP, golden_batch, outcome_value
 
 
@@ -47,27 +45,6 @@ def test_plan_resimulated_with_jax_reproduces_objective_and_constraints(golden):
 # A linear-quadratic problem with a known optimum: the double integrator. RK4 and Radau
 # collocation integrate it exactly under piecewise-constant input, so the NLP optimum must
 # equal the discrete-time LQR cost x0' P0 x0 from the backward Riccati recursion.
-DIState = variables("DIState", p=Var("m", "position"), v=Var("m/s", "velocity"))
-DIInputs = variables("DIInputs", a=Var("m/s2", "acceleration", kind="manipulated"))
-DIOutputs = variables("DIOutputs", p=Var("m", "position", kind="online", noise=0.1))
-
-
-class DoubleIntegrator(Model):
-    """Double integrator (Bryson & Ho 1975, ch. 5)."""
-
-    name: ClassVar[str] = "double_integrator"
-    State: ClassVar[type] = DIState
-    Inputs: ClassVar[type] = DIInputs
-    Outputs: ClassVar[type] = DIOutputs
-    time_unit: ClassVar[str] = "s"
-
-    def rhs(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
-        return DIState(p=x.v, v=u.a)
-
-    def measure(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
-        return DIOutputs(p=x.p)
-
-
 @pytest.mark.parametrize("method", ["shooting", "collocation"])
 def test_linear_quadratic_optimum(method):
     N, T = 10, 5.0

@@ -2,7 +2,6 @@
 consistency on the bioreactor, masked (missing-channel) updates, and the step bookkeeping
 shared with the EKF."""
 
-from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -17,35 +16,13 @@ from processtwin.estimate.ukf import (
     sigma_points,
     unscented_weights,
 )
-from processtwin.model import Model, Var, variables
-from processtwin.models import Bioreactor
+from processtwin.models import Bioreactor, DoubleIntegrator
 from processtwin.ops import numpy_ops
+
 
 # --------------------------------------------------------------------------------------
 # Linear model: double integrator (as in test_estimate.py). RK4 is exact for it and the
 # unscented transform is exact for linear maps, so the UKF is the textbook Kalman filter.
-DIState = variables("DIState", p=Var("m", "position"), v=Var("m/s", "velocity"))
-DIInputs = variables("DIInputs", a=Var("m/s2", "acceleration", kind="manipulated"))
-DIOutputs = variables("DIOutputs", p=Var("m", "position", kind="online", noise=0.5),
-                      v=Var("m/s", "velocity", kind="online", noise=0.2))
-
-
-class DoubleIntegrator(Model):
-    """Double integrator (Bar-Shalom, Li & Kirubarajan 2001, ch. 6)."""
-
-    name: ClassVar[str] = "double_integrator"
-    State: ClassVar[type] = DIState
-    Inputs: ClassVar[type] = DIInputs
-    Outputs: ClassVar[type] = DIOutputs
-    time_unit: ClassVar[str] = "s"
-
-    def rhs(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
-        return DIState(p=x.v, v=u.a)
-
-    def measure(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
-        return DIOutputs(p=x.p, v=x.v)
-
-
 def _spec(model, q, r, lower, upper, channels, *, gate=15.13, stuck_n=6, dt_max=0.25):
     f = float
     return FilterSpec(model=model, q=jnp.asarray(q, dtype=float), r=jnp.asarray(r, dtype=float),
