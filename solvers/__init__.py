@@ -4,6 +4,8 @@ CasADi's own ``highs`` plugin is never loaded here (it clashes with highspy).
 """
 
 from .golden import OBJECTIVES, golden_batch, outcome_value
+from .nmpc import BatchNMPC, Recommendation
 from .ocp import OCP, OCPResult
 
-__all__ = ["OBJECTIVES", "OCP", "OCPResult", "golden_batch", "outcome_value"]
+__all__ = ["OBJECTIVES", "OCP", "BatchNMPC", "OCPResult", "Recommendation", "golden_batch",
+           "outcome_value"]

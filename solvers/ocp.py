@@ -116,6 +116,7 @@ class OCP:
         self.mayer: Callable[..., Any] | None = None
         self.stage: Callable[..., Any] | None = None
         self.du_weight: dict[str, float] = {}
+        self.u_init: np.ndarray | None = None
 
     # ---- problem set-up (chainable) -------------------------------------------------
     def _check_name(self, name: str, where: tuple[str, ...], what: str) -> None:
@@ -206,14 +207,22 @@ class OCP:
         return x
 
     def _initial_guess(self, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """States at the nodes under the guessed constant controls (RK4), for warm start."""
+        """States at the nodes under the guessed controls ``u`` (intervals × controls),
+        integrated with RK4: a feasible starting point for IPOPT."""
         xs = ca.SX.sym("x", len(self.states))
+        us = ca.SX.sym("u", len(self.controls))
         out = [x0]
         for k in range(self.N):
             model = self._interval_model(k)
-            step = ca.Function("step", [xs], [self._rk4(model, xs, self._inputs(k, ca.DM(u)))])
-            out.append(np.asarray(step(out[-1])).ravel())
+            step = ca.Function("step", [xs, us], [self._rk4(model, xs, self._inputs(k, us))])
+            out.append(np.asarray(step(out[-1], u[min(k, len(u) - 1)])).ravel())
         return np.array(out)
+
+    def guess_controls(self, values: Any) -> OCP:
+        """Initial guess of the controls, one row per interval (e.g. the previous plan)."""
+        arr = np.asarray(values, dtype=float).reshape(-1, len(self.controls))
+        self.u_init = arr
+        return self
 
     def build(self, soften_all: bool = False) -> dict[str, Any]:
         """Build the NLP; with ``soften_all`` every constraint gets a slack (diagnosis)."""
@@ -244,7 +253,12 @@ class OCP:
         hi_u = [np.inf if v is None else v for v in hi_u]
         u_guess = [float(np.clip(self.u_prev.get(c, spec_in[c].default), lo, hi))
                    for c, lo, hi in zip(self.controls, lo_u, hi_u, strict=True)]
-        guess = self._initial_guess(x0, np.array(u_guess))
+        u_rows = np.tile(u_guess, (self.M, 1))
+        if self.u_init is not None:
+            n = min(len(self.u_init), self.M)
+            u_rows[:n] = np.clip(self.u_init[:n], lo_u, hi_u)
+            u_rows[n:] = u_rows[n - 1]
+        guess = self._initial_guess(x0, u_rows)
         for k in range(N + 1):
             w.append(X[k])
             if k == 0:
@@ -258,7 +272,7 @@ class OCP:
             w.append(U[k])
             lbw += lo_u
             ubw += hi_u
-            w0 += u_guess
+            w0 += list(u_rows[k])
         J = 0
         # dynamics
         for k in range(N):
@@ -347,12 +361,17 @@ class OCP:
                     gname=gname, X=X, U=U, slacks=slacks, J=J)
 
     def solve(self, *, tol: float = 1e-10, max_iter: int = 3000, warm_start: OCPResult | None
-              = None, diagnose: bool = True) -> OCPResult:
+              = None, diagnose: bool = True, max_wall_time: float | None = None) -> OCPResult:
         """Solve with IPOPT. On failure, re-solve with every constraint softened and raise a
-        :class:`~processtwin.errors.SolverError` naming the violated constraints."""
+        :class:`~processtwin.errors.SolverError` naming the violated constraints.
+
+        ``max_wall_time`` [s] stops IPOPT at a deadline (then :class:`SolverError`).
+        """
         prob = self.build()
         opts = {"ipopt.print_level": 0, "print_time": False, "ipopt.sb": "yes",
                 "ipopt.tol": tol, "ipopt.max_iter": max_iter}
+        if max_wall_time is not None:
+            opts["ipopt.max_wall_time"] = float(max_wall_time)
         solver = ca.nlpsol("ocp", "ipopt", prob["nlp"], opts)
         w0 = prob["w0"] if warm_start is None else warm_start.w_opt
         start = _time.perf_counter()
@@ -361,7 +380,8 @@ class OCP:
         status = st["return_status"]
         ok = status in ("Solve_Succeeded", "Solved_To_Acceptable_Level")
         if not ok:
-            if diagnose:
+            if diagnose and status not in ("Maximum_WallTime_Exceeded",
+                                           "Maximum_CpuTime_Exceeded"):
                 raise SolverError(self._diagnose(status, opts))
             raise SolverError(f"IPOPT failed: {status}.")
         w_opt = np.asarray(sol["x"]).ravel()

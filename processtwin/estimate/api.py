@@ -391,6 +391,10 @@ class LiveFilter:
         """The current filter state (estimate, covariance, monitoring memory)."""
         return _unpack(np.asarray(self._vec), self._nz, self._ny)
 
+    def set_inputs(self, u: Mapping[str, float]) -> None:
+        """Inputs applied from the latest sample time on (e.g. a new feed setpoint)."""
+        self.u = self.ekf._input_vector(u)
+
     def last_update(self) -> dict[str, dict[str, float]]:
         """Innovation, NIS, flags and use of each channel in the latest step."""
         if self._summary is None:

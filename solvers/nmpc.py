@@ -1,0 +1,172 @@
+"""Shrinking-horizon NMPC for batches and the operator-facing :class:`Recommendation`."""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from processtwin.errors import ConfigError, SolverError
+from processtwin.model import Model
+
+from .golden import OBJECTIVES
+from .ocp import OCP, OCPResult
+
+__all__ = ["BatchNMPC", "Recommendation"]
+
+
+@dataclass
+class Recommendation:
+    """What the twin tells the operator to do next, and why.
+
+    Attributes
+    ----------
+    t : float
+        Decision time [model time unit].
+    setpoints : dict
+        Manipulated input → ``(value, units)`` to apply from ``t``; always inside the
+        actuator envelope.
+    plan : xarray.Dataset or None
+        Planned trajectory over the rest of the horizon.
+    expected : float
+        Predicted batch outcome under the plan (objective units, see ``objective``).
+    benefit : float
+        ``expected`` minus the predicted outcome of holding the current setpoints.
+    objective : str
+        Description of the outcome with units.
+    active : list of str
+        Constraints at their bounds in the plan.
+    status : str
+        Solver status; ``fallback`` is true when the solver failed or missed its deadline
+        and the setpoints come from the last good plan.
+    message : str
+        Why a fallback happened (empty otherwise).
+    """
+
+    t: float
+    setpoints: dict[str, tuple[float, str]]
+    plan: xr.Dataset | None
+    expected: float
+    benefit: float
+    objective: str
+    active: list[str] = field(default_factory=list)
+    status: str = ""
+    fallback: bool = False
+    message: str = ""
+    solve_time_s: float = 0.0
+
+    def __str__(self) -> str:
+        sp = ", ".join(f"{k} = {v:.4g} {u}" for k, (v, u) in self.setpoints.items())
+        lines = [f"t = {self.t:g}: set {sp}",
+                 f"  expected {self.objective}: {self.expected:.4g} "
+                 f"({self.benefit:+.3g} vs holding the current setpoints)"]
+        if self.active:
+            lines.append("  active constraints: "
+                         + ", ".join(dict.fromkeys(a.split(" at ")[0] for a in self.active)))
+        lines.append(f"  solver: {self.status}" + (f" — FALLBACK: {self.message}"
+                                                   if self.fallback else ""))
+        return "\n".join(lines)
+
+
+class BatchNMPC:
+    """Shrinking-horizon NMPC of a fed batch (feed ``F``): at each decision re-optimise the
+    rest of the batch from the current estimate, warm-started from the previous plan.
+
+    Parameters
+    ----------
+    model : Model
+        Nominal model; per decision, estimated parameters override it.
+    batch_end : float
+        End of the batch [model time unit].
+    interval : float
+        Control interval [model time unit]; the remaining horizon is split into these.
+    objective : {"product", "product_mass"}
+        Batch outcome to maximise (see :data:`processtwin.solvers.OBJECTIVES`).
+    F_max, X_max, V_max : float
+        Pump capacity [L/h], biomass path limit [g/L], final volume limit [L].
+    du_weight : float
+        Penalty on squared feed moves.
+    deadline_s : float, optional
+        Wall-time limit of one solve [s]; past it the last good plan is used.
+    """
+
+    def __init__(self, model: Model, *, batch_end: float, interval: float,
+                 objective: str = "product", F_max: float = 0.2, X_max: float | None = 3.7,
+                 V_max: float | None = None, du_weight: float = 1.0,
+                 method: str = "collocation", deadline_s: float | None = None) -> None:
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective `{objective}`.")
+        self.model, self.batch_end, self.interval = model, float(batch_end), float(interval)
+        self.objective = objective
+        self.F_max, self.X_max, self.V_max = F_max, X_max, V_max
+        self.du_weight, self.method, self.deadline_s = du_weight, method, deadline_s
+        self.last: OCPResult | None = None
+        self._last_t: float | None = None
+
+    def _ocp(self, t: float, x: Mapping[str, float], params: Mapping[str, float],
+             u_now: float) -> OCP:
+        n = max(1, int(round((self.batch_end - t) / self.interval)))
+        model = self.model.replace(**params) if params else self.model
+        ocp = OCP(model, self.batch_end - t, n, controls=("F",), method=self.method)
+        lo = {k: v.bounds[0] for k, v in model.states().items()}
+        ocp.initial_state(**{k: max(float(v), lo[k] or 0.0) if lo[k] is not None else float(v)
+                             for k, v in x.items()})
+        ocp.bound_input("F", 0.0, self.F_max, previous=u_now)
+        if self.X_max is not None:
+            ocp.constrain("X", upper=max(self.X_max, float(x.get("X", 0.0))))
+        if self.V_max is not None:
+            ocp.constrain("V", upper=self.V_max, terminal=True)
+        outcome = OBJECTIVES[self.objective][1]
+        ocp.minimise(mayer=lambda xx: -outcome(xx), du_weight={"F": self.du_weight})
+        if self.last is not None and self._last_t is not None:  # warm start: shifted plan
+            shift = int(round((t - self._last_t) / self.interval))
+            prev = self.last.plan["F"].values[:-1][shift:]
+            if prev.size:
+                ocp.guess_controls(prev[:, None])
+        return ocp
+
+    def recommend(self, t: float, x: Mapping[str, float], *,
+                  params: Mapping[str, float] | None = None,
+                  u_now: float = 0.0) -> Recommendation:
+        """Recommend the feed from time ``t`` given the state estimate ``x`` (and estimated
+        parameters), with ``u_now`` the feed being applied [L/h]."""
+        units = self.model.inputs()["F"].units
+        doc = OBJECTIVES[self.objective][0]
+        start = _time.perf_counter()
+        ocp = self._ocp(t, x, params or {}, u_now)
+        try:
+            res = ocp.solve(tol=1e-8, max_wall_time=self.deadline_s)
+        except SolverError as exc:
+            return self._fallback(t, u_now, units, doc, str(exc),
+                                  _time.perf_counter() - start)
+        self.last, self._last_t = res, t
+        F0 = float(np.clip(res.plan["F"].values[0], 0.0, self.F_max))
+        expected = float(OBJECTIVES[self.objective][1](res.plan.isel(time=-1)))
+        hold = self._hold_outcome(ocp, x, u_now)
+        return Recommendation(t, {"F": (F0, units)}, res.plan, expected, expected - hold,
+                              doc, res.active, res.status,
+                              solve_time_s=_time.perf_counter() - start)
+
+    def _hold_outcome(self, ocp: OCP, x: Mapping[str, float], u_now: float) -> float:
+        """Predicted outcome if the current feed is held to the end (RK4 on the same grid)."""
+        x0 = np.array([float(x.get(s, 0.0)) for s in ocp.states])
+        traj = ocp._initial_guess(x0, np.full((1, 1), float(np.clip(u_now, 0, self.F_max))))
+        last = ocp.model.State(*traj[-1])
+        return float(OBJECTIVES[self.objective][1](last))
+
+    def _fallback(self, t: float, u_now: float, units: str, doc: str, why: str,
+                  elapsed: float) -> Recommendation:
+        if self.last is None or self._last_t is None:
+            F0, plan, expected = float(np.clip(u_now, 0.0, self.F_max)), None, float("nan")
+            why = f"{why} No earlier plan: holding the current feed."
+        else:
+            plan = self.last.plan
+            k = int(np.clip(np.searchsorted(plan["time"].values + self._last_t, t,
+                                            side="right") - 1, 0, plan.sizes["time"] - 1))
+            F0 = float(np.clip(plan["F"].values[k], 0.0, self.F_max))
+            expected = float(OBJECTIVES[self.objective][1](plan.isel(time=-1)))
+        return Recommendation(t, {"F": (F0, units)}, plan, expected, 0.0, doc, [],
+                              "failed", True, why, elapsed)
