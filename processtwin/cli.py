@@ -249,6 +249,51 @@ def optimise_cmd(model: str, until: float, intervals: int, objective: str, f_max
         click.echo(f"wrote {out}")
 
 
+@main.command("recommend")
+@click.argument("model")
+@click.option("--state", "state_path", type=click.Path(exists=True, dir_okay=False,
+                                                       path_type=Path), required=True,
+              help="Estimate file written by `processtwin estimate` (latest time is used).")
+@click.option("--horizon", type=float, default=20.0, show_default=True,
+              help="Prediction horizon [model time unit].")
+@click.option("--interval", type=float, default=1.0, show_default=True,
+              help="Control interval [model time unit].")
+@click.option("--objective", default="product", show_default=True,
+              type=click.Choice(["product", "product_mass"]))
+@click.option("--feed", type=float, default=0.0, show_default=True,
+              help="Feed being applied now [L/h].")
+@click.option("--f-max", "f_max", type=float, default=0.2, show_default=True,
+              help="Pump capacity [L/h].")
+@click.option("--x-max", "x_max", type=float, default=3.7, show_default=True,
+              help="Biomass limit [g/L].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the planned trajectory here.")
+def recommend_cmd(model: str, state_path: Path, horizon: float, interval: float,
+                  objective: str, feed: float, f_max: float, x_max: float,
+                  out: Path | None) -> None:
+    """Recommend MODEL's next setpoints from the latest estimate (NMPC over --horizon)."""
+    from .io import load, save
+    from .solvers import BatchNMPC
+
+    cls = _get_model(model)
+    est = load(state_path)
+    missing = [s for s in cls.states() if s not in est]
+    if missing:
+        raise click.UsageError(f"{state_path}: no estimate of state(s) "
+                               f"{', '.join(missing)}; write it with `processtwin estimate`.")
+    last = est.isel(time=-1)
+    t_now = float(last["time"])
+    x = {s: float(last[s]) for s in cls.states()}
+    params = {p: float(last[p]) for p in est.attrs.get("estimated_parameters", "").split()}
+    nmpc = BatchNMPC(cls(), batch_end=t_now + horizon, interval=interval, objective=objective,
+                     F_max=f_max, X_max=x_max)
+    rec = nmpc.recommend(t_now, x, params=params, u_now=feed)
+    click.echo(str(rec))
+    if rec.plan is not None and out is not None:
+        save(rec.plan, out)
+        click.echo(f"wrote {out}")
+
+
 @main.command("demo")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default="report",
               show_default=True)

@@ -103,3 +103,18 @@ def test_optimise_writes_plan(runner, tmp_path):
     plan = pt.load(path)
     assert plan["F"].attrs["units"] == "L/h" and plan.sizes["time"] == 21
     assert "Solve_Succeeded" in out.output and "final product concentration" in out.output
+
+
+def test_recommend_from_estimate(runner, plant_files):
+    d, _ = plant_files
+    est_path = d / "est_for_recommend.nc"
+    out = runner.invoke(main, ["estimate", "bioreactor", "--data", str(d / "plant.nc"),
+                               "--estimate-param", "mu_max", "--out", str(est_path)])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(main, ["recommend", "bioreactor", "--state", str(est_path),
+                               "--horizon", "20", "--feed", "0.03",
+                               "--out", str(d / "rec.nc")])
+    assert out.exit_code == 0, out.output
+    assert "set F = " in out.output and "L/h" in out.output
+    plan = pt.load(d / "rec.nc")
+    assert plan.sizes["time"] == 21 and float(plan["F"].max()) <= 0.2 + 1e-9
