@@ -15,12 +15,15 @@ from .models import Bioreactor
 from .plant import simulated_plant
 from .signals import hold
 from .simulate import ensemble, simulate
+from .solvers import BatchNMPC
 
 __all__ = ["run_demo"]
 
 #: A plausible operator recipe: batch phase, then stepped feed [L/h] (Bajpai–Reuss scale).
 FEED_TIMES = (0.0, 10.0, 40.0, 90.0)
 FEED_VALUES = (0.0, 0.02, 0.04, 0.03)
+#: When the demo operator asks the twin for a recommendation [h].
+RECOMMEND_AT = 60.0
 
 
 def run_demo(out_dir: str | Path, *, members: int = 1000, seed: int = 0,
@@ -101,6 +104,12 @@ def run_demo(out_dir: str | Path, *, members: int = 1000, seed: int = 0,
         "",
         "![estimation](estimate.png)",
         "",
+        f"## Recommendation at {RECOMMEND_AT:g} h",
+        "",
+        "```",
+        live["recommendation"],
+        "```",
+        "",
         "Files: `batch.nc`, `ensemble.nc` (netCDF-4/HDF5, open with `xarray.open_dataset`).",
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -123,11 +132,20 @@ def _live_twin(model: Bioreactor, feed: Any, out: Path, echo: Callable[[str], An
                                q={"mu_max": (2e-4) ** 2})
     twin = ekf.live(0.0, u={"F": float(feed(0.0))})
     steps = []
+    rec = None
     for arrival, t_sample, y in plant.arrivals:
         u = {"F": float(feed(t_sample))} if arrival == t_sample else None
         t0 = time.perf_counter()
         twin.step(t_sample, y, u)
         steps.append(time.perf_counter() - t0)
+        if rec is None and arrival >= RECOMMEND_AT:  # the operator asks what to do next
+            est_now = twin.estimate()
+            nmpc = BatchNMPC(model, batch_end=150.0, interval=3.0)
+            rec = nmpc.recommend(arrival, {s: est_now[s][0] for s in model.states()},
+                                 params={"mu_max": est_now["mu_max"][0]},
+                                 u_now=float(feed(arrival)))
+            echo(f"recommendation at {arrival:g} h (shrinking-horizon NMPC on the estimate):")
+            echo("  " + str(rec).replace("\n", "\n  "))
     est = twin.estimate()
     data = plant.data
     batch_est = ekf.filter(data, t0=0.0, smooth=True)
@@ -138,6 +156,7 @@ def _live_twin(model: Bioreactor, feed: Any, out: Path, echo: Callable[[str], An
         "mu_max_std": est["mu_max"][1], "X_est": est["X"][0],
         "X_true": float(plant.truth["X"].values[-1]), "samples": len(steps),
         "refiltered": twin.refiltered, "step_us": float(np.median(steps[10:]) * 1e6),
+        "recommendation": str(rec) if rec is not None else "",
     }
     echo(f"live twin: mu_max {result['mu_max_est']:.4f} ± {result['mu_max_std']:.4f} 1/h "
          f"(plant truth {result['mu_max_true']:.4f}, nominal {model.mu_max:.4f}); "

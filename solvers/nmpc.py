@@ -44,6 +44,8 @@ class Recommendation:
         and the setpoints come from the last good plan.
     message : str
         Why a fallback happened (empty otherwise).
+    hold_violations : list of str
+        Constraints that holding the current setpoints would break, with the worst value.
     """
 
     t: float
@@ -57,12 +59,16 @@ class Recommendation:
     fallback: bool = False
     message: str = ""
     solve_time_s: float = 0.0
+    hold_violations: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         sp = ", ".join(f"{k} = {v:.4g} {u}" for k, (v, u) in self.setpoints.items())
         lines = [f"t = {self.t:g}: set {sp}",
                  f"  expected {self.objective}: {self.expected:.4g} "
                  f"({self.benefit:+.3g} vs holding the current setpoints)"]
+        if self.hold_violations:
+            lines.append("  holding the current setpoints would violate "
+                         + "; ".join(self.hold_violations))
         if self.active:
             lines.append("  active constraints: "
                          + ", ".join(dict.fromkeys(a.split(" at ")[0] for a in self.active)))
@@ -145,17 +151,29 @@ class BatchNMPC:
         self.last, self._last_t = res, t
         F0 = float(np.clip(res.plan["F"].values[0], 0.0, self.F_max))
         expected = float(OBJECTIVES[self.objective][1](res.plan.isel(time=-1)))
-        hold = self._hold_outcome(ocp, x, u_now)
+        hold, violations = self._hold_outcome(ocp, x, u_now)
         return Recommendation(t, {"F": (F0, units)}, res.plan, expected, expected - hold,
                               doc, res.active, res.status,
-                              solve_time_s=_time.perf_counter() - start)
+                              solve_time_s=_time.perf_counter() - start,
+                              hold_violations=violations)
 
-    def _hold_outcome(self, ocp: OCP, x: Mapping[str, float], u_now: float) -> float:
-        """Predicted outcome if the current feed is held to the end (RK4 on the same grid)."""
+    def _hold_outcome(self, ocp: OCP, x: Mapping[str, float], u_now: float
+                      ) -> tuple[float, list[str]]:
+        """Predicted outcome if the current feed is held to the end (RK4 on the same grid),
+        and the constraints that would break."""
         x0 = np.array([float(x.get(s, 0.0)) for s in ocp.states])
         traj = ocp._initial_guess(x0, np.full((1, 1), float(np.clip(u_now, 0, self.F_max))))
         last = ocp.model.State(*traj[-1])
-        return float(OBJECTIVES[self.objective][1](last))
+        units = ocp.model.states()
+        violations = []
+        X = traj[:, ocp.states.index("X")]
+        if self.X_max is not None and X.max() > self.X_max * (1 + 1e-6):
+            violations.append(f"`X` ≤ {self.X_max:g} {units['X'].units} (up to "
+                              f"{X.max():.4g})")
+        if self.V_max is not None and last.V > self.V_max * (1 + 1e-6):
+            violations.append(f"`V` ≤ {self.V_max:g} {units['V'].units} at the end "
+                              f"({last.V:.4g})")
+        return float(OBJECTIVES[self.objective][1](last)), violations
 
     def _fallback(self, t: float, u_now: float, units: str, doc: str, why: str,
                   elapsed: float) -> Recommendation:
