@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import xarray as xr
-from scipy.stats import chi2
 
 import processtwin as pt
 from processtwin.estimate import ExtendedKalmanFilter, init_state, run, transition
@@ -122,7 +121,7 @@ def bio_ekf():
     return ExtendedKalmanFilter(Bioreactor(), q=q, channels=("V", "OUR", "X", "S", "P"))
 
 
-def test_filter_consistent_nees_and_nis(bio_ekf):
+def test_filter_consistent_nees_and_nis(bio_ekf, check_consistency):
     ekf, runs = bio_ekf, 50
     z0_mean, P0 = ekf.initial({"S": 1.0}, std={"X": 0.05, "S": 0.05, "P": 0.01, "V": 0.5})
     keys = jax.random.split(jax.random.PRNGKey(7), runs)
@@ -138,23 +137,7 @@ def test_filter_consistent_nees_and_nis(bio_ekf):
         return nees, rec.nis, rec.dof, rec.flags
 
     nees, nis, dof, flags = jax.jit(jax.vmap(one))(keys, z_true0)
-    nees, nis, dof = np.asarray(nees), np.asarray(nis), np.asarray(dof)
-    # Average NEES over runs at every time: chi2(runs * nx) / runs, two-sided 95 %.
-    lo, hi = chi2.ppf([0.025, 0.975], runs * 4) / runs
-    avg = nees.mean(axis=0)
-    inside = np.mean((avg > lo) & (avg < hi))
-    assert inside >= 0.9, f"NEES inside its 95 % band {inside:.0%} of the time"
-    # Grand mean: the runs are independent (times within a run are not), so the mean of
-    # the per-run time-averaged NEES must lie within 3 standard errors of nx = 4.
-    per_run = nees.mean(axis=1)
-    se = per_run.std(ddof=1) / np.sqrt(runs)
-    assert abs(per_run.mean() - 4.0) < 3 * se, (per_run.mean(), se)
-    # NIS: sum over runs per time vs chi2 with the summed degrees of freedom.
-    tot_nis, tot_dof = nis.sum(axis=0), dof.sum(axis=0)
-    lo_n, hi_n = chi2.ppf(0.025, tot_dof), chi2.ppf(0.975, tot_dof)
-    inside_n = np.mean((tot_nis > lo_n) & (tot_nis < hi_n))
-    assert inside_n >= 0.9, f"NIS inside its 95 % band {inside_n:.0%} of the time"
-    assert np.asarray(flags).max() == 0 or np.mean(np.asarray(flags) > 0) < 0.002
+    check_consistency(nees, nis, dof, flags, nx=4)
 
 
 def test_drifting_parameter_is_tracked():

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.stats import chi2
 
 from processtwin.estimate import ExtendedKalmanFilter, FilterSpec, init_state, run
 from processtwin.estimate.ukf import (
@@ -214,7 +213,7 @@ def test_ukf_agrees_with_ekf_on_bioreactor(mc_filtered):
     np.testing.assert_allclose(np.asarray(ru.F), np.asarray(re.F), atol=2e-3)
 
 
-def test_ukf_consistent_nees_and_nis(mc, mc_filtered):
+def test_ukf_consistent_nees_and_nis(mc, mc_filtered, check_consistency):
     """NEES and NIS over RUNS Monte-Carlo runs (as the EKF's test in test_estimate.py).
 
     The run-averaged NEES is strongly correlated in time (lab assays every 4 h), so even
@@ -230,21 +229,7 @@ def test_ukf_consistent_nees_and_nis(mc, mc_filtered):
     err = Z - np.asarray(rec.z)
     nees = np.einsum("rti,rti->rt", err, np.linalg.solve(np.asarray(rec.P), err[..., None])[
         ..., 0])
-    nis, dof, flags = np.asarray(rec.nis), np.asarray(rec.dof), np.asarray(rec.flags)
-    # Average NEES over runs at every time: chi2(runs * nx) / runs, two-sided 95 %.
-    lo, hi = chi2.ppf([0.025, 0.975], RUNS * 4) / RUNS
-    avg = nees.mean(axis=0)
-    inside = np.mean((avg > lo) & (avg < hi))
-    assert inside >= 0.9, f"NEES inside its 95 % band {inside:.0%} of the time"
-    per_run = nees.mean(axis=1)
-    se = per_run.std(ddof=1) / np.sqrt(RUNS)
-    assert abs(per_run.mean() - 4.0) < 3 * se, (per_run.mean(), se)
-    # NIS: sum over runs per time vs chi2 with the summed degrees of freedom.
-    tot_nis, tot_dof = nis.sum(axis=0), dof.sum(axis=0)
-    lo_n, hi_n = chi2.ppf(0.025, tot_dof), chi2.ppf(0.975, tot_dof)
-    inside_n = np.mean((tot_nis > lo_n) & (tot_nis < hi_n))
-    assert inside_n >= 0.9, f"NIS inside its 95 % band {inside_n:.0%} of the time"
-    assert flags.max() == 0 or np.mean(flags > 0) < 0.002
+    check_consistency(nees, rec.nis, rec.dof, rec.flags, nx=4)
 
 
 def test_missing_channels_equal_update_on_reduced_channel_set(bio, mc):
