@@ -97,38 +97,55 @@ class BatchNMPC:
         Penalty on squared feed moves.
     deadline_s : float, optional
         Wall-time limit of one solve [s]; past it the last good plan is used.
+    horizon : float, optional
+        Receding instead of shrinking horizon: always plan this far ahead (then
+        ``batch_end`` is ignored). The NLP is built once and re-solved with the new state,
+        parameters and previous feed as NLP parameters, warm-started (primal and dual).
     """
 
     def __init__(self, model: Model, *, batch_end: float, interval: float,
                  objective: str = "product", F_max: float = 0.2, X_max: float | None = 3.7,
                  V_max: float | None = None, du_weight: float = 1.0,
-                 method: str = "collocation", deadline_s: float | None = None) -> None:
+                 method: str = "collocation", deadline_s: float | None = None,
+                 horizon: float | None = None) -> None:
         if objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective `{objective}`.")
         self.model, self.batch_end, self.interval = model, float(batch_end), float(interval)
         self.objective = objective
         self.F_max, self.X_max, self.V_max = F_max, X_max, V_max
         self.du_weight, self.method, self.deadline_s = du_weight, method, deadline_s
+        self.horizon = horizon
         self.last: OCPResult | None = None
         self._last_t: float | None = None
+        self._ocps: dict[tuple, OCP] = {}
+        self._last_ocp: OCP | None = None
 
     def _ocp(self, t: float, x: Mapping[str, float], params: Mapping[str, float],
              u_now: float) -> OCP:
-        n = max(1, int(round((self.batch_end - t) / self.interval)))
-        model = self.model.replace(**params) if params else self.model
-        ocp = OCP(model, self.batch_end - t, n, controls=("F",), method=self.method)
-        lo = {k: v.bounds[0] for k, v in model.states().items()}
-        ocp.initial_state(**{k: max(float(v), lo[k] or 0.0) if lo[k] is not None else float(v)
+        """The OCP for this decision: built once per horizon length and set of estimated
+        parameters; state, parameters and previous feed are updated in place."""
+        span = self.horizon if self.horizon is not None else self.batch_end - t
+        n = max(1, int(round(span / self.interval)))
+        key = (n, tuple(sorted(params)))
+        ocp = self._ocps.get(key)
+        if ocp is None:
+            ocp = OCP(self.model, n * self.interval, n, controls=("F",), method=self.method,
+                      runtime=key[1])
+            if self.V_max is not None:
+                ocp.constrain("V", upper=self.V_max, terminal=True)
+            outcome = OBJECTIVES[self.objective][1]
+            ocp.minimise(mayer=lambda xx: -outcome(xx), du_weight={"F": self.du_weight})
+            self._ocps[key] = ocp
+        lo = {k: v.bounds[0] for k, v in self.model.states().items()}
+        ocp.initial_state(**{k: max(float(v), lo[k]) if lo[k] is not None else float(v)
                              for k, v in x.items()})
+        for k, v in params.items():
+            ocp.parameter(k, v)
         ocp.bound_input("F", 0.0, self.F_max, previous=u_now)
-        if self.X_max is not None:
+        if self.X_max is not None:  # never tighter than where the batch already is
             ocp.constrain("X", upper=max(self.X_max, float(x.get("X", 0.0))))
-        if self.V_max is not None:
-            ocp.constrain("V", upper=self.V_max, terminal=True)
-        outcome = OBJECTIVES[self.objective][1]
-        ocp.minimise(mayer=lambda xx: -outcome(xx), du_weight={"F": self.du_weight})
-        if self.last is not None and self._last_t is not None:  # warm start: shifted plan
-            shift = int(round((t - self._last_t) / self.interval))
+        if ocp is not self._last_ocp and self.last is not None and self._last_t is not None:
+            shift = int(round((t - self._last_t) / self.interval))  # shifted previous plan
             prev = self.last.plan["F"].values[:-1][shift:]
             if prev.size:
                 ocp.guess_controls(prev[:, None])
@@ -143,12 +160,13 @@ class BatchNMPC:
         doc = OBJECTIVES[self.objective][0]
         start = _time.perf_counter()
         ocp = self._ocp(t, x, params or {}, u_now)
+        warm = self.last if ocp is self._last_ocp else None
         try:
-            res = ocp.solve(tol=1e-8, max_wall_time=self.deadline_s)
+            res = ocp.solve(tol=1e-8, max_wall_time=self.deadline_s, warm_start=warm)
         except SolverError as exc:
             return self._fallback(t, u_now, units, doc, str(exc),
                                   _time.perf_counter() - start)
-        self.last, self._last_t = res, t
+        self.last, self._last_t, self._last_ocp = res, t, ocp
         F0 = float(np.clip(res.plan["F"].values[0], 0.0, self.F_max))
         expected = float(OBJECTIVES[self.objective][1](res.plan.isel(time=-1)))
         hold, violations = self._hold_outcome(ocp, x, u_now)

@@ -56,6 +56,7 @@ class OCPResult:
     stats: dict = field(default_factory=dict)
     w_opt: Any = None
     lam_g: Any = None
+    lam_x: Any = None
 
 
 class OCP:
@@ -79,11 +80,16 @@ class OCP:
     control_horizon : int, optional
         Move blocking: controls are free on the first ``control_horizon`` intervals and
         held afterwards.
+    runtime : tuple of str
+        Parameters that become NLP parameters: change them with :meth:`parameter` (and the
+        initial state and previous inputs) between solves without rebuilding the NLP —
+        the receding-horizon case, where IPOPT is also warm-started (primal and dual).
     """
 
     def __init__(self, model: Model, horizon: float, intervals: int, *,
                  controls: tuple[str, ...] | None = None, method: str = "collocation",
-                 degree: int = 3, substeps: int = 8, control_horizon: int | None = None) -> None:
+                 degree: int = 3, substeps: int = 8, control_horizon: int | None = None,
+                 runtime: tuple[str, ...] = ()) -> None:
         if method not in ("collocation", "shooting"):
             raise ConfigError(f"unknown method `{method}`" + suggest(method,
                                                                      ["collocation", "shooting"]))
@@ -117,6 +123,18 @@ class OCP:
         self.stage: Callable[..., Any] | None = None
         self.du_weight: dict[str, float] = {}
         self.u_init: np.ndarray | None = None
+        # parameters that are NLP parameters (changed between solves without rebuilding)
+        params = model.parameters()
+        for k in runtime:
+            if k not in params:
+                raise ConfigError(f"unknown runtime parameter `{k}`" + suggest(k, params))
+        self.runtime = tuple(runtime)
+        self.runtime_values = {k: float(getattr(model, k)) for k in self.runtime}
+        self._P: Any = None
+        self._steps: list[Any] | None = None
+        self._compiled: dict[bool, Any] = {}
+        self._prob: dict[str, Any] | None = None
+        self._last_w: np.ndarray | None = None
 
     # ---- problem set-up (chainable) -------------------------------------------------
     def _check_name(self, name: str, where: tuple[str, ...], what: str) -> None:
@@ -132,12 +150,19 @@ class OCP:
                     *, rate: float | None = None, previous: float | None = None) -> OCP:
         """Bounds on a control [input units] and an optional rate limit |Δu| per interval."""
         self._check_name(name, self.controls, "control")
+        if self.u_bounds.get(name) != (lower, upper) or (
+                rate is not None and self.rate.get(name) != float(rate)) or (
+                previous is not None and name not in self.u_prev):
+            self._invalidate()
         self.u_bounds[name] = (lower, upper)
         if rate is not None:
             self.rate[name] = float(rate)
         if previous is not None:
-            self.u_prev[name] = float(previous)
+            self.u_prev[name] = float(previous)  # an NLP parameter: no rebuild
         return self
+
+    def _invalidate(self) -> None:
+        self._compiled, self._prob, self._steps = {}, None, None
 
     def constrain(self, name: str, lower: float | None = None, upper: float | None = None, *,
                   terminal: bool = False, soft: float | None = None) -> OCP:
@@ -148,6 +173,8 @@ class OCP:
         if name not in self.states and name not in self.outputs:
             self._check_name(name, self.states + self.outputs, "state or output")
         target = self.terminal if terminal else self.path
+        if target.get(name) != ((lower, upper), soft):
+            self._invalidate()
         target[name] = ((lower, upper), soft)
         return self
 
@@ -155,12 +182,17 @@ class OCP:
         """Disturbance input: a constant or one value per interval (a forecast)."""
         self._check_name(name, tuple(self.model.inputs()), "input")
         self.disturbances[name] = values
+        self._invalidate()
         return self
 
     def parameter(self, name: str, values: Any) -> OCP:
         """A parameter: a constant or one value per interval (time-varying)."""
         self._check_name(name, tuple(self.model.parameters()), "parameter")
+        if name in self.runtime:
+            self.runtime_values[name] = float(values)  # an NLP parameter: no rebuild
+            return self
         self.params[name] = values
+        self._invalidate()
         return self
 
     def minimise(self, mayer: Callable[..., Any] | None = None,
@@ -172,12 +204,21 @@ class OCP:
         """
         self.mayer, self.stage = mayer, stage
         self.du_weight = dict(du_weight or {})
+        self._invalidate()
         return self
 
     # ---- transcription --------------------------------------------------------------
-    def _interval_model(self, k: int) -> Model:
-        vals = {n: float(np.broadcast_to(v, (self.N,))[k]) for n, v in self.params.items()}
+    def _interval_model(self, k: int, symbolic: bool = False) -> Model:
+        vals: dict[str, Any] = {n: float(np.broadcast_to(v, (self.N,))[k])
+                                for n, v in self.params.items()}
+        for i, n in enumerate(self.runtime):
+            vals[n] = self._P[i] if symbolic else self.runtime_values[n]
         return self.model.replace(**vals) if vals else self.model
+
+    def _p_values(self) -> np.ndarray:
+        """Numeric NLP parameters: runtime parameters, then previous inputs."""
+        return np.array([self.runtime_values[n] for n in self.runtime]
+                        + [self.u_prev.get(c, 0.0) for c in self.controls], dtype=float)
 
     def _inputs(self, k: int, u: Any) -> Any:
         vals = {}
@@ -206,16 +247,27 @@ class OCP:
             x = x + hs / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         return x
 
+    def _make_steps(self) -> list[Any]:
+        """RK4 interval maps ``(x, u, p) -> x+`` as CasADi Functions, one shared Function
+        when no parameter or disturbance varies by interval."""
+        xs = ca.SX.sym("x", len(self.states))
+        us = ca.SX.sym("u", len(self.controls))
+        uniform = not self.params and all(np.ndim(v) == 0 for v in self.disturbances.values())
+        steps: list[Any] = []
+        for k in range(1 if uniform else self.N):
+            model = self._interval_model(k, symbolic=True)
+            steps.append(ca.Function(f"step{k}", [xs, us, self._P],
+                                     [self._rk4(model, xs, self._inputs(k, us))]))
+        return steps * self.N if uniform else steps
+
     def _initial_guess(self, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
         """States at the nodes under the guessed controls ``u`` (intervals × controls),
         integrated with RK4: a feasible starting point for IPOPT."""
-        xs = ca.SX.sym("x", len(self.states))
-        us = ca.SX.sym("u", len(self.controls))
+        steps = self._steps if self._steps is not None else self._make_steps()
+        p = self._p_values()
         out = [x0]
         for k in range(self.N):
-            model = self._interval_model(k)
-            step = ca.Function("step", [xs, us], [self._rk4(model, xs, self._inputs(k, us))])
-            out.append(np.asarray(step(out[-1], u[min(k, len(u) - 1)])).ravel())
+            out.append(np.asarray(steps[k](out[-1], u[min(k, len(u) - 1)], p)).ravel())
         return np.array(out)
 
     def guess_controls(self, values: Any) -> OCP:
@@ -224,13 +276,19 @@ class OCP:
         self.u_init = arr
         return self
 
+    def _x0_vector(self) -> np.ndarray:
+        return np.array([self.x0.get(s, self.model.states()[s].default) for s in self.states],
+                        dtype=float)
+
     def build(self, soften_all: bool = False) -> dict[str, Any]:
         """Build the NLP; with ``soften_all`` every constraint gets a slack (diagnosis)."""
         nx, nu, N, h = len(self.states), len(self.controls), self.N, self.h
         w, lbw, ubw, w0 = [], [], [], []
         g, lbg, ubg, gname = [], [], [], []
         slacks: list[tuple[str, Any, float]] = []
-        x0 = np.array([self.x0.get(s, self.model.states()[s].default) for s in self.states])
+        x0 = self._x0_vector()
+        self._P = ca.SX.sym("p", len(self.runtime) + nu)
+        self._steps = self._make_steps()
         X = [ca.SX.sym(f"X_{k}", nx) for k in range(N + 1)]
         # physical state bounds (e.g. S ≥ 0: the kinetics are singular below) on every
         # node and collocation point keep IPOPT's iterates where the model is defined
@@ -276,7 +334,7 @@ class OCP:
         J = 0
         # dynamics
         for k in range(N):
-            model = self._interval_model(k)
+            model = self._interval_model(k, symbolic=True)
             u_in = self._inputs(k, Uk[k])
             if self.method == "shooting":
                 g.append(X[k + 1] - self._rk4(model, X[k], u_in))
@@ -308,7 +366,7 @@ class OCP:
                 J += h * self.stage(model.State(*ca.vertsplit(X[k])), u_in)
         # input rate limits and move penalties
         for i, c in enumerate(self.controls):
-            prev = self.u_prev.get(c)
+            prev = self._P[len(self.runtime) + i] if c in self.u_prev else None
             for k in range(self.M):
                 if k == 0 and prev is None:
                     continue
@@ -329,7 +387,7 @@ class OCP:
         for name, ((lo, hi), soft), nodes, is_terminal in groups:
             for k in nodes:
                 kk = min(k, N - 1)
-                model = self._interval_model(kk)
+                model = self._interval_model(kk, symbolic=True)
                 if name in self.states:
                     expr = X[k][self.states.index(name)]
                 else:
@@ -355,10 +413,18 @@ class OCP:
                     lbg.append(-np.inf)
                     ubg.append(0.0)
                     gname.append(label)
-        nlp = {"x": ca.vertcat(*w), "f": objective, "g": ca.vertcat(*g)}
+        nlp = {"x": ca.vertcat(*w), "f": objective, "g": ca.vertcat(*g), "p": self._P}
+        # outputs at the nodes (inputs of the interval that starts there; last repeats)
+        ys = [self._y(self._interval_model(min(k, N - 1), symbolic=True), X[k],
+                      self._inputs(min(k, N - 1), Uk[min(k, N - 1)])) for k in range(N + 1)]
+        wsym = nlp["x"]
+        extract = ca.Function("plan", [wsym, self._P],
+                              [ca.horzcat(*X), ca.horzcat(*U), ca.horzcat(*ys),
+                               ca.vertcat(*[sl for _, sl, _ in slacks]) if slacks
+                               else ca.DM.zeros(0, 1)])
         return dict(nlp=nlp, lbw=np.array(lbw, float), ubw=np.array(ubw, float),
                     w0=np.array(w0, float), lbg=np.array(lbg, float), ubg=np.array(ubg, float),
-                    gname=gname, X=X, U=U, slacks=slacks, J=J)
+                    gname=gname, X=X, U=U, slacks=slacks, J=J, extract=extract)
 
     def solve(self, *, tol: float = 1e-10, max_iter: int = 3000, warm_start: OCPResult | None
               = None, diagnose: bool = True, max_wall_time: float | None = None) -> OCPResult:
@@ -367,15 +433,33 @@ class OCP:
 
         ``max_wall_time`` [s] stops IPOPT at a deadline (then :class:`SolverError`).
         """
-        prob = self.build()
+        if self._prob is None:
+            self._prob = self.build()
+        prob = self._prob
+        warm = warm_start is not None and warm_start.w_opt.size == prob["w0"].size
         opts = {"ipopt.print_level": 0, "print_time": False, "ipopt.sb": "yes",
                 "ipopt.tol": tol, "ipopt.max_iter": max_iter}
         if max_wall_time is not None:
             opts["ipopt.max_wall_time"] = float(max_wall_time)
-        solver = ca.nlpsol("ocp", "ipopt", prob["nlp"], opts)
-        w0 = prob["w0"] if warm_start is None else warm_start.w_opt
+        if warm:  # primal-dual warm start from the previous solution
+            opts.update({"ipopt.warm_start_init_point": "yes",
+                         "ipopt.warm_start_bound_push": 1e-9,
+                         "ipopt.warm_start_mult_bound_push": 1e-9,
+                         "ipopt.mu_init": 1e-6})
+        key = (warm, tol, max_iter, max_wall_time)
+        if key not in self._compiled:
+            self._compiled[key] = ca.nlpsol("ocp", "ipopt", prob["nlp"], opts)
+        solver = self._compiled[key]
+        nx = len(self.states)
+        lbw, ubw = prob["lbw"].copy(), prob["ubw"].copy()
+        lbw[:nx] = ubw[:nx] = self._x0_vector()  # the initial state enters as bounds
+        args = dict(lbx=lbw, ubx=ubw, lbg=prob["lbg"], ubg=prob["ubg"], p=self._p_values())
+        if warm:
+            args.update(x0=warm_start.w_opt, lam_x0=warm_start.lam_x, lam_g0=warm_start.lam_g)
+        else:
+            args["x0"] = prob["w0"] if self._last_w is None else self._last_w
         start = _time.perf_counter()
-        sol = solver(x0=w0, lbx=prob["lbw"], ubx=prob["ubw"], lbg=prob["lbg"], ubg=prob["ubg"])
+        sol = solver(**args)
         st = solver.stats()
         status = st["return_status"]
         ok = status in ("Solve_Succeeded", "Solved_To_Acceptable_Level")
@@ -385,6 +469,7 @@ class OCP:
                 raise SolverError(self._diagnose(status, opts))
             raise SolverError(f"IPOPT failed: {status}.")
         w_opt = np.asarray(sol["x"]).ravel()
+        self._last_w = w_opt
         plan = self._plan(prob, w_opt)
         g_val = np.asarray(sol["g"]).ravel()
         lam = np.asarray(sol["lam_g"]).ravel()
@@ -396,13 +481,15 @@ class OCP:
                                   if prob["slacks"] else 0.0)
         return OCPResult(True, status, fobj, plan, active,
                          {"wall_time_s": _time.perf_counter() - start,
-                          "iterations": st["iter_count"]}, w_opt, lam)
+                          "iterations": st["iter_count"]}, w_opt, lam,
+                         np.asarray(sol["lam_x"]).ravel())
 
     def _diagnose(self, status: str, opts: dict) -> str:
         prob = self.build(soften_all=True)
+        opts = {k: v for k, v in opts.items() if "warm_start" not in k and k != "ipopt.mu_init"}
         solver = ca.nlpsol("diag", "ipopt", prob["nlp"], opts)
         sol = solver(x0=prob["w0"], lbx=prob["lbw"], ubx=prob["ubw"], lbg=prob["lbg"],
-                     ubg=prob["ubg"])
+                     ubg=prob["ubg"], p=self._p_values())
         w = np.asarray(sol["x"]).ravel()
         fn = ca.Function("s", [prob["nlp"]["x"]], [ca.vertcat(*[s for _, s, _ in
                                                                 prob["slacks"]])])
@@ -422,11 +509,8 @@ class OCP:
                 "with the dynamics, the initial state and the input bounds.")
 
     def _plan(self, prob: dict, w_opt: np.ndarray) -> xr.Dataset:
-        wsym = prob["nlp"]["x"]
-        Xf = ca.Function("X", [wsym], [ca.horzcat(*prob["X"])])
-        Uf = ca.Function("U", [wsym], [ca.horzcat(*prob["U"])])
-        Xv = np.asarray(Xf(w_opt))
-        Uv = np.asarray(Uf(w_opt)).reshape(len(self.controls), -1)
+        Xv, Uv, Yv, Sv = (np.asarray(a) for a in prob["extract"](w_opt, self._p_values()))
+        Uv = Uv.reshape(len(self.controls), -1)
         Uv = np.concatenate([Uv, np.repeat(Uv[:, -1:], self.N + 1 - Uv.shape[1], axis=1)],
                             axis=1)
         t = np.arange(self.N + 1) * self.h
@@ -440,17 +524,13 @@ class OCP:
             data[c] = ("time", Uv[i], {"units": spec.units, "long_name": spec.doc,
                                        "role": "input", "kind": "manipulated",
                                        "interpolation": "hold"})
-        y = np.array([np.asarray(self._y(self._interval_model(min(k, self.N - 1)),
-                                         ca.DM(Xv[:, k]),
-                                         self._inputs(min(k, self.N - 1), ca.DM(Uv[:, k])))
-                                 ).ravel() for k in range(self.N + 1)])
+        y = Yv.T
         for i, o in enumerate(self.outputs):
             name = o if o not in data else f"y_{o}"
             data[name] = ("time", y[:, i], {"units": self.model.outputs()[o].units,
                                             "role": "output"})
         if prob["slacks"]:
-            sf = ca.Function("s", [wsym], [ca.vertcat(*[s for _, s, _ in prob["slacks"]])])
-            vals = np.asarray(sf(w_opt)).ravel()
+            vals = Sv.ravel()
             data["slack"] = ("constraint", vals, {"long_name": "violation of soft constraints"})
             data["constraint"] = ("constraint", [lbl for lbl, _, _ in prob["slacks"]])
         return xr.Dataset(data, coords={"time": ("time", t, {"units": self.model.time_unit})},

@@ -84,3 +84,21 @@ def test_deadline_falls_back_to_last_good_plan():
     assert late.fallback and "Maximum_WallTime_Exceeded" in late.message
     np.testing.assert_allclose(late.setpoints["F"][0], good.plan["F"].values[2])
     assert "FALLBACK" in str(late)
+
+
+def test_receding_horizon_reuses_the_nlp_and_warm_starts():
+    nmpc = BatchNMPC(NOMINAL, batch_end=1e9, interval=1.0, horizon=20.0)
+    x, u, iters = dict(NOMINAL.state()._asdict()), 0.0, []
+    for k in range(5):
+        rec = nmpc.recommend(float(k), x, u_now=u)
+        iters.append(nmpc.last.stats["iterations"])
+        u = rec.setpoints["F"][0]
+        r = pt.simulate(NOMINAL, x, {"F": u}, [0.0, 1.0])
+        x = {s: float(r[s][-1]) for s in "XSPV"}
+    assert len(nmpc._ocps) == 1  # one NLP, re-solved with new state and previous feed
+    assert max(iters[1:]) < iters[0]  # primal-dual warm start pays
+    cold = BatchNMPC(NOMINAL, batch_end=1e9, interval=1.0, horizon=20.0).recommend(
+        5.0, x, u_now=u)
+    warm = nmpc.recommend(5.0, x, u_now=u)
+    assert abs(warm.expected - cold.expected) < 1e-6 * abs(cold.expected)
+    assert abs(warm.setpoints["F"][0] - cold.setpoints["F"][0]) < 1e-5
