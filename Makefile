@@ -28,8 +28,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python experiments/bench/bench_simulate.py
 	$(BIN)/python experiments/bench/bench_estimate.py
+	$(BIN)/python -W ignore experiments/bench/bench_nmpc.py
 
 clean:
 	rm -rf $(VENV) report build *.egg-info
