@@ -88,7 +88,9 @@ class BatchNMPC:
     batch_end : float
         End of the batch [model time unit].
     interval : float
-        Control interval [model time unit]; the remaining horizon is split into these.
+        Control interval [model time unit] at the first decision. The shrinking horizon
+        keeps that number of intervals and shortens them as the batch proceeds (one NLP,
+        warm-started); the receding horizon keeps their length.
     objective : {"product", "product_mass"}
         Batch outcome to maximise (see :data:`processtwin.solvers.OBJECTIVES`).
     F_max, X_max, V_max : float
@@ -118,24 +120,36 @@ class BatchNMPC:
         self.last: OCPResult | None = None
         self._last_t: float | None = None
         self._ocps: dict[tuple, OCP] = {}
+        self._n_shrink: int | None = None
         self._last_ocp: OCP | None = None
 
     def _ocp(self, t: float, x: Mapping[str, float], params: Mapping[str, float],
              u_now: float) -> OCP:
-        """The OCP for this decision: built once per horizon length and set of estimated
-        parameters; state, parameters and previous feed are updated in place."""
+        """The OCP of this decision. One NLP per number of intervals and set of estimated
+        parameters: the state, parameters, previous feed and — for the shrinking horizon,
+        which keeps the number of intervals of the first decision and shortens them — the
+        horizon length are NLP parameters, so IPOPT is warm-started in primal and dual."""
         span = self.horizon if self.horizon is not None else self.batch_end - t
-        n = max(1, int(round(span / self.interval)))
+        if not span > 0:
+            raise ConfigError(f"decision time {t:g} is at or after the batch end "
+                              f"{self.batch_end:g}.")
+        if self.horizon is None:
+            if self._n_shrink is None:
+                self._n_shrink = max(1, int(round(span / self.interval)))
+            n = self._n_shrink
+        else:
+            n = max(1, int(round(span / self.interval)))
         key = (n, tuple(sorted(params)))
         ocp = self._ocps.get(key)
         if ocp is None:
-            ocp = OCP(self.model, n * self.interval, n, controls=("F",), method=self.method,
+            ocp = OCP(self.model, span, n, controls=("F",), method=self.method,
                       runtime=key[1])
             if self.V_max is not None:
                 ocp.constrain("V", upper=self.V_max, terminal=True)
             outcome = OBJECTIVES[self.objective][1]
             ocp.minimise(mayer=lambda xx: -outcome(xx), du_weight={"F": self.du_weight})
             self._ocps[key] = ocp
+        ocp.set_horizon(span)
         lo = {k: v.bounds[0] for k, v in self.model.states().items()}
         ocp.initial_state(**{k: max(float(v), lo[k]) if lo[k] is not None else float(v)
                              for k, v in x.items()})
@@ -144,11 +158,6 @@ class BatchNMPC:
         ocp.bound_input("F", 0.0, self.F_max, previous=u_now)
         if self.X_max is not None:  # never tighter than where the batch already is
             ocp.constrain("X", upper=max(self.X_max, float(x.get("X", 0.0))))
-        if ocp is not self._last_ocp and self.last is not None and self._last_t is not None:
-            shift = int(round((t - self._last_t) / self.interval))  # shifted previous plan
-            prev = self.last.plan["F"].values[:-1][shift:]
-            if prev.size:
-                ocp.guess_controls(prev[:, None])
         return ocp
 
     def recommend(self, t: float, x: Mapping[str, float], *,

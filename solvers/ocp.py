@@ -9,6 +9,7 @@ never loaded here (it clashes with highspy; see DESIGN.md).
 
 from __future__ import annotations
 
+import re
 import time as _time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -122,7 +123,6 @@ class OCP:
         self.mayer: Callable[..., Any] | None = None
         self.stage: Callable[..., Any] | None = None
         self.du_weight: dict[str, float] = {}
-        self.u_init: np.ndarray | None = None
         # parameters that are NLP parameters (changed between solves without rebuilding)
         params = model.parameters()
         for k in runtime:
@@ -216,9 +216,28 @@ class OCP:
         return self.model.replace(**vals) if vals else self.model
 
     def _p_values(self) -> np.ndarray:
-        """Numeric NLP parameters: runtime parameters, then previous inputs."""
+        """Numeric NLP parameters: runtime parameters, previous inputs, horizon length."""
         return np.array([self.runtime_values[n] for n in self.runtime]
-                        + [self.u_prev.get(c, 0.0) for c in self.controls], dtype=float)
+                        + [self.u_prev.get(c, 0.0) for c in self.controls] + [self.T],
+                        dtype=float)
+
+    def set_horizon(self, horizon: float) -> OCP:
+        """Change the horizon length (same number of intervals) without rebuilding: the
+        shrinking horizon of a batch keeps one NLP and its warm start."""
+        if not horizon > 0:
+            raise ConfigError(f"`horizon` must be > 0, got {horizon}.")
+        self.T = float(horizon)
+        self.h = self.T / self.N
+        return self
+
+    @staticmethod
+    def _at(pos: float) -> str:
+        # constraint labels carry the node position; times are filled in with the
+        # current interval length when reported (the horizon is an NLP parameter)
+        return f"t=<{float(pos)!r}>"
+
+    def _fmt(self, label: str) -> str:
+        return re.sub(r"t=<([^>]+)>", lambda m: f"t={float(m.group(1)) * self.h:g}", label)
 
     def _inputs(self, k: int, u: Any) -> Any:
         vals = {}
@@ -237,8 +256,8 @@ class OCP:
     def _y(self, model: Model, x: Any, u: Any) -> Any:
         return ca.vertcat(*model.measure(0.0, model.State(*ca.vertsplit(x)), u, casadi_ops))
 
-    def _rk4(self, model: Model, x: Any, u_in: Any) -> Any:
-        hs = self.h / self.substeps
+    def _rk4(self, model: Model, x: Any, u_in: Any, h: Any) -> Any:
+        hs = h / self.substeps
         for _ in range(self.substeps):
             k1 = self._f(model, x, u_in)
             k2 = self._f(model, x + hs / 2 * k1, u_in)
@@ -257,7 +276,7 @@ class OCP:
         for k in range(1 if uniform else self.N):
             model = self._interval_model(k, symbolic=True)
             steps.append(ca.Function(f"step{k}", [xs, us, self._P],
-                                     [self._rk4(model, xs, self._inputs(k, us))]))
+                                     [self._rk4(model, xs, self._inputs(k, us), self._h_sym)]))
         return steps * self.N if uniform else steps
 
     def _initial_guess(self, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -270,24 +289,20 @@ class OCP:
             out.append(np.asarray(steps[k](out[-1], u[min(k, len(u) - 1)], p)).ravel())
         return np.array(out)
 
-    def guess_controls(self, values: Any) -> OCP:
-        """Initial guess of the controls, one row per interval (e.g. the previous plan)."""
-        arr = np.asarray(values, dtype=float).reshape(-1, len(self.controls))
-        self.u_init = arr
-        return self
-
     def _x0_vector(self) -> np.ndarray:
         return np.array([self.x0.get(s, self.model.states()[s].default) for s in self.states],
                         dtype=float)
 
     def build(self, soften_all: bool = False) -> dict[str, Any]:
         """Build the NLP; with ``soften_all`` every constraint gets a slack (diagnosis)."""
-        nx, nu, N, h = len(self.states), len(self.controls), self.N, self.h
+        nx, nu, N = len(self.states), len(self.controls), self.N
         w, lbw, ubw, w0 = [], [], [], []
         g, lbg, ubg, gname = [], [], [], []
         slacks: list[tuple[str, Any, float]] = []
         x0 = self._x0_vector()
-        self._P = ca.SX.sym("p", len(self.runtime) + nu)
+        # NLP parameters: runtime model parameters, previous inputs, horizon length
+        self._P = ca.SX.sym("p", len(self.runtime) + nu + 1)
+        self._h_sym = h = self._P[-1] / N
         self._steps = self._make_steps()
         X = [ca.SX.sym(f"X_{k}", nx) for k in range(N + 1)]
         # physical state bounds (e.g. S ≥ 0: the kinetics are singular below) on every
@@ -312,10 +327,6 @@ class OCP:
         u_guess = [float(np.clip(self.u_prev.get(c, spec_in[c].default), lo, hi))
                    for c, lo, hi in zip(self.controls, lo_u, hi_u, strict=True)]
         u_rows = np.tile(u_guess, (self.M, 1))
-        if self.u_init is not None:
-            n = min(len(self.u_init), self.M)
-            u_rows[:n] = np.clip(self.u_init[:n], lo_u, hi_u)
-            u_rows[n:] = u_rows[n - 1]
         guess = self._initial_guess(x0, u_rows)
         for k in range(N + 1):
             w.append(X[k])
@@ -337,10 +348,10 @@ class OCP:
             model = self._interval_model(k, symbolic=True)
             u_in = self._inputs(k, Uk[k])
             if self.method == "shooting":
-                g.append(X[k + 1] - self._rk4(model, X[k], u_in))
+                g.append(X[k + 1] - self._rk4(model, X[k], u_in, h))
                 lbg += [0.0] * nx
                 ubg += [0.0] * nx
-                gname += [f"continuity {s} at t={(k + 1) * h:g}" for s in self.states]
+                gname += [f"continuity {s} at {self._at(k + 1)}" for s in self.states]
             else:
                 tau = np.append(0.0, ca.collocation_points(self.degree, "radau"))
                 C, D, _B = ca.collocation_coeff(tau[1:])
@@ -356,12 +367,12 @@ class OCP:
                     g.append(h * self._f(model, Xc[j], u_in) - Pidot[:, j])
                     lbg += [0.0] * nx
                     ubg += [0.0] * nx
-                    gname += [f"collocation {s} at t={(k + tau[j + 1]) * h:g}"
+                    gname += [f"collocation {s} at {self._at(k + tau[j + 1])}"
                               for s in self.states]
                 g.append(X[k + 1] - Z @ D)
                 lbg += [0.0] * nx
                 ubg += [0.0] * nx
-                gname += [f"continuity {s} at t={(k + 1) * h:g}" for s in self.states]
+                gname += [f"continuity {s} at {self._at(k + 1)}" for s in self.states]
             if self.stage is not None:
                 J += h * self.stage(model.State(*ca.vertsplit(X[k])), u_in)
         # input rate limits and move penalties
@@ -375,7 +386,7 @@ class OCP:
                     g.append(du)
                     lbg.append(-self.rate[c])
                     ubg.append(self.rate[c])
-                    gname.append(f"rate of `{c}` at t={k * h:g}")
+                    gname.append(f"rate of `{c}` at {self._at(k)}")
                 if c in self.du_weight:
                     J += self.du_weight[c] * du**2
         objective = J
@@ -393,7 +404,7 @@ class OCP:
                 else:
                     expr = self._y(model, X[k], self._inputs(kk, Uk[kk]))[
                         self.outputs.index(name)]
-                where = "end" if is_terminal else f"t={k * h:g}"
+                where = "end" if is_terminal else self._at(k)
                 weight = soft if soft is not None else (1e4 if soften_all else None)
                 for bound, sign, word in ((lo, -1.0, "≥"), (hi, 1.0, "≤")):
                     if bound is None:
@@ -473,8 +484,8 @@ class OCP:
         plan = self._plan(prob, w_opt)
         g_val = np.asarray(sol["g"]).ravel()
         lam = np.asarray(sol["lam_g"]).ravel()
-        active = [n for n, gv, lo, hi, la in zip(prob["gname"], g_val, prob["lbg"], prob["ubg"],
-                                                 lam, strict=True)
+        rows = zip(prob["gname"], g_val, prob["lbg"], prob["ubg"], lam, strict=True)
+        active = [self._fmt(n) for n, gv, lo, hi, la in rows
                   if lo != hi and abs(la) > 1e-8 and (abs(gv - hi) < 1e-6 or abs(gv - lo) < 1e-6)]
         fobj = float(sol["f"]) - (float(np.dot(plan["slack"].values,
                                                [wgt for _, _, wgt in prob["slacks"]]))
@@ -532,7 +543,7 @@ class OCP:
         if prob["slacks"]:
             vals = Sv.ravel()
             data["slack"] = ("constraint", vals, {"long_name": "violation of soft constraints"})
-            data["constraint"] = ("constraint", [lbl for lbl, _, _ in prob["slacks"]])
+            data["constraint"] = ("constraint", [self._fmt(lbl) for lbl, _, _ in prob["slacks"]])
         return xr.Dataset(data, coords={"time": ("time", t, {"units": self.model.time_unit})},
                           attrs={"model": self.model.name, "method": self.method,
                                  "intervals": self.N})

@@ -29,7 +29,8 @@ def _closed_loop(decide_every=3, seed=0):
                                  params={p: est[p][0] for p in ("mu_max", "beta")})
             recs.append(rec)
             plan_t0 = t
-        u = float(rec.plan["F"].values[int(round((t - plan_t0) / H))])
+        grid = plan_t0 + rec.plan["time"].values[:-1]  # the plan's (shrinking) intervals
+        u = float(rec.plan["F"].values[np.searchsorted(grid, t + 1e-9, side="right") - 1])
         assert 0.0 <= u <= nmpc.F_max
         applied.append(u)
         twin.set_inputs({"F": u})
@@ -102,3 +103,16 @@ def test_receding_horizon_reuses_the_nlp_and_warm_starts():
     warm = nmpc.recommend(5.0, x, u_now=u)
     assert abs(warm.expected - cold.expected) < 1e-6 * abs(cold.expected)
     assert abs(warm.setpoints["F"][0] - cold.setpoints["F"][0]) < 1e-5
+
+
+def test_shrinking_horizon_keeps_one_nlp_and_warm_starts():
+    nmpc = BatchNMPC(NOMINAL, batch_end=60.0, interval=5.0)
+    first = nmpc.recommend(0.0, dict(NOMINAL.state()._asdict()), u_now=0.0)
+    it0 = nmpc.last.stats["iterations"]
+    x = {s: float(first.plan[s].values[2]) for s in "XSPV"}  # where the plan says we are
+    second = nmpc.recommend(10.0, x, u_now=first.setpoints["F"][0])
+    assert len(nmpc._ocps) == 1 and nmpc.last.stats["iterations"] < it0
+    assert second.plan["time"].values[-1] == pytest.approx(50.0)  # 12 shorter intervals
+    # Bellman: from the planned state, the re-optimised rest of the batch is at least as
+    # good as the rest of the first plan (same model, no disturbance)
+    assert second.expected >= first.expected - 1e-6
