@@ -142,7 +142,7 @@ def _check_times(t: Any, time_unit: str) -> np.ndarray:
     return ts
 
 
-def _warn_precision(rtol: float) -> None:
+def _require_x64(rtol: float) -> None:
     if rtol < 1e-6 and not jax.config.jax_enable_x64:
         raise ConfigError(
             f"`rtol`={rtol} needs float64; call `jax.config.update('jax_enable_x64', True)` "
@@ -377,7 +377,7 @@ def _simulate(model, x0, inputs, t, params, solver, rtol, atol, dt, max_steps, *
     if t is None:
         raise ConfigError("`t` (output times) is required.")
     _check_options(solver, rtol, atol, dt)
-    _warn_precision(rtol)
+    _require_x64(rtol)
     ts = _check_times(t, model.time_unit)
     start = _time.perf_counter()
     if not ensemble:

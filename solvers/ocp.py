@@ -282,7 +282,7 @@ class OCP:
     def _initial_guess(self, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
         """States at the nodes under the guessed controls ``u`` (intervals × controls),
         integrated with RK4: a feasible starting point for IPOPT."""
-        steps = self._steps if self._steps is not None else self._make_steps()
+        steps = self._steps  # built with the NLP
         p = self._p_values()
         out = [x0]
         for k in range(self.N):
@@ -435,7 +435,7 @@ class OCP:
                                else ca.DM.zeros(0, 1)])
         return dict(nlp=nlp, lbw=np.array(lbw, float), ubw=np.array(ubw, float),
                     w0=np.array(w0, float), lbg=np.array(lbg, float), ubg=np.array(ubg, float),
-                    gname=gname, X=X, U=U, slacks=slacks, J=J, extract=extract)
+                    gname=gname, slacks=slacks, extract=extract)
 
     def solve(self, *, tol: float = 1e-10, max_iter: int = 3000, warm_start: OCPResult | None
               = None, diagnose: bool = True, max_wall_time: float | None = None) -> OCPResult:

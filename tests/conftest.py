@@ -44,3 +44,34 @@ def _check_consistency(nees, nis, dof, flags, nx: int) -> None:
 def check_consistency():
     """The NEES/NIS consistency check shared by the EKF and UKF tests."""
     return _check_consistency
+
+
+def _textbook_kf(times, Y, a, q, r, z0, P0):
+    """Kalman (1960) filter, written out with numpy: predict, update with present rows."""
+    z, P, t_prev = z0.copy(), P0.copy(), times[0]
+    zs, Ps, preds = [], [], []
+    for t, y in zip(times, Y, strict=True):
+        dt = t - t_prev
+        Fm = np.array([[1.0, dt], [0.0, 1.0]])
+        z = Fm @ z + np.array([0.5 * a * dt**2, a * dt])
+        P = Fm @ P @ Fm.T + np.diag(q) * dt
+        preds.append((Fm, z.copy(), P.copy()))
+        have = np.isfinite(y)
+        if have.any():
+            H = np.eye(2)[have]
+            R = np.diag(r[have])
+            S = H @ P @ H.T + R
+            K = P @ H.T @ np.linalg.inv(S)
+            z = z + K @ (y[have] - H @ z)
+            P = (np.eye(2) - K @ H) @ P
+        zs.append(z)
+        Ps.append(P)
+        t_prev = t
+    return np.array(zs), np.array(Ps), preds
+
+
+@pytest.fixture
+def textbook_kf():
+    """Kalman filter of the double integrator (the linear reference of the EKF/UKF tests);
+    returns estimates, covariances and (F, predicted mean, predicted covariance) per step."""
+    return _textbook_kf

@@ -14,32 +14,9 @@ from processtwin.models import Bioreactor, DoubleIntegrator
 
 
 # --------------------------------------------------------------------------------------
-# A linear test model: double integrator. RK4 is exact for it (polynomial solution), so the
-# EKF must reproduce the textbook Kalman filter to rounding.
-def _textbook_kf(times, Y, a, q, r, z0, P0):
-    """Kalman (1960) filter, written out with numpy: predict, update with present rows."""
-    z, P, t_prev = z0.copy(), P0.copy(), times[0]
-    zs, Ps, preds = [], [], []
-    for t, y in zip(times, Y, strict=True):
-        dt = t - t_prev
-        Fm = np.array([[1.0, dt], [0.0, 1.0]])
-        z = Fm @ z + np.array([0.5 * a * dt**2, a * dt])
-        P = Fm @ P @ Fm.T + np.diag(q) * dt
-        preds.append((Fm, z.copy(), P.copy()))
-        have = np.isfinite(y)
-        if have.any():
-            H = np.eye(2)[have]
-            R = np.diag(r[have])
-            S = H @ P @ H.T + R
-            K = P @ H.T @ np.linalg.inv(S)
-            z = z + K @ (y[have] - H @ z)
-            P = (np.eye(2) - K @ H) @ P
-        zs.append(z)
-        Ps.append(P)
-        t_prev = t
-    return np.array(zs), np.array(Ps), preds
-
-
+# The linear reference model, the double integrator: RK4 is exact for it (polynomial
+# solution), so the EKF must reproduce the textbook Kalman filter (tests/conftest.py) and
+# its smoother the textbook RTS smoother to rounding.
 def _textbook_rts(zs, Ps, preds):
     """Rauch, Tung & Striebel (1965) fixed-interval smoother."""
     zs_s, Ps_s = zs.copy(), Ps.copy()
@@ -51,7 +28,7 @@ def _textbook_rts(zs, Ps, preds):
     return zs_s, Ps_s
 
 
-def test_ekf_equals_kalman_filter_on_linear_model(rng):
+def test_ekf_equals_kalman_filter_on_linear_model(rng, textbook_kf):
     model = DoubleIntegrator()
     times = np.cumsum(rng.uniform(0.05, 0.7, 80))  # irregular
     Y = rng.normal(size=(80, 2)) * [3.0, 1.0] + np.c_[times, np.ones(80)]
@@ -63,7 +40,7 @@ def test_ekf_equals_kalman_filter_on_linear_model(rng):
     ds = xr.Dataset({"p": ("time", Y[:, 0]), "v": ("time", Y[:, 1])}, coords={"time": times})
     out = ekf.filter(ds, x0={"p": z0[0], "v": z0[1]}, std={"p": 2.0, "v": 1.0},
                      inputs={"a": 0.3}, full_covariance=True, smooth=True)
-    zs, Ps, preds = _textbook_kf(times, Y, 0.3, q, r, z0, P0)
+    zs, Ps, preds = textbook_kf(times, Y, 0.3, q, r, z0, P0)
     np.testing.assert_allclose(np.c_[out["p"], out["v"]], zs, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(out["P"].values, Ps, rtol=1e-10, atol=1e-12)
     # and the RTS smoother equals the textbook smoother
