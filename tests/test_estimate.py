@@ -181,6 +181,34 @@ def test_missing_and_late_samples_equal_in_order_processing():
         np.testing.assert_allclose(est[name][1], ref[f"{name}_std"].values[-1], rtol=1e-10)
 
 
+def test_live_history_is_bounded_and_late_samples_within_it_stay_exact():
+    model, t, cols = _bio_data(n=60)
+    ekf = ExtendedKalmanFilter(model)
+    online = [{c: cols[c][k] for c in ("V", "OUR")} for k in range(t.size)]
+    full = ekf.live(0.0, x0={"S": 1.0}, u={"F": FEED})
+    short = ekf.live(0.0, x0={"S": 1.0}, u={"F": FEED}, history=10)
+    for k, tk in enumerate(t):
+        full.step(tk, online[k])
+        short.step(tk, online[k])
+    assert short.dropped >= t.size - 20 and len(short._t) < 20 and full.dropped == 0
+    # a lab assay from 4 samples ago is still re-filtered exactly ...
+    k = t.size - 4
+    lab = {c: cols[c][k] for c in ("X", "S", "P") if np.isfinite(cols[c][k])}
+    lab = lab or {"X": 1.0}
+    full.step(t[k], lab)
+    short.step(t[k], lab)
+    np.testing.assert_array_equal(short.z, full.z)
+    np.testing.assert_array_equal(short.sd, full.sd)
+    assert short.t == full.t == t[-1]
+    # ... one older than the kept history is refused, and says why
+    with pytest.raises(pt.DataError, match="older than the 10 samples kept.*history="):
+        short.step(t[5], {"X": 1.0})
+    full.step(t[5], {"X": 1.0})  # the unbounded one still takes it
+    assert full.refiltered > short.refiltered
+    with pytest.raises(pt.DataError, match="before the filter start"):
+        full.step(-1.0, {"X": 1.0})
+
+
 def _flags(ekf, cols, t):
     ds = xr.Dataset({c: ("time", v) for c, v in cols.items()}, coords={"time": t})
     return ekf.filter(ds, x0={"S": 1.0}, inputs={"F": FEED})

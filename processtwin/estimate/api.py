@@ -305,11 +305,16 @@ class ExtendedKalmanFilter:
 
     # ---- live ----------------------------------------------------------------------
     def live(self, t0: float, *, x0: Any = None, std: Mapping[str, float] | None = None,
-             u: Mapping[str, float] | None = None) -> LiveFilter:
-        """A stateful filter for live data starting at ``t0``."""
+             u: Mapping[str, float] | None = None, history: int = 100_000) -> LiveFilter:
+        """A stateful filter for live data starting at ``t0`` [model time unit].
+
+        ``x0``/``std`` as in :meth:`initial`; ``u`` are the inputs held from ``t0`` on.
+        The last ``history`` samples (and the filter state before each) are kept so that
+        a late sample can be re-filtered exactly; an older one raises :class:`DataError`.
+        """
         z0, P0 = self.initial(x0, std)
         return LiveFilter(self, init_state(self.spec, float(t0), z0, P0),
-                          self._input_vector(u))
+                          self._input_vector(u), history=history)
 
 
 def _merge_same_times(times: np.ndarray, Y: np.ndarray, channels: Sequence[str]):

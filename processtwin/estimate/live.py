@@ -22,7 +22,7 @@ __all__ = ["LiveFilter"]
 
 
 def _pack(s: FilterState) -> Any:
-    """The filter state as one flat vector (one device buffer per live call, not seven)."""
+    """The filter state as one flat vector."""
     f = s.z.dtype
     return jnp.concatenate([jnp.reshape(s.t, (1,)).astype(f), s.z, s.P.ravel(), s.last_y,
                             s.same.astype(f), s.ewma, jnp.reshape(s.nis_avg, (1,)).astype(f)])
@@ -34,21 +34,32 @@ def _unpack(v: Any, nz: int, ny: int) -> FilterState:
                        v[i[3]:i[4]].astype(np.int32), v[i[4]:i[5]], v[i[5]])
 
 
+def _state_size(nz: int, ny: int) -> int:
+    return 2 + nz + nz * nz + 3 * ny
+
+
 _STEPS = {"ekf": ekf_step, "ukf": ukf_step}
 
 
 def _live_step_fn(spec: FilterSpec, method: str) -> Any:
-    """A step compiled with the filter's spec baked in, on packed states: the live path."""
+    """The live path: one compiled call per sample, with the spec baked in.
+
+    The call takes one buffer (packed filter state followed by the last step's summary)
+    and one row ``[t, y..., u...]`` and returns the next buffer, so a sample costs one
+    host-to-device copy and one output buffer: on a small CPU the fixed cost of a call
+    grows with its number of arguments and results.
+    """
     nz = len(spec.model.states()) + len(spec.estimate)
     ny = len(spec.channels)
+    n_state = _state_size(nz, ny)
 
-    def step(v, t, y, u):
-        new, rec = _STEPS[method](spec, _unpack(v, nz, ny), t, y, u)
-        f = v.dtype
-        summary = jnp.concatenate([rec.innovation, rec.nis_channel, rec.flags.astype(f),
-                                   rec.used.astype(f), jnp.stack([rec.nis,
-                                                                  rec.dof.astype(f)])])
-        return _pack(new), summary
+    def step(buf, row):
+        state = _unpack(buf[:n_state], nz, ny)
+        new, rec = _STEPS[method](spec, state, row[0], row[1:1 + ny], row[1 + ny:])
+        f = buf.dtype
+        return jnp.concatenate([_pack(new), rec.innovation, rec.nis_channel,
+                                rec.flags.astype(f), rec.used.astype(f),
+                                jnp.stack([rec.nis, rec.dof.astype(f)])])
 
     return jax.jit(step)
 
@@ -60,30 +71,60 @@ class LiveFilter:
     earlier than the latest one is merged into the log at its sampling time and the
     filter is re-run from the state before it, so the result equals processing all
     samples in time order.
+
+    Read the results with :attr:`z` and :attr:`sd` (vectors in the order of
+    ``ekf.names``), :meth:`estimate` (by name), :attr:`state` (the full filter state)
+    and :meth:`last_update` (innovations and flags of the latest step).
     """
 
-    def __init__(self, ekf: ExtendedKalmanFilter, state: FilterState, u: np.ndarray) -> None:
+    def __init__(self, ekf: ExtendedKalmanFilter, state: FilterState, u: np.ndarray, *,
+                 history: int = 100_000) -> None:
+        if int(history) < 1:
+            raise ValueError(f"`history` must be at least 1 sample, got {history}.")
         self.ekf = ekf
+        self.history = int(history)
         self._t: list[float] = []
         self._y: list[np.ndarray] = []
         self._u: list[np.ndarray] = []
-        self._before: list[Any] = []
-        self._nz = len(ekf.names)
-        self._ny = len(ekf.channels)
+        self._before: list[np.ndarray] = []  # host copy of the buffer before each sample
+        self._nz = nz = len(ekf.names)
+        self._ny = ny = len(ekf.channels)
+        self._n_state = _state_size(nz, ny)
         self._index = {c: j for j, c in enumerate(ekf.channels)}
-        self._vec = _pack(state)
+        self._host = np.concatenate([np.asarray(_pack(state)), np.full(4 * ny + 2, np.nan)])
+        self._buf = jnp.asarray(self._host)
         self._t0 = float(state.t)
-        self._summary: Any = None
+        self._stepped = False
         if ekf._live_fn is None:
             ekf._live_fn = _live_step_fn(ekf.spec, ekf.method)
         self._fn = ekf._live_fn
-        self.u = u
+        self.u = np.asarray(u, dtype=float)
         self.refiltered = 0
+        self.dropped = 0  # samples forgotten beyond ``history``
+
+    def _read(self) -> np.ndarray:
+        return self._host
+
+    @property
+    def z(self) -> np.ndarray:
+        """Current estimate of the (augmented) state, in the order of ``ekf.names``."""
+        return self._read()[1:1 + self._nz]
+
+    @property
+    def sd(self) -> np.ndarray:
+        """Current standard deviations, in the order of ``ekf.names``."""
+        nz = self._nz
+        return np.sqrt(self._read()[1 + nz:1 + nz + nz * nz:nz + 1])
+
+    @property
+    def t(self) -> float:
+        """Time of the current estimate [model time unit]."""
+        return float(self._read()[0])
 
     @property
     def state(self) -> FilterState:
         """The current filter state (estimate, covariance, monitoring memory)."""
-        return _unpack(np.asarray(self._vec), self._nz, self._ny)
+        return _unpack(self._read()[:self._n_state], self._nz, self._ny)
 
     def set_inputs(self, u: Mapping[str, float]) -> None:
         """Inputs applied from the latest sample time on (e.g. a new feed setpoint)."""
@@ -91,9 +132,9 @@ class LiveFilter:
 
     def last_update(self) -> dict[str, dict[str, float]]:
         """Innovation, NIS, flags and use of each channel in the latest step."""
-        if self._summary is None:
+        if not self._stepped:
             return {}
-        v = np.asarray(self._summary)
+        v = self._read()[self._n_state:]
         ny = self._ny
         out = {}
         for j, c in enumerate(self.ekf.channels):
@@ -105,7 +146,7 @@ class LiveFilter:
              ) -> None:
         """Process one sample ``y`` (channel → value, missing channels omitted) taken at
         ``t``; ``u`` are inputs applied from ``t`` on (default: unchanged). See
-        :meth:`estimate` and :meth:`last_update` for the results."""
+        :attr:`z`, :meth:`estimate` and :meth:`last_update` for the results."""
         values = [math.nan] * self._ny
         index = self._index
         for k, v in y.items():
@@ -116,13 +157,11 @@ class LiveFilter:
             if math.isinf(v):
                 raise DataError(f"channel `{k}` is {v} at t={t:g}; use NaN for missing.")
             values[j] = v
-        row = np.array(values)
         t = float(t)
         if not math.isfinite(t):
             raise DataError(f"sample time must be finite, got {t}.")
-        if self._t and t < self._t[-1]:
-            self._insert_late(t, row)
-        elif self._t and t == self._t[-1]:
+        row = np.array(values)
+        if self._t and t <= self._t[-1]:
             self._insert_late(t, row)
         else:
             if not self._t and t < self._t0:
@@ -136,11 +175,26 @@ class LiveFilter:
         self._t.append(t)
         self._y.append(row)
         self._u.append(u)
-        self._before.append(self._vec)
-        self._vec, self._summary = self._fn(self._vec, t, row, u)
+        self._before.append(self._host)
+        # one compiled call: device buffer in, one row [t, y, u] copied from the host
+        self._buf = self._fn(self._buf, np.concatenate(((t,), row, u)))
+        # a host copy (not a view) lets the device buffer be reused by the next call
+        self._host = np.array(self._buf)
+        self._stepped = True
+        if len(self._t) >= 2 * self.history:
+            n = len(self._t) - self.history
+            del self._t[:n], self._y[:n], self._u[:n], self._before[:n]
+            self.dropped += n
 
     def _insert_late(self, t: float, row: np.ndarray) -> None:
         k = bisect.bisect_left(self._t, t)
+        if k == 0:
+            t_first = float(self._before[0][0])  # time of the oldest state kept
+            if t < t_first or (self.dropped and t == t_first):
+                where = (f"older than the {self.history} samples kept (from t={t_first:g}; "
+                         "keep more with `history=`)" if self.dropped
+                         else f"before the filter start t={t_first:g}")
+                raise DataError(f"late sample at t={t:g} is {where}.")
         if k < len(self._t) and self._t[k] == t:
             merged = self._y[k].copy()
             clash = np.isfinite(merged) & np.isfinite(row)
@@ -151,12 +205,11 @@ class LiveFilter:
             tail = [(t, merged, self._u[k])] + list(zip(self._t[k + 1:], self._y[k + 1:],
                                                         self._u[k + 1:], strict=True))
         else:
-            if k == 0 and t < self._t0:
-                raise DataError(f"late sample at t={t:g} is before the filter start.")
             u_k = self._u[k] if k < len(self._u) else self.u
             tail = [(t, row, u_k)] + list(zip(self._t[k:], self._y[k:], self._u[k:],
                                               strict=True))
-        self._vec = self._before[k]
+        self._host = self._before[k]
+        self._buf = jnp.asarray(self._host)
         del self._t[k:], self._y[k:], self._u[k:], self._before[k:]
         for tt, yy, uu in tail:
             self._advance(tt, yy, uu)
@@ -164,7 +217,5 @@ class LiveFilter:
 
     def estimate(self) -> dict[str, tuple[float, float]]:
         """Current estimate and standard deviation per state/parameter name."""
-        state = self.state
-        z = np.asarray(state.z)
-        sd = np.sqrt(np.diag(np.asarray(state.P)))
+        z, sd = self.z, self.sd
         return {k: (float(z[i]), float(sd[i])) for i, k in enumerate(self.ekf.names)}
