@@ -9,6 +9,7 @@ of equations serves JAX (simulation, estimation), CasADi (NLP) and Pyomo (LP/MIL
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -130,12 +131,27 @@ def check_value(
 
     Tracers (values inside ``jit``/``vmap``) are not checked. Arrays are checked element-wise.
     """
+    if type(value) in _SCALARS:  # the common case, checked without building an array
+        v = float(value)
+        lo, hi = bounds
+        if not (math.isfinite(v) and (lo is None or (v > lo if strict else v >= lo))
+                and (hi is None or (v < hi if strict else v <= hi))):
+            _check_array(what, name, np.asarray(v), value, units, bounds, strict)
+        return
     if isinstance(value, jax.core.Tracer) or _is_symbolic(value):
         return
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
         raise ModelError(f"{what} `{name}` must be a number [{units}], got {value!r}.") from None
+    _check_array(what, name, arr, value, units, bounds, strict)
+
+
+_SCALARS = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
+
+
+def _check_array(what: str, name: str, arr: np.ndarray, value: Any, units: str, bounds: tuple,
+                 strict: bool) -> None:
     if not np.all(np.isfinite(arr)):
         raise ModelError(f"{what} `{name}` must be finite [{units}], got {value!r}.")
     lo, hi = bounds

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -40,12 +42,20 @@ class Signal(eqx.Module):
     interpolation: Interpolation = eqx.field(static=True, default="hold")
 
     def __call__(self, t: Any) -> Any:
-        if self.values.shape[-1] == 1:  # constant: no search in the integrator's inner loop
+        k = self.values.shape[-1]
+        if k == 1:  # constant: no search in the integrator's inner loop
             return self.values[..., 0]
+        # knots at or before t; a fused comparison for short schedules, an unrolled binary
+        # search for long series (neither adds a loop inside the integrator's loop)
+        n_le = (jnp.sum(self.times <= t) if k <= 64 else
+                jnp.searchsorted(self.times, t, side="right", method="scan_unrolled"))
         if self.interpolation == "linear":
-            return jnp.interp(t, self.times, self.values)
-        idx = jnp.searchsorted(self.times, t, side="right") - 1
-        return self.values[jnp.clip(idx, 0, self.values.shape[-1] - 1)]
+            i = jnp.clip(n_le - 1, 0, k - 2)
+            t_a, t_b = self.times[i], self.times[i + 1]
+            v_a, v_b = self.values[i], self.values[i + 1]
+            frac = jnp.clip((t - t_a) / (t_b - t_a), 0.0, 1.0)
+            return v_a + frac * (v_b - v_a)
+        return self.values[jnp.clip(n_le - 1, 0, k - 1)]
 
 
 def _asarray(v: Any) -> Any:
@@ -110,6 +120,23 @@ def _validate(name: str, sig: Signal, units: str, bounds: tuple, strict: bool) -
                             f"[{units}] at t={t_bad:g}.")
 
 
+_SCALARS = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
+
+
+def _constant_ok(v: float, bounds: tuple, strict: bool) -> bool:
+    lo, hi = bounds
+    return (math.isfinite(v) and (lo is None or (v > lo if strict else v >= lo))
+            and (hi is None or (v < hi if strict else v <= hi)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_constant(v: float) -> Signal:
+    """A constant signal, shared between calls (its arrays are read-only)."""
+    times, values = np.zeros(1), np.full(1, v)
+    times.flags.writeable = values.flags.writeable = False
+    return Signal(times, values, "hold")
+
+
 def as_inputs(model: type[Model] | Model, inputs: Any = None) -> Any:
     """Normalise user inputs to the model's ``Inputs`` tuple of :class:`Signal`.
 
@@ -149,6 +176,9 @@ def as_inputs(model: type[Model] | Model, inputs: Any = None) -> Any:
             sig = v
         elif hasattr(v, "coords") and hasattr(v, "dims"):
             sig = _from_dataarray(v)
+        elif type(v) in _SCALARS and _constant_ok(float(v), spec.bounds, spec.strict):
+            out[k] = _cached_constant(float(v))  # the common case, validated and reused
+            continue
         else:
             arr = _asarray(v)
             sig = Signal(np.zeros(arr.shape + (1,)), arr[..., None], "hold")

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from . import _tsit5
 from .errors import ConfigError, DataError, SolverError, suggest
 from .model import Model
 from .ops import jax_ops
@@ -51,11 +52,17 @@ def _max_rms_norm(y: Any) -> Any:
     return jnp.max(jnp.sqrt(jnp.mean(y**2, axis=-1)))
 
 
-def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps):
-    """Integrate scenarios. If ``y0`` is 2-D every leaf of ``model``, ``y0`` and ``signals``
-    has a leading scenario axis; a 1-D ``y0`` is one unbatched scenario (fewer operations in
-    the integrator loop). Returns states (scenario, time, state), inputs, outputs, a success
-    flag, the diffrax result and the step counts (steps, accepted, rejected)."""
+def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
+                 reverse=False):
+    """Integrate scenarios.
+
+    If ``y0`` is 2-D every leaf of ``model``, ``y0`` and ``signals`` has a leading scenario
+    axis; a 1-D ``y0`` is one unbatched scenario (for ``tsit5`` with adaptive steps, the
+    lean loop of :mod:`processtwin._tsit5`). ``reverse`` keeps the program reverse-mode
+    differentiable (diffrax's checkpointed loop, for :func:`trajectory`); otherwise the
+    loops are plain while loops, still forward-mode differentiable. Returns states
+    (scenario, time, state), inputs, outputs, a status code (``_tsit5.OK``, ``MAX_STEPS``,
+    ``FAILED``) and the step counts (steps, accepted, rejected)."""
     global _TRACE_COUNT
     _TRACE_COUNT += 1
     single = y0.ndim == 1
@@ -74,6 +81,14 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps):
 
     jumps = [s.times.reshape(-1) for s in signals if s.interpolation == "hold"
              and s.times.shape[-1] > 1]
+    if single and dt is None and solver == "tsit5" and not reverse:
+        # the fast path: a lean Tsit5 loop whose body XLA runs inline (see _tsit5)
+        jump_ts = jnp.sort(jnp.concatenate(jumps)) if jumps else jnp.zeros(0, y0.dtype)
+        ys1, code, stats = _tsit5.solve(lambda t, y: _rhs_vector(model, t, y, signals),
+                                        y0, ts, jump_ts, rtol=rtol, atol=atol,
+                                        max_steps=max_steps)
+        us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, ys1, signals))
+        return ys1[None], us, outs, code, stats
     if dt is None:
         controller: Any = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
         if jumps:
@@ -92,30 +107,36 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps):
         diffrax.ODETerm(f), method, ts[0], ts[-1], dt0, y0,
         args=(model, signals), saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller,
         max_steps=max_steps, throw=False,
+        adjoint=diffrax.RecursiveCheckpointAdjoint() if reverse else diffrax.ForwardMode(),
     )
-
-    def per_member(m, y, sig):
-        def at(t, yt):
-            x = m.State(*(yt[i] for i in range(yt.shape[0])))
-            u = m.Inputs(*(s(t) for s in sig))
-            return jnp.stack(u), jnp.stack(m.measure(t, x, u, jax_ops))
-        return jax.vmap(at)(ts, y)
-
     if single:
         ys = sol.ys[None]
-        us, outs = jax.tree.map(lambda a: a[None], per_member(model, sol.ys, signals))
+        us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, sol.ys, signals))
     else:
         ys = jnp.swapaxes(sol.ys, 0, 1)  # (scenario, time, state)
-        us, outs = jax.vmap(per_member)(model, ys, signals)
+        us, outs = jax.vmap(_per_member, in_axes=(0, None, 0, 0))(model, ts, ys, signals)
     stats = jnp.stack([sol.stats[k] for k in _STAT_KEYS])
-    return ys, us, outs, sol.result == diffrax.RESULTS.successful, sol.result, stats
+    code = jnp.where(sol.result == diffrax.RESULTS.successful, _tsit5.OK,
+                     jnp.where(sol.result == diffrax.RESULTS.max_steps_reached,
+                               _tsit5.MAX_STEPS, _tsit5.FAILED))
+    return ys, us, outs, code, stats
+
+
+def _per_member(model: Model, ts: Any, ys: Any, signals: Any) -> tuple[Any, Any]:
+    """Inputs and outputs of one scenario at the output times."""
+    def at(t, yt):
+        x = model.State(*(yt[i] for i in range(yt.shape[0])))
+        u = model.Inputs(*(s(t) for s in signals))
+        return jnp.stack(u), jnp.stack(model.measure(t, x, u, jax_ops))
+    return jax.vmap(at)(ts, ys)
 
 
 _STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
 
 _solve_batch_jit = jax.jit(_solve_batch,
-                           static_argnames=("solver", "rtol", "atol", "dt", "max_steps"))
+                           static_argnames=("solver", "rtol", "atol", "dt", "max_steps",
+                                            "reverse"))
 
 
 def _check_options(solver: str, rtol: float, atol: float, dt: float | None) -> None:
@@ -173,7 +194,7 @@ def trajectory(
     signals = as_inputs(model, inputs)
     y0 = jnp.stack([jnp.asarray(v, dtype=float) for v in model.State(*x0)])
     ys = _solve_batch_jit(model, y0, signals, jnp.asarray(t, dtype=float), solver=solver,
-                          rtol=rtol, atol=atol, dt=dt, max_steps=max_steps)[0]
+                          rtol=rtol, atol=atol, dt=dt, max_steps=max_steps, reverse=True)[0]
     return model.State(*(ys[0, :, i] for i in range(ys.shape[-1])))
 
 
@@ -272,11 +293,13 @@ def _broadcast_scenarios(model: Model, x0: Any, inputs: Any, params: Mapping | N
 def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps):
     out = _solve_batch_jit(model_b, y0, sig_b, ts, solver=solver, rtol=rtol,
                            atol=atol, dt=dt, max_steps=max_steps)
-    ys, us, outs, ok, result, stats = out
-    if not ok:
-        msg = diffrax.RESULTS[result]
+    ys, us, outs, code, stats = out
+    code = int(code)
+    if code != _tsit5.OK:
+        why = ("the step budget ran out" if code == _tsit5.MAX_STEPS
+               else "non-finite values or a vanishing step")
         raise SolverError(
-            f"integration failed ({msg}) with solver `{solver}` at rtol={rtol}; for a stiff "
+            f"integration failed ({why}) with solver `{solver}` at rtol={rtol}; for a stiff "
             f"model try solver='kvaerno5', or raise `max_steps` (now {max_steps})."
         )
     return ys, us, outs, dict(zip(_STAT_KEYS, np.asarray(stats).tolist(), strict=True))

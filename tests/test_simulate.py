@@ -30,6 +30,9 @@ def _scipy_reference(model, x0, feed_t, feed_v, t, s_in=200.0):
     start = t[0]
     for F, stop in zip(feed_v, edges, strict=True):
         mask = (t >= start) & (t <= stop)
+        if stop <= start:  # a switch at the final time
+            out[mask] = y
+            continue
         t_eval = np.union1d(t[mask], [stop])
         sol = solve_ivp(f, (start, stop), y, method="Radau", rtol=1e-12, atol=1e-14,
                         t_eval=t_eval, args=(F,))
@@ -56,6 +59,44 @@ def test_matches_scipy_radau(reference, solver):
     err = np.abs(got - ref) / scale
     assert err.max() < 1e-6, f"max scaled error {err.max():.2e}"
     assert res.data["P"].values[-1] > 0.5  # the batch did produce something
+
+
+@pytest.mark.parametrize("n_out", [2, 61, 601])
+def test_fast_tsit5_loop_handles_jumps_at_outputs_and_many_outputs(n_out):
+    # the single-scenario tsit5 path (processtwin._tsit5): feed switches exactly at output
+    # times and at the final time, outputs spread over several chunks or just the end point
+    model = Bioreactor(alpha=0.05)
+    feed_t, feed_v = [0.0, 30.0, 45.0, 90.0], [0.0, 0.05, 0.01, 0.04]
+    t = np.linspace(0.0, 90.0, n_out)
+    ref = _scipy_reference(model, X0, feed_t, feed_v, t)
+    fast = pt.simulate(model, X0, {"F": pt.hold(feed_t, feed_v)}, t, rtol=1e-10, atol=1e-12)
+    via_diffrax = pt.simulate(model, X0, {"F": pt.hold(feed_t, feed_v)}, t, solver="dopri5",
+                              rtol=1e-10, atol=1e-12)
+    scale = np.abs(ref).max(axis=0)
+    assert np.max(np.abs(fast.states[0] - ref) / scale) < 1e-8
+    assert np.max(np.abs(via_diffrax.states[0] - ref) / scale) < 1e-8
+    # volume is exact: the feed integral, with each switch stepped to exactly
+    np.testing.assert_allclose(fast["V"], ref[:, 3], rtol=1e-13)
+    assert fast.stats["num_accepted_steps"] > 10
+
+
+def test_fast_tsit5_loop_reports_failure():
+    tsit5 = sys.modules["processtwin._tsit5"]
+    ts = jnp.linspace(0.0, 1.0, 5)
+    # y' = y², y(0) = 1 blows up at t = 1: the step shrinks to rounding and the loop stops
+    _, status, stats = jax.jit(lambda y0: tsit5.solve(lambda t, y: y**2, y0, 2 * ts,
+                                                      jnp.zeros(0), rtol=1e-8, atol=1e-10,
+                                                      max_steps=100_000))(jnp.ones(2))
+    assert int(status) == tsit5.FAILED and int(stats[0]) < 100_000
+    _, status, stats = jax.jit(lambda y0: tsit5.solve(lambda t, y: -y, y0, ts, jnp.zeros(0),
+                                                      rtol=1e-8, atol=1e-10,
+                                                      max_steps=3))(jnp.ones(2))
+    assert int(status) == tsit5.MAX_STEPS and int(stats[0]) == 3
+    ys, status, _ = jax.jit(lambda y0: tsit5.solve(lambda t, y: -y, y0, ts, jnp.zeros(0),
+                                                   rtol=1e-10, atol=1e-12,
+                                                   max_steps=10_000))(jnp.ones(2))
+    assert int(status) == tsit5.OK
+    np.testing.assert_allclose(ys[:, 0], np.exp(-np.asarray(ts)), rtol=1e-9)
 
 
 def test_substrate_mass_balance_and_volume_close():

@@ -1,0 +1,180 @@
+"""A lean adaptive Tsit5 loop for one unbatched scenario (the :func:`simulate` fast path).
+
+Why not ``diffrax.diffeqsolve`` here: XLA on the CPU runs a loop body's kernels inline
+only while every buffer the body touches is small (≤ 512 bytes); otherwise it schedules
+them on a thread pool, which for a 4-state ODE costs more than the arithmetic. A solver
+loop that writes each output into the full output array touches a large buffer every step.
+This loop keeps the body small: the outputs are produced in chunks of at most 512 bytes,
+one inner adaptive loop per chunk (an outer ``scan`` over chunks), and each step fills the
+chunk's outputs it covers from the dense interpolant. Steps are clipped at a chunk's last
+output time (one slightly shorter step per chunk; the next step resumes the unclipped
+size).
+
+The method is diffrax's Tsit5 (tableau and 4th-order dense interpolant taken from
+``diffrax.Tsit5``). Step-size control is the standard integral controller on the RMS norm
+of the scaled embedded error, with Hairer's starting step (Hairer, Nørsett & Wanner,
+*Solving ODEs I*, §II.4). Jumps of hold inputs are stepped to exactly: a step ends just
+before the jump, the next starts just after it with a fresh first stage, so no stage
+straddles a discontinuity.
+
+Forward-mode differentiable (``jvp``); :func:`processtwin.trajectory` keeps diffrax's
+checkpointed loop for reverse mode.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["FAILED", "MAX_STEPS", "OK", "solve"]
+
+OK, MAX_STEPS, FAILED = 0, 1, 2
+_RUNNING = -1
+
+_TABLEAU = diffrax.Tsit5.tableau
+_C = [0.0] + [float(c) for c in _TABLEAU.c]
+_A = [[float(v) for v in row] for row in _TABLEAU.a_lower]
+_B_ERR = [float(v) for v in _TABLEAU.b_error]
+_STAGES = len(_C)  # 7; the last stage is first-same-as-last (FSAL)
+_SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
+_EXPONENT = -1.0 / 5.0  # -1 / (embedded order + 1)
+_SMALL_BYTES = 512  # XLA CPU runs a loop body inline when all its buffers are this small
+
+
+@functools.cache
+def _dense_weights() -> np.ndarray:
+    """Coefficients ``W[p, s]`` of Tsit5's dense output ``y0 + Σ_s (Σ_p W[p,s] θ^p) k_s``,
+    read off diffrax's interpolant (polynomials of degree 4 in θ ∈ [0, 1])."""
+    theta = np.linspace(0.0, 1.0, 9)
+    with jax.ensure_compile_time_eval():
+        interp = diffrax.Tsit5.interpolation_cls(t0=0.0, t1=1.0, y0=jnp.zeros(_STAGES),
+                                                 y1=None, k=jnp.eye(_STAGES))
+        values = np.stack([np.asarray(interp.evaluate(x), dtype=float) for x in theta])
+    return np.polynomial.polynomial.polyfit(theta, values, 4)
+
+
+def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
+          atol: float, max_steps: int) -> tuple[Any, Any, Any]:
+    """Integrate ``dy/dt = f(t, y)`` from ``ts[0]`` to ``ts[-1]``.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(t, y) -> dy`` on 1-D arrays.
+    y0 : array (n,)
+        Initial state at ``ts[0]``.
+    ts : array (m,)
+        Strictly increasing output times, ``m ≥ 2``.
+    jumps : array (k,)
+        Sorted times where ``f`` jumps (hold-input switches); ``k`` may be 0.
+    rtol, atol : float
+        Local error tolerances.
+    max_steps : int
+        Step budget (accepted and rejected).
+
+    Returns
+    -------
+    ys : array (m, n)
+        The solution at ``ts``.
+    status : int array
+        :data:`OK`, :data:`MAX_STEPS` or :data:`FAILED` (non-finite values or a step
+        below rounding).
+    stats : int array (3,)
+        Steps taken, accepted and rejected.
+    """
+    dtype = y0.dtype
+    n_out, nx = ts.shape[0], y0.shape[0]
+    t0, tend = ts[0], ts[-1]
+    has_jumps = jumps.shape[0] > 0
+    jumps_pad = jnp.concatenate([jnp.asarray(jumps, dtype), jnp.full(1, jnp.inf, dtype)])
+    weights = _dense_weights()
+
+    # outputs after ts[0] in chunks of `size`; a chunk's loop ends at its last output time
+    size = max(1, min(n_out - 1, _SMALL_BYTES // (nx * jnp.dtype(dtype).itemsize)))
+    n_chunks = -(-(n_out - 1) // size)
+    padded = jnp.concatenate([ts[1:], jnp.full(n_chunks * size - (n_out - 1), jnp.inf, dtype)])
+    chunk_ts = padded.reshape(n_chunks, size)
+    chunk_end = ts[jnp.minimum(jnp.arange(1, n_chunks + 1) * size, n_out - 1)]
+
+    def scaled_rms(e: Any, ya: Any, yb: Any) -> Any:
+        scale = atol + rtol * jnp.maximum(jnp.abs(ya), jnp.abs(yb))
+        return jnp.sqrt(jnp.mean(jnp.square(e / scale)))
+
+    # Hairer's starting step (Solving ODEs I, §II.4)
+    f0 = f(t0, y0)
+    d0, d1 = scaled_rms(y0, y0, y0), scaled_rms(f0, y0, y0)
+    h0 = jnp.minimum(jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1), tend - t0)
+    d2 = scaled_rms(f(t0 + h0, y0 + h0 * f0) - f0, y0, y0) / h0
+    dmax = jnp.maximum(d1, d2)
+    h1 = jnp.where(dmax <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3), (0.01 / dmax) ** 0.2)
+    h_start = jnp.minimum(100.0 * h0, h1)
+    tiny = 4 * jnp.finfo(dtype).eps
+
+    def chunk(carry: tuple, xs: tuple) -> tuple:
+        t_out, t_stop = xs
+
+        def cond(c: tuple) -> Any:
+            return (c[-1] == _RUNNING) & (c[0] < t_stop)
+
+        def body(c: tuple) -> tuple:
+            t, h, y, fy, jn, out, steps, accepted, _ = c
+            t_jump = jumps_pad[jn]
+            t_try = jnp.minimum(t + h, t_stop)
+            hit = t_jump <= t_try  # the step would reach a jump: end just before it
+            t1 = jnp.where(hit, jnp.nextafter(t_jump, -jnp.inf), t_try)
+            dt = t1 - t
+            ks = [fy * dt]
+            for s in range(1, _STAGES):
+                y_stage = y + sum(_A[s - 1][r] * ks[r] for r in range(s))
+                if s == _STAGES - 1:
+                    y1 = y_stage  # Tsit5's last row of A holds its solution weights
+                ks.append(f(t + _C[s] * dt, y_stage) * dt)
+            err = scaled_rms(sum(_B_ERR[r] * ks[r] for r in range(_STAGES)), y, y1)
+            finite = jnp.isfinite(err)
+            keep = finite & (err <= 1.0)
+            factor = jnp.where(finite, jnp.clip(
+                _SAFETY * jnp.maximum(err, 1e-10) ** _EXPONENT, _FACTOR_MIN, _FACTOR_MAX),
+                _FACTOR_MIN)
+            # outputs of this chunk in (t, t1] (the jump time itself when stopping at one)
+            t_cover = jnp.where(hit, t_jump, t1)
+            theta = (t_out - t) / dt
+            w = [sum(weights[p, s] * theta**p for p in range(5)) for s in range(_STAGES)]
+            dense = y[None, :] + sum(w[s][:, None] * ks[s][None, :] for s in range(_STAGES))
+            inside = keep & (t_out > t) & (t_out <= t_cover)
+            out = jnp.where(inside[:, None], dense, out)
+            t_new = jnp.where(keep, jnp.where(hit, jnp.nextafter(t_jump, jnp.inf), t1), t)
+            f1 = ks[-1] / dt
+            if has_jumps:  # past a jump the first stage is re-evaluated with the new input
+                f_new = lax.cond(keep & hit, lambda: f(t_new, y1),
+                                 lambda: jnp.where(keep, f1, fy))
+                jn = jnp.where(keep & hit, jnp.sum(jumps_pad <= t_new), jn)
+            else:
+                f_new = jnp.where(keep, f1, fy)
+            clipped = keep & (dt < h)  # resume the unclipped step after an output or jump
+            h_new = jnp.where(clipped, jnp.maximum(h, dt * factor), dt * factor)
+            steps = steps + 1
+            accepted = accepted + keep.astype(accepted.dtype)
+            too_small = ~keep & (dt <= tiny * jnp.maximum(jnp.abs(t), 1.0))
+            status = jnp.where(too_small, FAILED,
+                               jnp.where(steps >= max_steps, MAX_STEPS, _RUNNING))
+            return (t_new, h_new, jnp.where(keep, y1, y), f_new, jn, out, steps, accepted,
+                    status)
+
+        out = jnp.zeros((size, nx), dtype)
+        c = lax.while_loop(cond, body, (*carry[:5], out, *carry[5:]))
+        return (*c[:5], *c[6:]), c[5]
+
+    init = (t0, h_start, y0, f0, jnp.sum(jumps_pad <= t0), jnp.asarray(0), jnp.asarray(0),
+            jnp.asarray(_RUNNING))
+    final, outs = lax.scan(chunk, init, (chunk_ts, chunk_end))
+    steps, accepted = final[5], final[6]
+    status = jnp.where(final[0] >= tend, OK, final[7])
+    ys = jnp.concatenate([y0[None], outs.reshape(-1, nx)[:n_out - 1]])
+    return ys, status, jnp.stack([steps, accepted, steps - accepted])
