@@ -117,15 +117,20 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
     h_start = jnp.minimum(100.0 * h0, h1)
     tiny = 4 * jnp.finfo(dtype).eps
 
-    def chunk(carry: tuple, xs: tuple) -> tuple:
+    # the loop carry is one vector [t, h, jump index, steps, accepted, status, y, f(t, y)]
+    # (one buffer: the carry update is a single fused kernel, not one per scalar)
+    def chunk(v: Any, xs: tuple) -> tuple:
         t_out, t_stop = xs
 
         def cond(c: tuple) -> Any:
-            return (c[-1] == _RUNNING) & (c[0] < t_stop)
+            v = c[0]
+            return (v[5] == _RUNNING) & (v[0] < t_stop)
 
         def body(c: tuple) -> tuple:
-            t, h, y, fy, jn, out, steps, accepted, _ = c
-            t_jump = jumps_pad[jn]
+            v, out = c
+            t, h, jn, steps, accepted = v[0], v[1], v[2], v[3], v[4]
+            y, fy = v[6:6 + nx], v[6 + nx:]
+            t_jump = jumps_pad[jn.astype(jnp.int32)]
             t_try = jnp.minimum(t + h, t_stop)
             hit = t_jump <= t_try  # the step would reach a jump: end just before it
             t1 = jnp.where(hit, jnp.nextafter(t_jump, -jnp.inf), t_try)
@@ -144,9 +149,13 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
                 _FACTOR_MIN)
             # outputs of this chunk in (t, t1] (the jump time itself when stopping at one)
             t_cover = jnp.where(hit, t_jump, t1)
-            theta = (t_out - t) / dt
-            w = [sum(weights[p, s] * theta**p for p in range(5)) for s in range(_STAGES)]
-            dense = y[None, :] + sum(w[s][:, None] * ks[s][None, :] for s in range(_STAGES))
+            # dense output y + Σ_p θ^p c_p with c_p = Σ_s W[p, s] k_s, by Horner's rule
+            theta = ((t_out - t) / dt)[:, None]
+            c = [sum(weights[p, s] * ks[s] for s in range(_STAGES)) for p in range(5)]
+            dense = c[4]
+            for p in (3, 2, 1, 0):
+                dense = c[p] + theta * dense
+            dense = y + dense
             inside = keep & (t_out > t) & (t_out <= t_cover)
             out = jnp.where(inside[:, None], dense, out)
             t_new = jnp.where(keep, jnp.where(hit, jnp.nextafter(t_jump, jnp.inf), t1), t)
@@ -154,27 +163,26 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
             if has_jumps:  # past a jump the first stage is re-evaluated with the new input
                 f_new = lax.cond(keep & hit, lambda: f(t_new, y1),
                                  lambda: jnp.where(keep, f1, fy))
-                jn = jnp.where(keep & hit, jnp.sum(jumps_pad <= t_new), jn)
+                jn = jnp.where(keep & hit, jnp.sum(jumps_pad <= t_new).astype(dtype), jn)
             else:
                 f_new = jnp.where(keep, f1, fy)
             clipped = keep & (dt < h)  # resume the unclipped step after an output or jump
             h_new = jnp.where(clipped, jnp.maximum(h, dt * factor), dt * factor)
             steps = steps + 1
-            accepted = accepted + keep.astype(accepted.dtype)
+            accepted = accepted + keep.astype(dtype)
             too_small = ~keep & (dt <= tiny * jnp.maximum(jnp.abs(t), 1.0))
             status = jnp.where(too_small, FAILED,
                                jnp.where(steps >= max_steps, MAX_STEPS, _RUNNING))
-            return (t_new, h_new, jnp.where(keep, y1, y), f_new, jn, out, steps, accepted,
-                    status)
+            head = jnp.stack([t_new, h_new, jn, steps, accepted, status.astype(dtype)])
+            return jnp.concatenate([head, jnp.where(keep, y1, y), f_new]), out
 
         out = jnp.zeros((size, nx), dtype)
-        c = lax.while_loop(cond, body, (*carry[:5], out, *carry[5:]))
-        return (*c[:5], *c[6:]), c[5]
+        return lax.while_loop(cond, body, (v, out))
 
-    init = (t0, h_start, y0, f0, jnp.sum(jumps_pad <= t0), jnp.asarray(0), jnp.asarray(0),
-            jnp.asarray(_RUNNING))
+    head = jnp.stack([t0, h_start, jnp.sum(jumps_pad <= t0).astype(dtype), 0.0, 0.0, _RUNNING])
+    init = jnp.concatenate([head.astype(dtype), y0, f0])
     final, outs = lax.scan(chunk, init, (chunk_ts, chunk_end))
-    steps, accepted = final[5], final[6]
-    status = jnp.where(final[0] >= tend, OK, final[7])
+    steps, accepted = final[3].astype(jnp.int32), final[4].astype(jnp.int32)
+    status = jnp.where(final[0] >= tend, OK, final[5].astype(jnp.int32))
     ys = jnp.concatenate([y0[None], outs.reshape(-1, nx)[:n_out - 1]])
     return ys, status, jnp.stack([steps, accepted, steps - accepted])

@@ -11,11 +11,11 @@ import click
 __all__ = ["main"]
 
 
-def _enable_x64() -> None:
-    # Entry points, not imports, choose float64 (the library never flips it on import).
-    import jax
+def _configure() -> None:
+    # Entry points, not imports, set up JAX (the library never changes it on import).
+    from .runtime import configure
 
-    jax.config.update("jax_enable_x64", True)
+    configure()
 
 
 def _get_model(name: str) -> Any:
@@ -77,7 +77,7 @@ class _Group(click.Group):
 @click.version_option(package_name="processtwin")
 def main() -> None:
     """processtwin: physics-based process digital twins."""
-    _enable_x64()
+    _configure()
 
 
 @main.command("models")

@@ -166,7 +166,8 @@ def _check_times(t: Any, time_unit: str) -> np.ndarray:
 def _require_x64(rtol: float) -> None:
     if rtol < 1e-6 and not jax.config.jax_enable_x64:
         raise ConfigError(
-            f"`rtol`={rtol} needs float64; call `jax.config.update('jax_enable_x64', True)` "
+            f"`rtol`={rtol} needs float64; call `processtwin.configure()` (or "
+            "`jax.config.update('jax_enable_x64', True)`) "
             "before creating arrays (the `processtwin` command does this)."
         )
 

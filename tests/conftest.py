@@ -1,10 +1,13 @@
-"""Test configuration: float64 and strict dtype promotion for every JAX test."""
+"""Test configuration: what the entry points use (float64, single-kernel small loops) and
+strict dtype promotion for every JAX test."""
 
 import jax
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
+import processtwin
+
+processtwin.configure()
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 

@@ -209,12 +209,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=5,
                     help="interleaved rounds of the whole-history timings")
     ap.add_argument("--repeat", type=int, default=20, help="repeats of the fleet update")
+    ap.add_argument("--xla-default", action="store_true",
+                    help="keep XLA's default small-loop limit (skip processtwin.configure)")
     args = ap.parse_args()
+    loops = pt.configure(small_loop_bytes=None if args.xla_default else pt.SMALL_LOOP_BYTES)
     n, nf = args.samples, args.fleet
     U_NOM[1] = args.s_in
     inputs = {"F": FEED, "S_in": args.s_in}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"jax {jax.__version__}, filterpy {filterpy.__version__}, numpy {np.__version__}")
+          f"jax {jax.__version__}, filterpy {filterpy.__version__}, numpy {np.__version__}; "
+          f"XLA small-loop limit "
+          f"{'64 kB (processtwin.configure)' if loops else 'default (1 kB)'}")
     print(f"bioreactor, {len(M.states())} states, channels {', '.join(CHANNELS)}, "
           f"{n} samples every {DT:g} h ({n * DT:g} h), F {FEED:g} L/h, S_in {args.s_in:g} g/L, "
           f"RK4 {N_SUB} sub-steps; fleet {nf}")
@@ -349,7 +354,8 @@ def main():
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)
     pct = (10, 50, 90, 99)
-    (out_dir / "estimate.json").write_text(json.dumps({
+    name = "estimate_xla_default.json" if args.xla_default else "estimate.json"
+    (out_dir / name).write_text(json.dumps({
         "samples": n, "dt_h": DT, "rk4_substeps": N_SUB, "channels": list(CHANNELS),
         "inputs": inputs,
         "per_step": [{"key": k, "name": name, "median_s": t, "ratio_vs_scan": t / base}

@@ -137,6 +137,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
     args = ap.parse_args()
+    pt.configure()
     u_dm, t_dm, x_dm = run_do_mpc(args.steps)
     u_pt, obj_pt, t_pt, x_pt = run_processtwin(args.steps)
     rel_u0 = abs(u_pt - u_dm) / max(abs(u_dm), 1e-12)

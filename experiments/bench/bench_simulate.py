@@ -156,9 +156,13 @@ def main():
     ap.add_argument("--members", type=int, default=10_000)
     ap.add_argument("--scipy-members", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--xla-default", action="store_true",
+                    help="keep XLA's default small-loop limit (skip processtwin.configure)")
     args = ap.parse_args()
+    loops = pt.configure(small_loop_bytes=None if args.xla_default else pt.SMALL_LOOP_BYTES)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"jax {jax.__version__}, casadi {ca.__version__}")
+          f"jax {jax.__version__}, casadi {ca.__version__}; XLA small-loop limit "
+          f"{'64 kB (processtwin.configure)' if loops else 'default (1 kB)'}")
     results = {"single": single(args.repeat),
                "ensemble": ensemble(args.members, args.scipy_members, max(3, args.repeat // 40))}
     for title, rows in results.items():
@@ -168,7 +172,8 @@ def main():
             print(f"  {name:<44} {t * 1e3:10.3f} ms   err {err:8.1e}   ratio {t / base:7.1f}x")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "simulate.json").write_text(json.dumps(
+    name = "simulate_xla_default.json" if args.xla_default else "simulate.json"
+    (out / name).write_text(json.dumps(
         {k: [{"name": n, "median_s": t, "max_rel_err": e} for n, t, e in v]
          for k, v in results.items()}, indent=2) + "\n")
 

@@ -1,0 +1,82 @@
+"""Process-wide JAX settings, applied by entry points (never on import).
+
+:func:`configure` is what the ``processtwin`` command, the benchmarks and the tests call
+first; call it at the top of a script or notebook, before the first JAX computation.
+
+Why the XLA setting matters: on the CPU, XLA runs a compiled program as a sequence of
+small kernels ("thunks"), one per fused operation. A loop whose body is a few dozen
+scalar-sized operations (one scenario's adaptive integrator, one twin's filter step with
+its RK4 sub-steps) then spends most of its time dispatching kernels, not computing. XLA
+compiles a *small* loop into a single kernel instead, but its default notion of small is
+1 kB of memory traffic per iteration, below what an integrator step touches. Raising that
+limit to 64 kB makes single-scenario simulation ~1.5–2.5× faster and a whole-history EKF
+scan ~5× faster on a 2-core machine (``experiments/bench/README.md``); loops over large
+arrays (ensembles, fleets) stay above the limit and keep XLA's parallel kernels.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+__all__ = ["SMALL_LOOP_BYTES", "configure"]
+
+#: Memory traffic per iteration [bytes] below which XLA:CPU compiles a loop to one kernel.
+SMALL_LOOP_BYTES = 1 << 16
+
+_KEY = "xla_cpu_small_while_loop_byte_threshold"
+_EXTRA = "--xla_backend_extra_options="
+
+
+def _with_small_loop_flag(flags: str, n_bytes: int) -> str:
+    """``XLA_FLAGS`` with the small-loop threshold set (an existing setting is kept)."""
+    if _KEY in flags:
+        return flags
+    match = re.search(r"--xla_backend_extra_options=(\S*)", flags)
+    if match:  # add our key to the user's extra options
+        value = f"{match.group(1)},{_KEY}={n_bytes}" if match.group(1) else f"{_KEY}={n_bytes}"
+        return flags[:match.start(1)] + value + flags[match.end(1):]
+    return f"{flags} {_EXTRA}{_KEY}={n_bytes}".strip()
+
+
+def configure(*, x64: bool = True, small_loop_bytes: int | None = SMALL_LOOP_BYTES) -> bool:
+    """Set up JAX for processtwin: float64 and single-kernel small loops on the CPU.
+
+    Parameters
+    ----------
+    x64 : bool
+        Enable float64 (``jax_enable_x64``); tolerances below ~1e-6 need it.
+    small_loop_bytes : int or None
+        Memory traffic per loop iteration [bytes] below which XLA:CPU compiles a loop into
+        one kernel (appended to ``XLA_FLAGS`` unless already set there); ``None`` leaves
+        XLA's default (1 kB).
+
+    Returns
+    -------
+    bool
+        Whether the loop setting is in effect: ``False`` when JAX had already started its
+        backend without it (a :class:`RuntimeWarning` says so; results are the same, only
+        slower).
+    """
+    import jax
+    from jax._src import xla_bridge
+
+    if x64:
+        jax.config.update("jax_enable_x64", True)
+    if small_loop_bytes is None:
+        return False
+    if int(small_loop_bytes) < 1:
+        raise ValueError(f"`small_loop_bytes` must be positive, got {small_loop_bytes}.")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _KEY in flags:
+        return True
+    if xla_bridge.backends_are_initialized():
+        warnings.warn(
+            "processtwin.configure() came after JAX started its backend, so XLA keeps its "
+            "default small-loop limit (single-scenario loops run ~2x slower); call it "
+            f"before the first JAX computation, or set XLA_FLAGS='{_EXTRA}{_KEY}="
+            f"{int(small_loop_bytes)}'.", RuntimeWarning, stacklevel=2)
+        return False
+    os.environ["XLA_FLAGS"] = _with_small_loop_flag(flags, int(small_loop_bytes))
+    return True
