@@ -12,6 +12,13 @@ compiles a *small* loop into a single kernel instead, but its default notion of 
 limit to 64 kB makes single-scenario simulation ~1.5–2.5× faster and a whole-history EKF
 scan ~5× faster on a 2-core machine (``experiments/bench/README.md``); loops over large
 arrays (ensembles, fleets) stay above the limit and keep XLA's parallel kernels.
+
+And why synchronous dispatch: by default JAX hands each CPU computation to a worker thread
+and returns at once. For a program of ~10 µs (one live filter step) the hand-off and the
+wake-up cost as much again, with jitter of tens of µs on a small machine; running it on the
+calling thread halves a live step (~40–60 → ~20 µs median on 2 cores). Only programs that
+XLA does not parallelise are affected; processtwin reads every result right away, so
+nothing overlaps that asynchronous dispatch could have hidden.
 """
 
 from __future__ import annotations
@@ -40,8 +47,12 @@ def _with_small_loop_flag(flags: str, n_bytes: int) -> str:
     return f"{flags} {_EXTRA}{_KEY}={n_bytes}".strip()
 
 
-def configure(*, x64: bool = True, small_loop_bytes: int | None = SMALL_LOOP_BYTES) -> bool:
-    """Set up JAX for processtwin: float64 and single-kernel small loops on the CPU.
+def configure(*, x64: bool = True, small_loop_bytes: int | None = SMALL_LOOP_BYTES,
+              async_dispatch: bool = False) -> bool:
+    """Set up JAX for processtwin: float64, single-kernel small loops, inline dispatch.
+
+    Call it before the first JAX computation (JAX reads the last two settings once, when it
+    starts its CPU backend).
 
     Parameters
     ----------
@@ -51,32 +62,37 @@ def configure(*, x64: bool = True, small_loop_bytes: int | None = SMALL_LOOP_BYT
         Memory traffic per loop iteration [bytes] below which XLA:CPU compiles a loop into
         one kernel (appended to ``XLA_FLAGS`` unless already set there); ``None`` leaves
         XLA's default (1 kB).
+    async_dispatch : bool
+        JAX's ``jax_cpu_enable_async_dispatch`` (default here: off, computations run on
+        the calling thread).
 
     Returns
     -------
     bool
-        Whether the loop setting is in effect: ``False`` when JAX had already started its
-        backend without it (a :class:`RuntimeWarning` says so; results are the same, only
-        slower).
+        Whether the backend settings are in effect: ``False`` when JAX had already started
+        its backend with other ones (a :class:`RuntimeWarning` says so; results are the
+        same, only slower).
     """
     import jax
     from jax._src import xla_bridge
 
     if x64:
         jax.config.update("jax_enable_x64", True)
-    if small_loop_bytes is None:
-        return False
-    if int(small_loop_bytes) < 1:
+    if small_loop_bytes is not None and int(small_loop_bytes) < 1:
         raise ValueError(f"`small_loop_bytes` must be positive, got {small_loop_bytes}.")
     flags = os.environ.get("XLA_FLAGS", "")
-    if _KEY in flags:
-        return True
     if xla_bridge.backends_are_initialized():
-        warnings.warn(
-            "processtwin.configure() came after JAX started its backend, so XLA keeps its "
-            "default small-loop limit (single-scenario loops run ~2x slower); call it "
-            f"before the first JAX computation, or set XLA_FLAGS='{_EXTRA}{_KEY}="
-            f"{int(small_loop_bytes)}'.", RuntimeWarning, stacklevel=2)
-        return False
-    os.environ["XLA_FLAGS"] = _with_small_loop_flag(flags, int(small_loop_bytes))
+        loops_ok = small_loop_bytes is None or _KEY in flags
+        dispatch_ok = jax.config.values["jax_cpu_enable_async_dispatch"] == async_dispatch
+        if not (loops_ok and dispatch_ok):
+            warnings.warn(
+                "processtwin.configure() came after JAX started its backend, so XLA keeps "
+                "its default small-loop limit and dispatch (single-scenario loops and live "
+                "filter steps run ~2x slower); call it before the first JAX computation, or "
+                f"set XLA_FLAGS='{_EXTRA}{_KEY}={small_loop_bytes}' yourself.",
+                RuntimeWarning, stacklevel=2)
+        return loops_ok and dispatch_ok
+    jax.config.update("jax_cpu_enable_async_dispatch", async_dispatch)
+    if small_loop_bytes is not None:
+        os.environ["XLA_FLAGS"] = _with_small_loop_flag(flags, int(small_loop_bytes))
     return True

@@ -1,5 +1,5 @@
-"""`processtwin.configure`: nothing on import, float64 and single-kernel small loops when
-called before JAX starts, a warning (not silence) when called too late."""
+"""`processtwin.configure`: nothing on import; float64, single-kernel small loops and inline
+dispatch when called before JAX starts; a warning (not silence) when called too late."""
 
 import os
 import subprocess
@@ -31,8 +31,8 @@ _PROBE = textwrap.dedent("""
             return i + 1, v
         return lax.while_loop(lambda c: c[1][0] < 1e6, body, (0, v))[1]
     text = jax.jit(f).lower(jnp.ones(2)).compile().as_text()
-    print(ok, jax.config.jax_enable_x64, "xla_cpu_small_call" in text,
-          [str(w.category.__name__) for w in caught])
+    print(ok, jax.config.jax_enable_x64 and not jax.config.values["jax_cpu_enable_async_dispatch"],
+          "xla_cpu_small_call" in text, [str(w.category.__name__) for w in caught])
 """)
 
 
@@ -59,15 +59,19 @@ def test_import_changes_nothing_and_configure_compiles_small_loops_to_one_kernel
 
 
 def test_configure_after_jax_started_warns_and_keeps_default():
-    ok, x64, small, warned = _run("jnp.ones(1).block_until_ready()", None)
-    assert (ok, x64, small) == ("False", "True", "False")
+    ok, _, small, warned = _run("jnp.ones(1).block_until_ready()", None)
+    assert (ok, small) == ("False", "False")
     assert "RuntimeWarning" in warned
+    code = ("import jax; jax.numpy.ones(1); import processtwin; processtwin.configure(); "
+            "print(jax.config.jax_enable_x64)")  # float64 is still switched on
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr
 
 
 def test_configure_respects_a_users_own_setting():
-    ok, _, small, warned = _run("jnp.ones(1).block_until_ready()",
-                                f"--xla_backend_extra_options={_KEY}=10")
-    assert (ok, small, warned) == ("True", "False", "[]")  # 10 bytes: nothing is small
+    ok, setup, small, warned = _run("", f"--xla_backend_extra_options={_KEY}=10")
+    assert (ok, setup, small, warned) == ("True", "True", "False", "[]")  # 10 B: none small
 
 
 @pytest.mark.parametrize("flags, expected", [

@@ -210,16 +210,20 @@ def main():
                     help="interleaved rounds of the whole-history timings")
     ap.add_argument("--repeat", type=int, default=20, help="repeats of the fleet update")
     ap.add_argument("--xla-default", action="store_true",
-                    help="keep XLA's default small-loop limit (skip processtwin.configure)")
+                    help="keep JAX's and XLA's CPU defaults (small-loop limit 1 kB, async "
+                         "dispatch) instead of processtwin.configure()")
     args = ap.parse_args()
-    loops = pt.configure(small_loop_bytes=None if args.xla_default else pt.SMALL_LOOP_BYTES)
+    if args.xla_default:
+        pt.configure(small_loop_bytes=None, async_dispatch=True)
+    else:
+        assert pt.configure(), "processtwin.configure() came too late"
     n, nf = args.samples, args.fleet
     U_NOM[1] = args.s_in
     inputs = {"F": FEED, "S_in": args.s_in}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"jax {jax.__version__}, filterpy {filterpy.__version__}, numpy {np.__version__}; "
-          f"XLA small-loop limit "
-          f"{'64 kB (processtwin.configure)' if loops else 'default (1 kB)'}")
+          f"JAX/XLA CPU settings: "
+          f"{'defaults' if args.xla_default else 'processtwin.configure()'}")
     print(f"bioreactor, {len(M.states())} states, channels {', '.join(CHANNELS)}, "
           f"{n} samples every {DT:g} h ({n * DT:g} h), F {FEED:g} L/h, S_in {args.s_in:g} g/L, "
           f"RK4 {N_SUB} sub-steps; fleet {nf}")

@@ -157,12 +157,16 @@ def main():
     ap.add_argument("--scipy-members", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--xla-default", action="store_true",
-                    help="keep XLA's default small-loop limit (skip processtwin.configure)")
+                    help="keep JAX's and XLA's CPU defaults (small-loop limit 1 kB, async "
+                         "dispatch) instead of processtwin.configure()")
     args = ap.parse_args()
-    loops = pt.configure(small_loop_bytes=None if args.xla_default else pt.SMALL_LOOP_BYTES)
+    if args.xla_default:
+        pt.configure(small_loop_bytes=None, async_dispatch=True)
+    else:
+        assert pt.configure(), "processtwin.configure() came too late"
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"jax {jax.__version__}, casadi {ca.__version__}; XLA small-loop limit "
-          f"{'64 kB (processtwin.configure)' if loops else 'default (1 kB)'}")
+          f"jax {jax.__version__}, casadi {ca.__version__}; JAX/XLA CPU settings: "
+          f"{'defaults' if args.xla_default else 'processtwin.configure()'}")
     results = {"single": single(args.repeat),
                "ensemble": ensemble(args.members, args.scipy_members, max(3, args.repeat // 40))}
     for title, rows in results.items():
