@@ -8,7 +8,8 @@ This loop keeps the body small: the outputs are produced in chunks of at most 51
 one inner adaptive loop per chunk (an outer ``scan`` over chunks), and each step fills the
 chunk's outputs it covers from the dense interpolant. Steps are clipped at a chunk's last
 output time (one slightly shorter step per chunk; the next step resumes the unclipped
-size).
+size). After :func:`processtwin.configure` XLA goes further and compiles the whole loop
+into a single kernel (see :mod:`processtwin.runtime`).
 
 The method is diffrax's Tsit5 (tableau and 4th-order dense interpolant taken from
 ``diffrax.Tsit5``). Step-size control is the standard integral controller on the RMS norm
