@@ -1,10 +1,12 @@
-"""Direct transcription of optimal-control problems from a processtwin model (CasADi + IPOPT).
+"""Optimal-control problems on a processtwin model, solved by IPOPT (CasADi).
 
-The model's ``rhs`` is built as CasADi SX through ``casadi_ops`` — the same equations the
-JAX simulator and the EKF use. Two transcriptions: direct multiple shooting (RK4 sub-steps
-per control interval) and orthogonal collocation on finite elements (Radau IIA points).
-IPOPT (bundled with casadi) solves with exact derivatives. CasADi's ``highs`` plugin is
-never loaded here (it clashes with highspy; see DESIGN.md).
+:class:`OCP` states the problem (horizon, controls and their bounds and rate limits, path
+and terminal constraints, soft constraints, objective, forecasts) and solves it, with a
+primal-dual warm start and a diagnosis of infeasibility. The NLP itself is built in
+:mod:`.transcription` (multiple shooting or Radau collocation from the model's own ``rhs``
+as CasADi SX — the same equations the JAX simulator and the EKF use). IPOPT (bundled with
+casadi) solves with exact derivatives. CasADi's ``highs`` plugin is never loaded here (it
+clashes with highspy; see DESIGN.md).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import xarray as xr
 
 from processtwin.errors import ConfigError, SolverError, suggest
 from processtwin.model import Model
-from processtwin.ops import casadi_ops
+
+from .transcription import initial_guess, plan_dataset, transcribe
 
 __all__ = ["OCP", "OCPResult"]
 
@@ -207,7 +210,7 @@ class OCP:
         self._invalidate()
         return self
 
-    # ---- transcription --------------------------------------------------------------
+    # ---- the NLP (built in .transcription) ------------------------------------------
     def _interval_model(self, k: int, symbolic: bool = False) -> Model:
         vals: dict[str, Any] = {n: float(np.broadcast_to(v, (self.N,))[k])
                                 for n, v in self.params.items()}
@@ -250,44 +253,10 @@ class OCP:
                 vals[name] = spec.default
         return self.model.Inputs(**vals)
 
-    def _f(self, model: Model, x: Any, u: Any) -> Any:
-        return ca.vertcat(*model.rhs(0.0, model.State(*ca.vertsplit(x)), u, casadi_ops))
-
-    def _y(self, model: Model, x: Any, u: Any) -> Any:
-        return ca.vertcat(*model.measure(0.0, model.State(*ca.vertsplit(x)), u, casadi_ops))
-
-    def _rk4(self, model: Model, x: Any, u_in: Any, h: Any) -> Any:
-        hs = h / self.substeps
-        for _ in range(self.substeps):
-            k1 = self._f(model, x, u_in)
-            k2 = self._f(model, x + hs / 2 * k1, u_in)
-            k3 = self._f(model, x + hs / 2 * k2, u_in)
-            k4 = self._f(model, x + hs * k3, u_in)
-            x = x + hs / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        return x
-
-    def _make_steps(self) -> list[Any]:
-        """RK4 interval maps ``(x, u, p) -> x+`` as CasADi Functions, one shared Function
-        when no parameter or disturbance varies by interval."""
-        xs = ca.SX.sym("x", len(self.states))
-        us = ca.SX.sym("u", len(self.controls))
-        uniform = not self.params and all(np.ndim(v) == 0 for v in self.disturbances.values())
-        steps: list[Any] = []
-        for k in range(1 if uniform else self.N):
-            model = self._interval_model(k, symbolic=True)
-            steps.append(ca.Function(f"step{k}", [xs, us, self._P],
-                                     [self._rk4(model, xs, self._inputs(k, us), self._h_sym)]))
-        return steps * self.N if uniform else steps
-
     def _initial_guess(self, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """States at the nodes under the guessed controls ``u`` (intervals × controls),
-        integrated with RK4: a feasible starting point for IPOPT."""
-        steps = self._steps  # built with the NLP
-        p = self._p_values()
-        out = [x0]
-        for k in range(self.N):
-            out.append(np.asarray(steps[k](out[-1], u[min(k, len(u) - 1)], p)).ravel())
-        return np.array(out)
+        """States at the nodes under the guessed controls ``u`` (intervals × controls)."""
+        return initial_guess(self, x0, u)
+
 
     def _x0_vector(self) -> np.ndarray:
         return np.array([self.x0.get(s, self.model.states()[s].default) for s in self.states],
@@ -295,147 +264,8 @@ class OCP:
 
     def build(self, soften_all: bool = False) -> dict[str, Any]:
         """Build the NLP; with ``soften_all`` every constraint gets a slack (diagnosis)."""
-        nx, nu, N = len(self.states), len(self.controls), self.N
-        w, lbw, ubw, w0 = [], [], [], []
-        g, lbg, ubg, gname = [], [], [], []
-        slacks: list[tuple[str, Any, float]] = []
-        x0 = self._x0_vector()
-        # NLP parameters: runtime model parameters, previous inputs, horizon length
-        self._P = ca.SX.sym("p", len(self.runtime) + nu + 1)
-        self._h_sym = h = self._P[-1] / N
-        self._steps = self._make_steps()
-        X = [ca.SX.sym(f"X_{k}", nx) for k in range(N + 1)]
-        # physical state bounds (e.g. S ≥ 0: the kinetics are singular below) on every
-        # node and collocation point keep IPOPT's iterates where the model is defined
-        lo_x, hi_x = [], []
-        for spec in self.model.states().values():
-            lo, hi = spec.bounds
-            lo = -np.inf if lo is None else lo + (1e-9 * max(abs(lo), 1.0) if spec.strict else 0)
-            lo_x.append(lo)
-            hi_x.append(np.inf if hi is None else hi)
-        U = [ca.SX.sym(f"U_{k}", nu) for k in range(self.M)]
-        Uk = [U[min(k, self.M - 1)] for k in range(N)]
-        lo_u = [self.u_bounds.get(c, (None, None))[0] for c in self.controls]
-        hi_u = [self.u_bounds.get(c, (None, None))[1] for c in self.controls]
-        spec_in = self.model.inputs()
-        lo_u = [(spec_in[c].bounds[0] if lo is None else lo) for c, lo in zip(self.controls, lo_u,
-                                                                           strict=True)]
-        hi_u = [(spec_in[c].bounds[1] if hi is None else hi) for c, hi in zip(self.controls, hi_u,
-                                                                           strict=True)]
-        lo_u = [-np.inf if v is None else v for v in lo_u]
-        hi_u = [np.inf if v is None else v for v in hi_u]
-        u_guess = [float(np.clip(self.u_prev.get(c, spec_in[c].default), lo, hi))
-                   for c, lo, hi in zip(self.controls, lo_u, hi_u, strict=True)]
-        u_rows = np.tile(u_guess, (self.M, 1))
-        guess = self._initial_guess(x0, u_rows)
-        for k in range(N + 1):
-            w.append(X[k])
-            if k == 0:
-                lbw += list(x0)
-                ubw += list(x0)
-            else:
-                lbw += lo_x
-                ubw += hi_x
-            w0 += list(guess[k])
-        for k in range(self.M):
-            w.append(U[k])
-            lbw += lo_u
-            ubw += hi_u
-            w0 += list(u_rows[k])
-        J = 0
-        # dynamics
-        for k in range(N):
-            model = self._interval_model(k, symbolic=True)
-            u_in = self._inputs(k, Uk[k])
-            if self.method == "shooting":
-                g.append(X[k + 1] - self._rk4(model, X[k], u_in, h))
-                lbg += [0.0] * nx
-                ubg += [0.0] * nx
-                gname += [f"continuity {s} at {self._at(k + 1)}" for s in self.states]
-            else:
-                tau = np.append(0.0, ca.collocation_points(self.degree, "radau"))
-                C, D, _B = ca.collocation_coeff(tau[1:])
-                Xc = [ca.SX.sym(f"Xc_{k}_{j}", nx) for j in range(self.degree)]
-                for j, xc in enumerate(Xc):
-                    w.append(xc)
-                    lbw += lo_x
-                    ubw += hi_x
-                    w0 += list(guess[k] + tau[j + 1] * (guess[k + 1] - guess[k]))
-                Z = ca.horzcat(X[k], *Xc)
-                Pidot = Z @ C
-                for j in range(self.degree):
-                    g.append(h * self._f(model, Xc[j], u_in) - Pidot[:, j])
-                    lbg += [0.0] * nx
-                    ubg += [0.0] * nx
-                    gname += [f"collocation {s} at {self._at(k + tau[j + 1])}"
-                              for s in self.states]
-                g.append(X[k + 1] - Z @ D)
-                lbg += [0.0] * nx
-                ubg += [0.0] * nx
-                gname += [f"continuity {s} at {self._at(k + 1)}" for s in self.states]
-            if self.stage is not None:
-                J += h * self.stage(model.State(*ca.vertsplit(X[k])), u_in)
-        # input rate limits and move penalties
-        for i, c in enumerate(self.controls):
-            prev = self._P[len(self.runtime) + i] if c in self.u_prev else None
-            for k in range(self.M):
-                if k == 0 and prev is None:
-                    continue
-                du = U[k][i] - (prev if k == 0 else U[k - 1][i])
-                if c in self.rate:
-                    g.append(du)
-                    lbg.append(-self.rate[c])
-                    ubg.append(self.rate[c])
-                    gname.append(f"rate of `{c}` at {self._at(k)}")
-                if c in self.du_weight:
-                    J += self.du_weight[c] * du**2
-        objective = J
-        if self.mayer is not None:
-            objective += self.mayer(self.model.State(*ca.vertsplit(X[N])))
-        # state/output bounds
-        groups = [(n, v, range(1, N + 1), False) for n, v in self.path.items()]
-        groups += [(n, v, [N], True) for n, v in self.terminal.items()]
-        for name, ((lo, hi), soft), nodes, is_terminal in groups:
-            for k in nodes:
-                kk = min(k, N - 1)
-                model = self._interval_model(kk, symbolic=True)
-                if name in self.states:
-                    expr = X[k][self.states.index(name)]
-                else:
-                    expr = self._y(model, X[k], self._inputs(kk, Uk[kk]))[
-                        self.outputs.index(name)]
-                where = "end" if is_terminal else self._at(k)
-                weight = soft if soft is not None else (1e4 if soften_all else None)
-                for bound, sign, word in ((lo, -1.0, "≥"), (hi, 1.0, "≤")):
-                    if bound is None:
-                        continue
-                    label = f"`{name}` {word} {bound:g} at {where}"
-                    if weight is not None:
-                        s = ca.SX.sym("s")
-                        w.append(s)
-                        lbw.append(0.0)
-                        ubw.append(np.inf)
-                        w0.append(0.0)
-                        slacks.append((label, s, weight))
-                        objective += weight * s
-                        g.append(sign * (expr - bound) - s)
-                    else:
-                        g.append(sign * (expr - bound))
-                    lbg.append(-np.inf)
-                    ubg.append(0.0)
-                    gname.append(label)
-        nlp = {"x": ca.vertcat(*w), "f": objective, "g": ca.vertcat(*g), "p": self._P}
-        # outputs at the nodes (inputs of the interval that starts there; last repeats)
-        ys = [self._y(self._interval_model(min(k, N - 1), symbolic=True), X[k],
-                      self._inputs(min(k, N - 1), Uk[min(k, N - 1)])) for k in range(N + 1)]
-        wsym = nlp["x"]
-        extract = ca.Function("plan", [wsym, self._P],
-                              [ca.horzcat(*X), ca.horzcat(*U), ca.horzcat(*ys),
-                               ca.vertcat(*[sl for _, sl, _ in slacks]) if slacks
-                               else ca.DM.zeros(0, 1)])
-        return dict(nlp=nlp, lbw=np.array(lbw, float), ubw=np.array(ubw, float),
-                    w0=np.array(w0, float), lbg=np.array(lbg, float), ubg=np.array(ubg, float),
-                    gname=gname, slacks=slacks, extract=extract)
+        return transcribe(self, soften_all)
+
 
     def solve(self, *, tol: float = 1e-10, max_iter: int = 3000, warm_start: OCPResult | None
               = None, diagnose: bool = True, max_wall_time: float | None = None) -> OCPResult:
@@ -520,30 +350,4 @@ class OCP:
                 "with the dynamics, the initial state and the input bounds.")
 
     def _plan(self, prob: dict, w_opt: np.ndarray) -> xr.Dataset:
-        Xv, Uv, Yv, Sv = (np.asarray(a) for a in prob["extract"](w_opt, self._p_values()))
-        Uv = Uv.reshape(len(self.controls), -1)
-        Uv = np.concatenate([Uv, np.repeat(Uv[:, -1:], self.N + 1 - Uv.shape[1], axis=1)],
-                            axis=1)
-        t = np.arange(self.N + 1) * self.h
-        data: dict[str, Any] = {}
-        for i, s in enumerate(self.states):
-            spec = self.model.states()[s]
-            data[s] = ("time", Xv[i], {"units": spec.units, "long_name": spec.doc,
-                                       "role": "state"})
-        for i, c in enumerate(self.controls):
-            spec = self.model.inputs()[c]
-            data[c] = ("time", Uv[i], {"units": spec.units, "long_name": spec.doc,
-                                       "role": "input", "kind": "manipulated",
-                                       "interpolation": "hold"})
-        y = Yv.T
-        for i, o in enumerate(self.outputs):
-            name = o if o not in data else f"y_{o}"
-            data[name] = ("time", y[:, i], {"units": self.model.outputs()[o].units,
-                                            "role": "output"})
-        if prob["slacks"]:
-            vals = Sv.ravel()
-            data["slack"] = ("constraint", vals, {"long_name": "violation of soft constraints"})
-            data["constraint"] = ("constraint", [self._fmt(lbl) for lbl, _, _ in prob["slacks"]])
-        return xr.Dataset(data, coords={"time": ("time", t, {"units": self.model.time_unit})},
-                          attrs={"model": self.model.name, "method": self.method,
-                                 "intervals": self.N})
+        return plan_dataset(self, prob, w_opt)
