@@ -1,11 +1,8 @@
-"""Fast, differentiable simulation of models with diffrax.
+"""Fast, differentiable simulation of models: ``simulate``, ``ensemble``, ``trajectory``.
 
-One compiled program per model structure, solver and tolerance: new parameter values,
-initial states or input values reuse it. An ensemble is integrated as one batched system
-(``vmap`` of the model's ``rhs`` over scenarios) with a shared step size whose error norm is
-the *maximum* over scenarios of each scenario's RMS error, so every member meets the
-tolerance on its own while the loop runs once; this avoids the per-step select of the whole
-output buffer that ``vmap`` of an adaptive while-loop costs.
+Validation and results here; the compiled core in :mod:`._solve`. One compiled program per
+model structure, solver and tolerance: new parameter values, initial states or input values
+reuse it. An ensemble is integrated as one batched system.
 """
 
 from __future__ import annotations
@@ -16,128 +13,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 
 from . import _tsit5
+from ._solve import _STAT_KEYS, SOLVERS, _solve_batch_jit
 from .errors import ConfigError, DataError, SolverError, suggest
 from .model import Model
-from .ops import jax_ops
 from .signals import Signal, as_inputs
 
 __all__ = ["SimulationResult", "ensemble", "simulate", "trajectory"]
-
-SOLVERS = {
-    "tsit5": diffrax.Tsit5,  # explicit RK 5(4), Tsitouras (2011): the non-stiff default
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-    "kvaerno5": diffrax.Kvaerno5,  # ESDIRK 5(4), Kværnø (2004): stiff problems
-}
-
-# Number of times the core program has been traced (compiled); tests read it.
-_TRACE_COUNT = 0
-
-
-def _rhs_vector(model: Model, t: Any, y: Any, signals: Any) -> Any:
-    x = model.State(*(y[i] for i in range(y.shape[0])))
-    u = model.Inputs(*(s(t) for s in signals))
-    return jnp.stack(model.rhs(t, x, u, jax_ops))
-
-
-def _max_rms_norm(y: Any) -> Any:
-    # y: (scenario, state). Per-scenario RMS, worst scenario decides the step.
-    return jnp.max(jnp.sqrt(jnp.mean(y**2, axis=-1)))
-
-
-def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
-                 reverse=False):
-    """Integrate scenarios.
-
-    If ``y0`` is 2-D every leaf of ``model``, ``y0`` and ``signals`` has a leading scenario
-    axis; a 1-D ``y0`` is one unbatched scenario (for ``tsit5`` with adaptive steps, the
-    lean loop of :mod:`processtwin._tsit5`). ``reverse`` keeps the program reverse-mode
-    differentiable (diffrax's checkpointed loop, for :func:`trajectory`); otherwise the
-    loops are plain while loops, still forward-mode differentiable. Returns states
-    (scenario, time, state), inputs, outputs, a status code (``_tsit5.OK``, ``MAX_STEPS``,
-    ``FAILED``) and the step counts (steps, accepted, rejected)."""
-    global _TRACE_COUNT
-    _TRACE_COUNT += 1
-    single = y0.ndim == 1
-    if single:
-        def f(t, y, args):
-            return _rhs_vector(*args[:1], t, y, args[1])
-
-        norm = optx.rms_norm
-    else:
-        batched_rhs = jax.vmap(_rhs_vector, in_axes=(0, None, 0, 0))
-
-        def f(t, y, args):
-            return batched_rhs(args[0], t, y, args[1])
-
-        norm = _max_rms_norm
-
-    jumps = [s.times.reshape(-1) for s in signals if s.interpolation == "hold"
-             and s.times.shape[-1] > 1]
-    if single and dt is None and solver == "tsit5" and not reverse:
-        # the fast path: a lean Tsit5 loop whose body XLA runs inline (see _tsit5)
-        jump_ts = jnp.sort(jnp.concatenate(jumps)) if jumps else jnp.zeros(0, y0.dtype)
-        ys1, code, stats = _tsit5.solve(lambda t, y: _rhs_vector(model, t, y, signals),
-                                        y0, ts, jump_ts, rtol=rtol, atol=atol,
-                                        max_steps=max_steps)
-        us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, ys1, signals))
-        return ys1[None], us, outs, code, stats
-    if dt is None:
-        controller: Any = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
-        if jumps:
-            controller = diffrax.ClipStepSizeController(controller,
-                                                        jump_ts=jnp.sort(jnp.concatenate(jumps)))
-        dt0 = None
-    else:
-        controller = diffrax.ConstantStepSize()
-        dt0 = dt
-    method = SOLVERS[solver]()
-    if dt is not None and isinstance(method, diffrax.AbstractImplicitSolver):
-        # fixed steps cannot reject a step: solve the stage equations tightly instead
-        method = type(method)(root_finder=optx.Newton(rtol=1e-10, atol=1e-10,
-                                                           norm=optx.max_norm))
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(f), method, ts[0], ts[-1], dt0, y0,
-        args=(model, signals), saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller,
-        max_steps=max_steps, throw=False,
-        adjoint=diffrax.RecursiveCheckpointAdjoint() if reverse else diffrax.ForwardMode(),
-    )
-    if single:
-        ys = sol.ys[None]
-        us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, sol.ys, signals))
-    else:
-        ys = jnp.swapaxes(sol.ys, 0, 1)  # (scenario, time, state)
-        us, outs = jax.vmap(_per_member, in_axes=(0, None, 0, 0))(model, ts, ys, signals)
-    stats = jnp.stack([sol.stats[k] for k in _STAT_KEYS])
-    code = jnp.where(sol.result == diffrax.RESULTS.successful, _tsit5.OK,
-                     jnp.where(sol.result == diffrax.RESULTS.max_steps_reached,
-                               _tsit5.MAX_STEPS, _tsit5.FAILED))
-    return ys, us, outs, code, stats
-
-
-def _per_member(model: Model, ts: Any, ys: Any, signals: Any) -> tuple[Any, Any]:
-    """Inputs and outputs of one scenario at the output times."""
-    def at(t, yt):
-        x = model.State(*(yt[i] for i in range(yt.shape[0])))
-        u = model.Inputs(*(s(t) for s in signals))
-        return jnp.stack(u), jnp.stack(model.measure(t, x, u, jax_ops))
-    return jax.vmap(at)(ts, ys)
-
-
-_STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
-
-
-_solve_batch_jit = jax.jit(_solve_batch,
-                           static_argnames=("solver", "rtol", "atol", "dt", "max_steps",
-                                            "reverse"))
-
 
 def _check_options(solver: str, rtol: float, atol: float, dt: float | None) -> None:
     if solver not in SOLVERS:
