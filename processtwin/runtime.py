@@ -9,14 +9,15 @@ scalar-sized operations (one scenario's adaptive integrator, one twin's filter s
 its RK4 sub-steps) then spends most of its time dispatching kernels, not computing. XLA
 compiles a *small* loop into a single kernel instead, but its default notion of small is
 1 kB of memory traffic per iteration, below what an integrator step touches. Raising that
-limit to 64 kB makes single-scenario simulation ~1.5–2.5× faster and a whole-history EKF
-scan ~5× faster on a 2-core machine (``experiments/bench/README.md``); loops over large
-arrays (ensembles, fleets) stay above the limit and keep XLA's parallel kernels.
+limit to 64 kB makes the compiled loop of a single-scenario simulation 2–3× faster (the
+whole call ~1.4×) and a whole-history EKF scan ~7× faster on a 2-core machine
+(``experiments/bench/README.md``); loops over large arrays (ensembles, fleets) stay above
+the limit and keep XLA's parallel kernels.
 
 And why synchronous dispatch: by default JAX hands each CPU computation to a worker thread
 and returns at once. For a program of ~10 µs (one live filter step) the hand-off and the
 wake-up cost as much again, with jitter of tens of µs on a small machine; running it on the
-calling thread halves a live step (~40–60 → ~20 µs median on 2 cores). Only programs that
+calling thread more than halves a live step (~55 → ~22 µs median on 2 cores). Only programs that
 XLA does not parallelise are affected; processtwin reads every result right away, so
 nothing overlaps that asynchronous dispatch could have hidden.
 """
