@@ -52,8 +52,9 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
     lean loop of :mod:`processtwin._tsit5`). ``reverse`` keeps the program reverse-mode
     differentiable (diffrax's checkpointed loop, for :func:`trajectory`); otherwise the
     loops are plain while loops, still forward-mode differentiable. Returns states
-    (scenario, time, state), inputs, outputs, a status code (``_tsit5.OK``, ``MAX_STEPS``,
-    ``FAILED``) and the step counts (steps, accepted, rejected)."""
+    (scenario, time, state), inputs, outputs and one int vector: the status code
+    (``_tsit5.OK``, ``MAX_STEPS``, ``FAILED``) and the step counts (steps, accepted,
+    rejected), read back together."""
     global _TRACE_COUNT
     _TRACE_COUNT += 1
     single = y0.ndim == 1
@@ -79,7 +80,7 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
                                         y0, ts, jump_ts, rtol=rtol, atol=atol,
                                         max_steps=max_steps)
         us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, ys1, signals))
-        return ys1[None], us, outs, code, stats
+        return ys1[None], us, outs, _info(code, stats)
     if dt is None:
         controller: Any = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
         if jumps:
@@ -110,7 +111,12 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
     code = jnp.where(sol.result == diffrax.RESULTS.successful, _tsit5.OK,
                      jnp.where(sol.result == diffrax.RESULTS.max_steps_reached,
                                _tsit5.MAX_STEPS, _tsit5.FAILED))
-    return ys, us, outs, code, stats
+    return ys, us, outs, _info(code, stats)
+
+
+def _info(code: Any, stats: Any) -> Any:
+    return jnp.concatenate([jnp.reshape(code, (1,)).astype(jnp.int32),
+                            stats.astype(jnp.int32)])
 
 
 def _per_member(model: Model, ts: Any, ys: Any, signals: Any) -> tuple[Any, Any]:

@@ -180,8 +180,8 @@ def _broadcast_scenarios(model: Model, x0: Any, inputs: Any, params: Mapping | N
 def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps):
     out = _solve_batch_jit(model_b, y0, sig_b, ts, solver=solver, rtol=rtol,
                            atol=atol, dt=dt, max_steps=max_steps)
-    ys, us, outs, code, stats = out
-    code = int(code)
+    ys, us, outs, info = out
+    code, *stats = np.asarray(info).tolist()  # one read-back: status and step counts
     if code != _tsit5.OK:
         why = ("the step budget ran out" if code == _tsit5.MAX_STEPS
                else "non-finite values or a vanishing step")
@@ -189,7 +189,7 @@ def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps):
             f"integration failed ({why}) with solver `{solver}` at rtol={rtol}; for a stiff "
             f"model try solver='kvaerno5', or raise `max_steps` (now {max_steps})."
         )
-    return ys, us, outs, dict(zip(_STAT_KEYS, np.asarray(stats).tolist(), strict=True))
+    return ys, us, outs, dict(zip(_STAT_KEYS, stats, strict=True))
 
 
 def simulate(
