@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,11 +131,14 @@ def _live_twin(model: Bioreactor, feed: Any, out: Path, echo: Callable[[str], An
                             lab_every=4.0, lab_delay=2.0, seed=1)
     ekf = ExtendedKalmanFilter(model, estimate=["mu_max"],
                                q={"mu_max": (2e-4) ** 2})
-    twin = ekf.live(0.0, u={"F": float(feed(0.0))})
+    def feed_at(t: float) -> float:  # the recipe on the host (no JAX call per sample)
+        return FEED_VALUES[bisect.bisect_right(FEED_TIMES, t) - 1]
+
+    twin = ekf.live(0.0, u={"F": feed_at(0.0)})
     steps = []
     rec = None
     for arrival, t_sample, y in plant.arrivals:
-        u = {"F": float(feed(t_sample))} if arrival == t_sample else None
+        u = {"F": feed_at(t_sample)} if arrival == t_sample else None
         t0 = time.perf_counter()
         twin.step(t_sample, y, u)
         steps.append(time.perf_counter() - t0)
@@ -143,7 +147,7 @@ def _live_twin(model: Bioreactor, feed: Any, out: Path, echo: Callable[[str], An
             nmpc = BatchNMPC(model, batch_end=150.0, interval=3.0)
             rec = nmpc.recommend(arrival, {s: est_now[s][0] for s in model.states()},
                                  params={"mu_max": est_now["mu_max"][0]},
-                                 u_now=float(feed(arrival)))
+                                 u_now=feed_at(arrival))
             echo(f"recommendation at {arrival:g} h (shrinking-horizon NMPC on the estimate):")
             echo("  " + str(rec).replace("\n", "\n  "))
     est = twin.estimate()
