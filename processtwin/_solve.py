@@ -51,7 +51,7 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
     axis; a 1-D ``y0`` is one unbatched scenario (for ``tsit5`` with adaptive steps, the
     lean loop of :mod:`processtwin._tsit5`). ``reverse`` keeps the program reverse-mode
     differentiable (diffrax's checkpointed loop, for :func:`trajectory`); otherwise the
-    loops are plain while loops, still forward-mode differentiable. Returns states
+    loops are plain while loops (``simulate``, ``ensemble``: not for gradients). Returns states
     (scenario, time, state), inputs, outputs and one int vector: the status code
     (``_tsit5.OK``, ``MAX_STEPS``, ``FAILED``) and the step counts (steps, accepted,
     rejected), read back together."""

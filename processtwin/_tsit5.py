@@ -18,8 +18,11 @@ of the scaled embedded error, with Hairer's starting step (Hairer, Nørsett & Wa
 before the jump, the next starts just after it with a fresh first stage, so no stage
 straddles a discontinuity.
 
-Forward-mode differentiable (``jvp``); :func:`processtwin.trajectory` keeps diffrax's
-checkpointed loop for reverse mode.
+Not a differentiation path: the step sizes are controlled on the solution alone, so a
+``jvp`` through this loop (step sizes held, ``stop_gradient``) gives finite but not
+error-controlled tangents — at a steady state the steps grow to the output spacing and the
+tangent is poor. :func:`processtwin.trajectory` (diffrax, checkpointed) is the
+differentiable path and is tested against finite differences.
 """
 
 from __future__ import annotations
@@ -50,14 +53,17 @@ _SMALL_BYTES = 512  # XLA CPU runs a loop body inline when all its buffers are t
 
 
 @functools.cache
-def _dense_weights() -> np.ndarray:
+def _dense_weights(dtype: str) -> np.ndarray:
     """Coefficients ``W[p, s]`` of Tsit5's dense output ``y0 + Σ_s (Σ_p W[p,s] θ^p) k_s``,
-    read off diffrax's interpolant (polynomials of degree 4 in θ ∈ [0, 1])."""
+    read off diffrax's interpolant (polynomials of degree 4 in θ ∈ [0, 1]) in the
+    precision of ``dtype`` (JAX's current float mode; cached per mode)."""
     theta = np.linspace(0.0, 1.0, 9)
     with jax.ensure_compile_time_eval():
-        interp = diffrax.Tsit5.interpolation_cls(t0=0.0, t1=1.0, y0=jnp.zeros(_STAGES),
-                                                 y1=None, k=jnp.eye(_STAGES))
-        values = np.stack([np.asarray(interp.evaluate(x), dtype=float) for x in theta])
+        interp = diffrax.Tsit5.interpolation_cls(
+            t0=jnp.asarray(0.0, dtype), t1=jnp.asarray(1.0, dtype),
+            y0=jnp.zeros(_STAGES, dtype), y1=None, k=jnp.eye(_STAGES, dtype=dtype))
+        values = np.stack([np.asarray(interp.evaluate(jnp.asarray(x, dtype)), dtype=float)
+                           for x in theta])
     return np.polynomial.polynomial.polyfit(theta, values, 4)
 
 
@@ -91,11 +97,14 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
         Steps taken, accepted and rejected.
     """
     dtype = y0.dtype
+    if jnp.dtype(dtype).itemsize < 8 and max_steps >= 2**24:
+        raise ValueError(f"max_steps={max_steps} needs float64 (step counts are carried "
+                         "as floats, exact below 2**24 in float32).")
     n_out, nx = ts.shape[0], y0.shape[0]
     t0, tend = ts[0], ts[-1]
     has_jumps = jumps.shape[0] > 0
     jumps_pad = jnp.concatenate([jnp.asarray(jumps, dtype), jnp.full(1, jnp.inf, dtype)])
-    weights = _dense_weights()
+    weights = _dense_weights(jnp.dtype(dtype).name)
 
     # outputs after ts[0] in chunks of `size`; a chunk's loop ends at its last output time
     size = max(1, min(n_out - 1, _SMALL_BYTES // (nx * jnp.dtype(dtype).itemsize)))
@@ -115,7 +124,8 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
     d2 = scaled_rms(f(t0 + h0, y0 + h0 * f0) - f0, y0, y0) / h0
     dmax = jnp.maximum(d1, d2)
     h1 = jnp.where(dmax <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3), (0.01 / dmax) ** 0.2)
-    h_start = jnp.minimum(100.0 * h0, h1)
+    # step sizes are not differentiated (no NaN tangents from the controller)
+    h_start = lax.stop_gradient(jnp.minimum(100.0 * h0, h1))
     tiny = 4 * jnp.finfo(dtype).eps
 
     # the loop carry is one vector [t, h, jump index, steps, accepted, status, y, f(t, y)]
@@ -132,34 +142,41 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
             t, h, jn, steps, accepted = v[0], v[1], v[2], v[3], v[4]
             y, fy = v[6:6 + nx], v[6 + nx:]
             t_jump = jumps_pad[jn.astype(jnp.int32)]
+            t_before, t_after = jnp.nextafter(t_jump, -jnp.inf), jnp.nextafter(t_jump, jnp.inf)
             t_try = jnp.minimum(t + h, t_stop)
             hit = t_jump <= t_try  # the step would reach a jump: end just before it
-            t1 = jnp.where(hit, jnp.nextafter(t_jump, -jnp.inf), t_try)
-            dt = t1 - t
+            # already just before the jump: cross it without a step (the state is
+            # continuous; only f changes), instead of a step of length zero
+            cross = hit & (t_before <= t)
+            t1 = jnp.where(hit, t_before, t_try)
+            dt = jnp.where(cross, 1.0, t1 - t)  # (a crossing's stages are not used)
             ks = [fy * dt]
             for s in range(1, _STAGES):
                 y_stage = y + sum(_A[s - 1][r] * ks[r] for r in range(s))
                 if s == _STAGES - 1:
                     y1 = y_stage  # Tsit5's last row of A holds its solution weights
                 ks.append(f(t + _C[s] * dt, y_stage) * dt)
-            err = scaled_rms(sum(_B_ERR[r] * ks[r] for r in range(_STAGES)), y, y1)
+            err = lax.stop_gradient(
+                scaled_rms(sum(_B_ERR[r] * ks[r] for r in range(_STAGES)), y, y1))
             finite = jnp.isfinite(err)
-            keep = finite & (err <= 1.0)
+            keep = cross | (finite & (err <= 1.0))
+            y1 = jnp.where(cross, y, y1)
             factor = jnp.where(finite, jnp.clip(
                 _SAFETY * jnp.maximum(err, 1e-10) ** _EXPONENT, _FACTOR_MIN, _FACTOR_MAX),
                 _FACTOR_MIN)
-            # outputs of this chunk in (t, t1] (the jump time itself when stopping at one)
-            t_cover = jnp.where(hit, t_jump, t1)
+            # outputs of this chunk in (t, t1], or up to just after a jump when stopping at
+            # one (the next step starts there)
+            t_cover = jnp.where(hit, t_after, t1)
             # dense output y + Σ_p θ^p c_p with c_p = Σ_s W[p, s] k_s, by Horner's rule
             theta = ((t_out - t) / dt)[:, None]
             c = [sum(weights[p, s] * ks[s] for s in range(_STAGES)) for p in range(5)]
             dense = c[4]
             for p in (3, 2, 1, 0):
                 dense = c[p] + theta * dense
-            dense = y + dense
+            dense = jnp.where(cross, y, y + dense)
             inside = keep & (t_out > t) & (t_out <= t_cover)
             out = jnp.where(inside[:, None], dense, out)
-            t_new = jnp.where(keep, jnp.where(hit, jnp.nextafter(t_jump, jnp.inf), t1), t)
+            t_new = jnp.where(keep, jnp.where(hit, t_after, t1), t)
             f1 = ks[-1] / dt
             if has_jumps:  # past a jump the first stage is re-evaluated with the new input
                 f_new = lax.cond(keep & hit, lambda: f(t_new, y1),
@@ -168,10 +185,12 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
             else:
                 f_new = jnp.where(keep, f1, fy)
             clipped = keep & (dt < h)  # resume the unclipped step after an output or jump
-            h_new = jnp.where(clipped, jnp.maximum(h, dt * factor), dt * factor)
-            steps = steps + 1
-            accepted = accepted + keep.astype(dtype)
-            too_small = ~keep & (dt <= tiny * jnp.maximum(jnp.abs(t), 1.0))
+            h_new = jnp.where(cross, h, jnp.where(clipped, jnp.maximum(h, dt * factor),
+                                                  dt * factor))
+            steps = steps + (~cross).astype(dtype)
+            accepted = accepted + (keep & ~cross).astype(dtype)
+            too_small = ((~keep & (dt <= tiny * jnp.maximum(jnp.abs(t), 1.0)))
+                         | ~jnp.isfinite(dt))
             status = jnp.where(too_small, FAILED,
                                jnp.where(steps >= max_steps, MAX_STEPS, _RUNNING))
             head = jnp.stack([t_new, h_new, jn, steps, accepted, status.astype(dtype)])

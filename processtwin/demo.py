@@ -131,8 +131,10 @@ def _live_twin(model: Bioreactor, feed: Any, out: Path, echo: Callable[[str], An
                             lab_every=4.0, lab_delay=2.0, seed=1)
     ekf = ExtendedKalmanFilter(model, estimate=["mu_max"],
                                q={"mu_max": (2e-4) ** 2})
-    def feed_at(t: float) -> float:  # the recipe on the host (no JAX call per sample)
-        return FEED_VALUES[bisect.bisect_right(FEED_TIMES, t) - 1]
+    feed_times, feed_values = np.asarray(feed.times).tolist(), np.asarray(feed.values).tolist()
+
+    def feed_at(t: float) -> float:  # the plant's recipe, looked up on the host
+        return feed_values[max(bisect.bisect_right(feed_times, t) - 1, 0)]
 
     twin = ekf.live(0.0, u={"F": feed_at(0.0)})
     steps = []

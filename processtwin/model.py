@@ -131,12 +131,9 @@ def check_value(
 
     Tracers (values inside ``jit``/``vmap``) are not checked. Arrays are checked element-wise.
     """
-    if type(value) in _SCALARS:  # the common case, checked without building an array
-        v = float(value)
-        lo, hi = bounds
-        if not (math.isfinite(v) and (lo is None or (v > lo if strict else v >= lo))
-                and (hi is None or (v < hi if strict else v <= hi))):
-            _check_array(what, name, np.asarray(v), value, units, bounds, strict)
+    if type(value) in SCALARS:  # the common case, checked without building an array
+        if not scalar_ok(float(value), bounds, strict):
+            _check_array(what, name, np.asarray(float(value)), value, units, bounds, strict)
         return
     if isinstance(value, jax.core.Tracer) or _is_symbolic(value):
         return
@@ -147,7 +144,15 @@ def check_value(
     _check_array(what, name, arr, value, units, bounds, strict)
 
 
-_SCALARS = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
+#: Plain scalar types validated without building an array.
+SCALARS = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
+
+
+def scalar_ok(v: float, bounds: tuple, strict: bool) -> bool:
+    """Whether ``v`` is finite and inside ``bounds`` (``strict``: bounds excluded)."""
+    lo, hi = bounds
+    return (math.isfinite(v) and (lo is None or (v > lo if strict else v >= lo))
+            and (hi is None or (v < hi if strict else v <= hi)))
 
 
 def _check_array(what: str, name: str, arr: np.ndarray, value: Any, units: str, bounds: tuple,

@@ -16,10 +16,13 @@ the limit and keep XLA's parallel kernels.
 
 And why synchronous dispatch: by default JAX hands each CPU computation to a worker thread
 and returns at once. For a program of ~10 µs (one live filter step) the hand-off and the
-wake-up cost as much again, with jitter of tens of µs on a small machine; running it on the
-calling thread more than halves a live step (~55 → ~22 µs median on 2 cores). Only programs that
-XLA does not parallelise are affected; processtwin reads every result right away, so
-nothing overlaps that asynchronous dispatch could have hidden.
+wake-up cost as much again, with jitter of tens of µs on a small machine. With both
+settings a live filter step takes ~21 µs median instead of ~55 µs with JAX's defaults (2
+cores; in a separate probe, dispatch alone took a bare call from ~40 to ~12 µs median).
+Only programs that XLA does not parallelise are affected; processtwin reads every result
+right away, so nothing overlaps that asynchronous dispatch could have hidden.
+
+The loop setting needs jax ≥ 0.7.1 (XLA's thunk runtime); ``pyproject.toml`` requires it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import ConfigError, DataError, suggest
-from .model import Model
+from .model import SCALARS, Model, scalar_ok
 
 __all__ = ["Signal", "as_inputs", "constant", "hold", "linear"]
 
@@ -120,15 +119,6 @@ def _validate(name: str, sig: Signal, units: str, bounds: tuple, strict: bool) -
                             f"[{units}] at t={t_bad:g}.")
 
 
-_SCALARS = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
-
-
-def _constant_ok(v: float, bounds: tuple, strict: bool) -> bool:
-    lo, hi = bounds
-    return (math.isfinite(v) and (lo is None or (v > lo if strict else v >= lo))
-            and (hi is None or (v < hi if strict else v <= hi)))
-
-
 @functools.lru_cache(maxsize=1024)
 def _cached_constant(v: float) -> Signal:
     """A constant signal, shared between calls (its arrays are read-only)."""
@@ -176,7 +166,7 @@ def as_inputs(model: type[Model] | Model, inputs: Any = None) -> Any:
             sig = v
         elif hasattr(v, "coords") and hasattr(v, "dims"):
             sig = _from_dataarray(v)
-        elif type(v) in _SCALARS and _constant_ok(float(v), spec.bounds, spec.strict):
+        elif type(v) in SCALARS and scalar_ok(float(v), spec.bounds, spec.strict):
             out[k] = _cached_constant(float(v))  # the common case, validated and reused
             continue
         else:

@@ -257,7 +257,6 @@ class OCP:
         """States at the nodes under the guessed controls ``u`` (intervals × controls)."""
         return initial_guess(self, x0, u)
 
-
     def _x0_vector(self) -> np.ndarray:
         return np.array([self.x0.get(s, self.model.states()[s].default) for s in self.states],
                         dtype=float)
@@ -265,7 +264,6 @@ class OCP:
     def build(self, soften_all: bool = False) -> dict[str, Any]:
         """Build the NLP; with ``soften_all`` every constraint gets a slack (diagnosis)."""
         return transcribe(self, soften_all)
-
 
     def solve(self, *, tol: float = 1e-10, max_iter: int = 3000, warm_start: OCPResult | None
               = None, diagnose: bool = True, max_wall_time: float | None = None) -> OCPResult:

@@ -2,6 +2,7 @@
 
 import sys
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,6 +81,50 @@ def test_fast_tsit5_loop_handles_jumps_at_outputs_and_many_outputs(n_out):
     assert fast.stats["num_accepted_steps"] > 10
 
 
+def test_fast_tsit5_loop_fills_outputs_just_after_a_switch():
+    # decimal switch times: linspace puts outputs one float after them (0.30000000000000004
+    # after a switch at 0.3); each step that stops at a switch must fill those too
+    model = Bioreactor(alpha=0.05)
+    feed_t, feed_v = [0.0, 0.3, 1.7, 7.1], [0.0, 0.05, 0.01, 0.04]
+    t = np.linspace(0.0, 10.0, 101)
+    assert t[3] == np.nextafter(0.3, 1.0) and t[71] == np.nextafter(7.1, 8.0)
+    ref = _scipy_reference(model, X0, feed_t, feed_v, t)
+    fast = pt.simulate(model, X0, {"F": pt.hold(feed_t, feed_v)}, t, rtol=1e-10, atol=1e-12)
+    assert np.max(np.abs(fast.states[0] - ref) / np.abs(ref).max(axis=0)) < 1e-8
+
+
+def test_fast_tsit5_loop_crosses_a_switch_without_a_zero_length_step():
+    tsit5 = sys.modules["processtwin._tsit5"]
+    # y' = -y before t = 1, y' = 1 after; the chunk of outputs ends one float before the
+    # switch, so the next step starts there and must cross the switch without integrating
+    size = tsit5._SMALL_BYTES // 8  # outputs per chunk for one float64 state
+    before = np.nextafter(1.0, 0.0)
+    ts = np.concatenate([np.linspace(0.0, 0.99, size), [before, 1.0, 1.5]])
+    assert ts[size] == before  # the last output of the second chunk
+
+    def f(t, y):
+        return jnp.where(t < 1.0, -y, jnp.ones_like(y))
+
+    ys, status, _ = jax.jit(lambda y0: tsit5.solve(f, y0, jnp.asarray(ts), jnp.ones(1),
+                                                   rtol=1e-10, atol=1e-12,
+                                                   max_steps=10_000))(jnp.ones(1))
+    exact = np.where(ts < 1.0, np.exp(-ts), np.exp(-1.0) + (ts - 1.0))
+    assert int(status) == tsit5.OK
+    np.testing.assert_allclose(np.asarray(ys)[:, 0], exact, rtol=1e-9)
+
+
+def test_fast_tsit5_dense_output_weights_follow_diffrax_in_each_precision():
+    tsit5 = sys.modules["processtwin._tsit5"]
+    theta = 0.37
+    interp = diffrax.Tsit5.interpolation_cls(t0=0.0, t1=1.0, y0=jnp.zeros(7), y1=None,
+                                             k=jnp.eye(7))
+    expected = np.asarray(interp.evaluate(theta))
+    w64 = tsit5._dense_weights("float64")
+    np.testing.assert_allclose(theta ** np.arange(5) @ w64, expected, atol=1e-14)
+    w32 = tsit5._dense_weights("float32")  # fitted in float32: cached apart
+    assert 1e-12 < np.max(np.abs(w32 - w64)) < 1e-4
+
+
 def test_fast_tsit5_loop_reports_failure():
     tsit5 = sys.modules["processtwin._tsit5"]
     ts = jnp.linspace(0.0, 1.0, 5)
@@ -88,6 +133,12 @@ def test_fast_tsit5_loop_reports_failure():
                                                       jnp.zeros(0), rtol=1e-8, atol=1e-10,
                                                       max_steps=100_000))(jnp.ones(2))
     assert int(status) == tsit5.FAILED and int(stats[0]) < 100_000
+    # a right-hand side that is not finite at the start fails at once (not by running out
+    # of steps)
+    _, status, stats = jax.jit(lambda y0: tsit5.solve(lambda t, y: jnp.sqrt(y), y0, ts,
+                                                      jnp.zeros(0), rtol=1e-8, atol=1e-10,
+                                                      max_steps=100_000))(-jnp.ones(1))
+    assert int(status) == tsit5.FAILED and int(stats[0]) <= 2
     _, status, stats = jax.jit(lambda y0: tsit5.solve(lambda t, y: -y, y0, ts, jnp.zeros(0),
                                                       rtol=1e-8, atol=1e-10,
                                                       max_steps=3))(jnp.ones(2))

@@ -162,8 +162,8 @@ def main():
     args = ap.parse_args()
     if args.xla_default:
         pt.configure(small_loop_bytes=None, async_dispatch=True)
-    else:
-        assert pt.configure(), "processtwin.configure() came too late"
+    elif not pt.configure():
+        raise SystemExit("processtwin.configure() came after JAX started; nothing measured.")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"jax {jax.__version__}, casadi {ca.__version__}; JAX/XLA CPU settings: "
           f"{'defaults' if args.xla_default else 'processtwin.configure()'}")
