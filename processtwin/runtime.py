@@ -9,10 +9,11 @@ scalar-sized operations (one scenario's adaptive integrator, one twin's filter s
 its RK4 sub-steps) then spends most of its time dispatching kernels, not computing. XLA
 compiles a *small* loop into a single kernel instead, but its default notion of small is
 1 kB of memory traffic per iteration, below what an integrator step touches. Raising that
-limit to 64 kB makes the compiled loop of a single-scenario simulation 2–3× faster (the
-whole call ~1.4×) and a whole-history EKF scan ~7× faster on a 2-core machine
-(``experiments/bench/README.md``); loops over large arrays (ensembles, fleets) stay above
-the limit and keep XLA's parallel kernels.
+limit (64 kB already makes the compiled loop of a single-scenario simulation 2–3× faster,
+the whole call ~1.4×, and a whole-history EKF scan ~7× faster on a 2-core machine;
+``experiments/bench/README.md``) to 1 MB also covers a filter step with 5 states and 5
+channels (64–256 kB; its live step in the demo 135 → 76 µs). Loops over large arrays
+(ensembles of thousands, fleets) stay far above the limit and keep XLA's parallel kernels.
 
 And why synchronous dispatch: by default JAX hands each CPU computation to a worker thread
 and returns at once. For a program of ~10 µs (one live filter step) the hand-off and the
@@ -34,7 +35,7 @@ import warnings
 __all__ = ["SMALL_LOOP_BYTES", "configure"]
 
 #: Memory traffic per iteration [bytes] below which XLA:CPU compiles a loop to one kernel.
-SMALL_LOOP_BYTES = 1 << 16
+SMALL_LOOP_BYTES = 1 << 20
 
 _KEY = "xla_cpu_small_while_loop_byte_threshold"
 _EXTRA = "--xla_backend_extra_options="

@@ -13,7 +13,7 @@ from processtwin.runtime import _with_small_loop_flag
 _KEY = "xla_cpu_small_while_loop_byte_threshold"
 
 # A data-dependent loop whose body moves ~2 kB per iteration: above XLA's default limit
-# (1 kB), below processtwin's (64 kB). Prints whether XLA compiled it into one kernel.
+# (1 kB), below processtwin's (1 MB). Prints whether XLA compiled it into one kernel.
 _PROBE = textwrap.dedent("""
     import warnings, jax, jax.numpy as jnp
     from jax import lax
