@@ -80,7 +80,7 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
                                         y0, ts, jump_ts, rtol=rtol, atol=atol,
                                         max_steps=max_steps)
         us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, ys1, signals))
-        return ys1[None], us, outs, _info(code, stats)
+        return ys1[None], us, outs, _info(code, stats, ys1)
     if dt is None:
         controller: Any = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
         if jumps:
@@ -111,10 +111,13 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
     code = jnp.where(sol.result == diffrax.RESULTS.successful, _tsit5.OK,
                      jnp.where(sol.result == diffrax.RESULTS.max_steps_reached,
                                _tsit5.MAX_STEPS, _tsit5.FAILED))
-    return ys, us, outs, _info(code, stats)
+    return ys, us, outs, _info(code, stats, ys)
 
 
-def _info(code: Any, stats: Any) -> Any:
+def _info(code: Any, stats: Any, ys: Any) -> Any:
+    """[status, steps, accepted, rejected]; a run whose outputs are not all finite failed,
+    whatever the loop reported (e.g. diffrax on an interval of one float)."""
+    code = jnp.where(jnp.all(jnp.isfinite(ys)), code, _tsit5.FAILED)
     return jnp.concatenate([jnp.reshape(code, (1,)).astype(jnp.int32),
                             stats.astype(jnp.int32)])
 

@@ -143,7 +143,8 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
             y, fy = v[6:6 + nx], v[6 + nx:]
             t_jump = jumps_pad[jn.astype(jnp.int32)]
             t_before, t_after = jnp.nextafter(t_jump, -jnp.inf), jnp.nextafter(t_jump, jnp.inf)
-            t_try = jnp.minimum(t + h, t_stop)
+            # at least one float forward (a step below t's resolution would have dt = 0)
+            t_try = jnp.minimum(jnp.maximum(t + h, jnp.nextafter(t, jnp.inf)), t_stop)
             hit = t_jump <= t_try  # the step would reach a jump: end just before it
             # already just before the jump: cross it without a step (the state is
             # continuous; only f changes), instead of a step of length zero
@@ -177,10 +178,17 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
             inside = keep & (t_out > t) & (t_out <= t_cover)
             out = jnp.where(inside[:, None], dense, out)
             t_new = jnp.where(keep, jnp.where(hit, t_after, t1), t)
-            f1 = ks[-1] / dt
-            if has_jumps:  # past a jump the first stage is re-evaluated with the new input
-                f_new = lax.cond(keep & hit, lambda: f(t_new, y1),
-                                 lambda: jnp.where(keep, f1, fy))
+            f1 = jnp.where(cross, fy, ks[-1] / dt)  # f at t1 (at t when crossing)
+            if has_jumps:
+                def past_jump():
+                    # carry the state over the two floats around the jump, each side with
+                    # its own input; the next step starts from a fresh first stage
+                    f_after = f(t_after, y1)
+                    return (y1 + (t_jump - t_before) * f1 + (t_after - t_jump) * f_after,
+                            f_after)
+
+                y1, f_new = lax.cond(keep & hit, past_jump,
+                                     lambda: (y1, jnp.where(keep, f1, fy)))
                 jn = jnp.where(keep & hit, jnp.sum(jumps_pad <= t_new).astype(dtype), jn)
             else:
                 f_new = jnp.where(keep, f1, fy)
@@ -196,7 +204,9 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
             head = jnp.stack([t_new, h_new, jn, steps, accepted, status.astype(dtype)])
             return jnp.concatenate([head, jnp.where(keep, y1, y), f_new]), out
 
-        out = jnp.zeros((size, nx), dtype)
+        # outputs at or before the chunk's start: the last step stopped at a jump one float
+        # before them and moved on to just after it (or float32 merged them with t)
+        out = jnp.where((t_out <= v[0])[:, None], v[6:6 + nx], jnp.zeros((size, nx), dtype))
         return lax.while_loop(cond, body, (v, out))
 
     head = jnp.stack([t0, h_start, jnp.sum(jumps_pad <= t0).astype(dtype), 0.0, 0.0, _RUNNING])

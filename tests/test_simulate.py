@@ -81,16 +81,33 @@ def test_fast_tsit5_loop_handles_jumps_at_outputs_and_many_outputs(n_out):
     assert fast.stats["num_accepted_steps"] > 10
 
 
-def test_fast_tsit5_loop_fills_outputs_just_after_a_switch():
+@pytest.mark.parametrize("case", ["decimal switches", "switch at a chunk end"])
+def test_fast_tsit5_loop_fills_outputs_just_after_a_switch(case):
     # decimal switch times: linspace puts outputs one float after them (0.30000000000000004
-    # after a switch at 0.3); each step that stops at a switch must fill those too
+    # after a switch at 0.3); each step that stops at a switch must fill those too, also
+    # when the switch is the last output of a chunk (16 outputs here) and the output one
+    # float later opens the next chunk
     model = Bioreactor(alpha=0.05)
-    feed_t, feed_v = [0.0, 0.3, 1.7, 7.1], [0.0, 0.05, 0.01, 0.04]
-    t = np.linspace(0.0, 10.0, 101)
-    assert t[3] == np.nextafter(0.3, 1.0) and t[71] == np.nextafter(7.1, 8.0)
+    if case == "decimal switches":
+        feed_t, feed_v = [0.0, 0.3, 1.7, 7.1], [0.0, 0.05, 0.01, 0.04]
+        t = np.linspace(0.0, 10.0, 101)
+        assert t[3] == np.nextafter(0.3, 1.0) and t[71] == np.nextafter(7.1, 8.0)
+    else:
+        feed_t, feed_v = [0.0, 4.8], [0.0, 0.05]
+        t = np.union1d(np.linspace(0.0, 10.0, 101), feed_t)
+        assert t[48] == 4.8 and t[49] == np.nextafter(4.8, 5.0)
     ref = _scipy_reference(model, X0, feed_t, feed_v, t)
     fast = pt.simulate(model, X0, {"F": pt.hold(feed_t, feed_v)}, t, rtol=1e-10, atol=1e-12)
     assert np.max(np.abs(fast.states[0] - ref) / np.abs(ref).max(axis=0)) < 1e-8
+
+
+def test_fast_tsit5_loop_moves_on_where_a_float_is_wider_than_the_first_step():
+    # no biomass and no feed: f = 0, so the starting step falls back to 1e-6 h, less than
+    # one float at t = 1e11 h; the loop must still advance (at least one float a step)
+    x0 = {"X": 0.0, "S": 0.5, "P": 0.0, "V": 120.0}
+    t = np.linspace(1e11, 1e11 + 1000.0, 11)
+    res = pt.simulate(Bioreactor(), x0, {"F": 0.0}, t)
+    np.testing.assert_array_equal(res.states[0], np.tile(list(x0.values()), (11, 1)))
 
 
 def test_fast_tsit5_loop_crosses_a_switch_without_a_zero_length_step():
@@ -123,6 +140,15 @@ def test_fast_tsit5_dense_output_weights_follow_diffrax_in_each_precision():
     np.testing.assert_allclose(theta ** np.arange(5) @ w64, expected, atol=1e-14)
     w32 = tsit5._dense_weights("float32")  # fitted in float32: cached apart
     assert 1e-12 < np.max(np.abs(w32 - w64)) < 1e-4
+
+
+def test_non_finite_results_are_an_error_not_output():
+    # diffrax over an interval of one float with a switch at its end returns inf and
+    # reports success; simulate checks the outputs and raises instead
+    t = np.array([30.0, np.nextafter(30.0, 31.0)])
+    with pytest.raises(pt.SolverError, match="non-finite"):
+        pt.simulate(Bioreactor(), None, {"F": pt.hold([0.0, t[-1]], [0.0, 0.05])}, t,
+                    solver="dopri5")
 
 
 def test_fast_tsit5_loop_reports_failure():
