@@ -14,9 +14,10 @@ into a single kernel (see :mod:`processtwin.runtime`).
 The method is diffrax's Tsit5 (tableau and 4th-order dense interpolant taken from
 ``diffrax.Tsit5``). Step-size control is the standard integral controller on the RMS norm
 of the scaled embedded error, with Hairer's starting step (Hairer, Nørsett & Wanner,
-*Solving ODEs I*, §II.4). Jumps of hold inputs are stepped to exactly: a step ends just
-before the jump, the next starts just after it with a fresh first stage, so no stage
-straddles a discontinuity.
+*Solving ODEs I*, §II.4). Jumps of hold inputs are stepped to exactly: a step ends one
+float before the jump, the state is carried over the two floats to just after it (each side
+with its own input), and the next step starts there with a fresh first stage, so no stage
+straddles a discontinuity. Outputs in that gap take the state at its ends.
 
 Not a differentiation path: the step sizes are controlled on the solution alone, so a
 ``jvp`` through this loop (step sizes held, ``stop_gradient``) gives finite but not
