@@ -58,6 +58,17 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
     global _TRACE_COUNT
     _TRACE_COUNT += 1
     single = y0.ndim == 1
+    jumps = [s.times.reshape(-1) for s in signals if s.interpolation == "hold"
+             and s.times.shape[-1] > 1]
+    jump_ts = jnp.sort(jnp.concatenate(jumps)) if jumps else None
+    if single and dt is None and solver == "tsit5" and not reverse:
+        # the fast path: a lean Tsit5 loop whose body XLA runs inline (see _tsit5)
+        ys1, code, stats = _tsit5.solve(
+            lambda t, y: _rhs_vector(model, t, y, signals), y0, ts,
+            jnp.zeros(0, y0.dtype) if jump_ts is None else jump_ts,
+            rtol=rtol, atol=atol, max_steps=max_steps)
+        us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, ys1, signals))
+        return ys1[None], us, outs, _info(code, stats, ys1)
     if single:
         def f(t, y, args):
             return _rhs_vector(*args[:1], t, y, args[1])
@@ -71,21 +82,10 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
 
         norm = _max_rms_norm
 
-    jumps = [s.times.reshape(-1) for s in signals if s.interpolation == "hold"
-             and s.times.shape[-1] > 1]
-    if single and dt is None and solver == "tsit5" and not reverse:
-        # the fast path: a lean Tsit5 loop whose body XLA runs inline (see _tsit5)
-        jump_ts = jnp.sort(jnp.concatenate(jumps)) if jumps else jnp.zeros(0, y0.dtype)
-        ys1, code, stats = _tsit5.solve(lambda t, y: _rhs_vector(model, t, y, signals),
-                                        y0, ts, jump_ts, rtol=rtol, atol=atol,
-                                        max_steps=max_steps)
-        us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, ys1, signals))
-        return ys1[None], us, outs, _info(code, stats, ys1)
     if dt is None:
         controller: Any = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
-        if jumps:
-            controller = diffrax.ClipStepSizeController(controller,
-                                                        jump_ts=jnp.sort(jnp.concatenate(jumps)))
+        if jump_ts is not None:
+            controller = diffrax.ClipStepSizeController(controller, jump_ts=jump_ts)
         dt0 = None
     else:
         controller = diffrax.ConstantStepSize()
