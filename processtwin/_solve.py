@@ -16,6 +16,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import optimistix as optx
+from jax import lax
 
 from . import _tsit5
 from .model import Model
@@ -33,9 +34,18 @@ _TRACE_COUNT = 0
 
 
 def _rhs_vector(model: Model, t: Any, y: Any, signals: Any) -> Any:
-    x = model.State(*(y[i] for i in range(y.shape[0])))
-    u = model.Inputs(*(s(t) for s in signals))
-    return jnp.stack(model.rhs(t, x, u, jax_ops))
+    lay = model.layout
+    x = lay.states.unravel(y, jax_ops)
+    u = lay.inputs.from_leaves([s(t) for s in signals])
+    return lay.states.ravel(model.rhs(t, x, u, jax_ops), jax_ops)
+
+
+def _step_vector(model: Model, t: Any, y: Any, signals: Any) -> Any:
+    lay = model.layout
+    x = lay.states.unravel(y, jax_ops)
+    u = lay.inputs.from_leaves([s(t) for s in signals])
+    dt = jnp.asarray(model.sample_time, dtype=y.dtype)
+    return lay.states.ravel(model.step(t, x, u, dt, jax_ops), jax_ops)
 
 
 def _max_rms_norm(y: Any) -> Any:
@@ -124,11 +134,41 @@ def _info(code: Any, stats: Any, ys: Any) -> Any:
 
 def _per_member(model: Model, ts: Any, ys: Any, signals: Any) -> tuple[Any, Any]:
     """Inputs and outputs of one scenario at the output times."""
+    lay = model.layout
+
     def at(t, yt):
-        x = model.State(*(yt[i] for i in range(yt.shape[0])))
-        u = model.Inputs(*(s(t) for s in signals))
-        return jnp.stack(u), jnp.stack(model.measure(t, x, u, jax_ops))
+        x = lay.states.unravel(yt, jax_ops)
+        leaves = [s(t) for s in signals]
+        u = lay.inputs.from_leaves(leaves)
+        return (lay.inputs.ravel_leaves(leaves, jax_ops),
+                lay.outputs.ravel(model.measure(t, x, u, jax_ops), jax_ops))
     return jax.vmap(at)(ts, ys)
+
+
+def _solve_discrete(model, y0, signals, ts, k_out, *, n_steps):
+    """Iterate a discrete-time model ``n_steps`` samples from ``ts[0]`` and keep the
+    samples ``k_out`` (one per output time). Batched like :func:`_solve_batch`."""
+    global _TRACE_COUNT
+    _TRACE_COUNT += 1
+
+    def one(model, y0, signals):
+        dt = model.sample_time
+
+        def body(y, k):
+            t = ts[0] + k.astype(y.dtype) * dt
+            y1 = _step_vector(model, t, y, signals)
+            return y1, y1
+
+        _, traj = lax.scan(body, y0, jnp.arange(n_steps))
+        ys = jnp.concatenate([y0[None], traj])[k_out]
+        return (ys, *_per_member(model, ts, ys, signals))
+
+    if y0.ndim == 1:
+        ys, us, outs = jax.tree.map(lambda a: a[None], one(model, y0, signals))
+    else:
+        ys, us, outs = jax.vmap(one)(model, y0, signals)
+    stats = jnp.asarray([n_steps, n_steps, 0])
+    return ys, us, outs, _info(jnp.asarray(_tsit5.OK), stats, ys)
 
 
 _STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
@@ -137,3 +177,4 @@ _STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 _solve_batch_jit = jax.jit(_solve_batch,
                            static_argnames=("solver", "rtol", "atol", "dt", "max_steps",
                                             "reverse"))
+_solve_discrete_jit = jax.jit(_solve_discrete, static_argnames=("n_steps",))

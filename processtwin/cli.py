@@ -18,20 +18,35 @@ def _configure() -> None:
     configure()
 
 
-def _get_model(name: str) -> Any:
-    from .errors import ConfigError, suggest
-    from .models import REGISTRY
+def _model_spec(positional: str | None, option: str | None) -> str:
+    if positional and option and positional != option:
+        raise click.UsageError(f"MODEL given twice: {positional!r} and --model {option!r}.")
+    spec = option or positional
+    if not spec:
+        raise click.UsageError("missing MODEL: a name (see `processtwin models`), "
+                               "`path/to/plant.py:Name` or `package.module:Name`.")
+    return spec
 
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown model `{name}`" + suggest(name, REGISTRY))
-    return REGISTRY[name]
+
+def _model_argument(f: Any) -> Any:
+    """MODEL, positional or as ``--model SPEC``: a name, ``plant.py:Name`` or ``module:Name``."""
+    f = click.option("--model", "model_opt", metavar="SPEC", default=None,
+                     help="The model, instead of MODEL: a name, path/to/plant.py:Name or "
+                          "package.module:Name.")(f)
+    return click.argument("model", required=False, metavar="[MODEL]")(f)
+
+
+def _load(positional: str | None, option: str | None) -> Any:
+    from .registry import load_model
+
+    return load_model(_model_spec(positional, option))
 
 
 def _parse_assignments(items: tuple[str, ...], what: str) -> dict[str, str]:
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not name or not value:
+        if not sep or not name.strip() or not value.strip():
             raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=what)
         out[name.strip()] = value.strip()
     return out
@@ -45,18 +60,92 @@ def _number(text: str, name: str, what: str) -> float:
                                  param_hint=what) from None
 
 
-def _parse_input(name: str, text: str) -> Any:
-    """``0.01`` (constant) or ``0:0.0,20:0.01,80:0.02`` (piecewise-constant schedule)."""
+def _numbers(text: str, name: str, what: str) -> Any:
+    """``20`` → 20.0 (broadcast over a vector); ``20,21,22`` → an array, one per element."""
+    import numpy as np
+
+    parts = text.split(",")
+    if len(parts) == 1:
+        return _number(text, name, what)
+    return np.array([_number(v.strip(), name, what) for v in parts])
+
+
+def _parse_params(model: Any, items: tuple[str, ...]) -> dict[str, float]:
+    from .errors import ConfigError, suggest
+
+    p = {k: _number(v, k, "--param") for k, v in _parse_assignments(items, "--param").items()}
+    known = model.parameters()
+    for k in p:
+        if k not in known:
+            raise ConfigError(f"unknown parameter `{k}` of model `{model.name}`"
+                              + suggest(k, known))
+    return p
+
+
+def _parse_x0(model: Any, items: tuple[str, ...]) -> dict[str, Any]:
+    """Initial states by (dotted) name, validated against the layout (names, lengths,
+    bounds); only the names given."""
+    x = {k: _numbers(v, k, "--x0") for k, v in _parse_assignments(items, "--x0").items()}
+    model.layout.states.values(x)
+    return x
+
+
+def _parse_inputs(model: Any, items: tuple[str, ...]) -> dict[str, Any]:
+    """``0.01`` or ``1,2,3`` (constant) or ``0:0.0,20:0.01`` (piecewise-constant schedule,
+    a vector input takes each value on all its elements)."""
+    import numpy as np
+
     from .signals import hold
 
-    if ":" not in text:
-        return _number(text, name, "--input")
-    times, values = [], []
-    for part in text.split(","):
-        t, _, v = part.partition(":")
-        times.append(_number(t, name, "--input"))
-        values.append(_number(v, name, "--input"))
-    return hold(times, values)
+    group = model.layout.inputs
+    out: dict[str, Any] = {}
+    for name, text in _parse_assignments(items, "--input").items():
+        leaf = group.leaf(name)
+        if ":" not in text:
+            out[name] = _numbers(text, name, "--input")
+            group.values({name: out[name]})
+            continue
+        times, values = [], []
+        for part in text.split(","):
+            t, _, v = part.partition(":")
+            times.append(_number(t, name, "--input"))
+            values.append(_number(v, name, "--input"))
+        vals = np.asarray(values)
+        out[name] = hold(times, np.broadcast_to(vals, (*leaf.shape, vals.size)).copy())
+    return out
+
+
+def _label(leaf: Any) -> str:
+    """``X`` for a scalar, ``T[cell: 50]`` for a vector."""
+    return leaf.name if not leaf.shape else f"{leaf.name}[{leaf.dim}: {leaf.size}]"
+
+
+def _summary(value: Any) -> str:
+    """A number, or a vector as first/last/min/max (never every element)."""
+    import numpy as np
+
+    a = np.asarray(value, dtype=float).reshape(-1)
+    if a.size == 1:
+        return f"{a[0]:.6g}"
+    if np.all(a == a[0]):
+        return f"{a[0]:.6g} (all {a.size})"
+    return f"first {a[0]:.6g}, last {a[-1]:.6g}, min {a.min():.6g}, max {a.max():.6g}"
+
+
+def _require_fed_batch(model: Any, command: str, *, oxygen: bool) -> None:
+    """`optimise` and `recommend` plan a fed batch's feed: they need its variable names."""
+    lay = model.layout
+    need = [("input", "F", lay.inputs.names), *(("state", k, lay.states.names)
+                                                for k in ("X", "P", "V"))]
+    if oxygen:
+        need += [("output", "OUR", lay.outputs.names),
+                 ("parameter", "OTR_max", tuple(model.parameters()))]
+    missing = [f"{what} `{k}`" for what, k, names in need if k not in names]
+    if missing:
+        wanted = ", ".join(f"{what} `{k}`" for what, k, _ in need)
+        raise click.UsageError(f"`{command}` plans the feed of a fed batch and needs {wanted} "
+                               f"(as `bioreactor` has); model `{model.name}` has no "
+                               f"{', '.join(missing)}.")
 
 
 class _Group(click.Group):
@@ -81,82 +170,146 @@ def main() -> None:
 
 
 @main.command("models")
-def models_cmd() -> None:
-    """List models with their states, inputs, outputs and parameters (with units)."""
-    from .models import REGISTRY
+@_model_argument
+def models_cmd(model: str | None, model_opt: str | None) -> None:
+    """List the models (built-in and installed) or describe MODEL: states, inputs, outputs
+    (vectors with their dimension, `T[cell: 50]`) and parameters with units and bounds."""
+    from .errors import ConfigError
+    from .registry import EntryPointModel, available_models, load_model
 
-    for name, cls in REGISTRY.items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        click.secho(f"{name}", bold=True, nl=False)
-        click.echo(f"  — {doc}  (time unit: {cls.time_unit})")
-        for title, specs in (("states", cls.states()), ("inputs", cls.inputs()),
-                             ("outputs", cls.outputs())):
-            click.echo(f"  {title}:")
-            for k, v in specs.items():
-                extra = "" if v.kind == "state" else f" [{v.kind}]"
-                default = f" default {v.default:g}" if title != "outputs" else (
-                    f" noise σ {v.noise:g}")
-                click.echo(f"    {k:<8} {v.units:<10} {v.doc}{extra};{default}")
-        click.echo("  parameters:")
-        for k, p in cls.parameters().items():
-            lo, hi = p.bounds
-            rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-            click.echo(f"    {k:<8} {p.default:<10g} {p.units:<10} {rng:<14} {p.doc}")
+    spec = _model_spec(model, model_opt) if (model or model_opt) else None
+    known = available_models()
+    if spec is not None and spec not in known:  # a file or a module
+        instance = load_model(spec)
+        _describe(instance, type(instance), f"from {spec}")
+        return
+    for name, factory in known.items():
+        if spec is not None and name != spec:
+            continue
+        plugin = isinstance(factory, EntryPointModel)
+        source = factory.source if plugin else "built-in"
+        try:
+            instance = factory()
+        except ConfigError as exc:  # a broken plugin is listed, not fatal
+            if spec is not None:
+                raise
+            click.secho(name, bold=True, nl=False)
+            click.echo(f"  — could not be loaded ({source}): {exc}")
+            continue
+        _describe(instance, factory.target if plugin else factory, source, name)
+
+
+def _describe(model: Any, origin: Any, source: str, name: str | None = None) -> None:
+    """Print ``model``; the first line of ``origin``'s docstring (its class or factory)."""
+    import inspect
+
+    from .model import Model
+
+    origin = type(origin) if isinstance(origin, Model) else origin
+    doc = inspect.cleandoc(origin.__doc__ or "")
+    if isinstance(origin, type) and doc.startswith(f"{origin.__name__}("):
+        doc = ""  # the signature dataclasses write for a class without a docstring
+    clock = f"time unit: {model.time_unit}" + (
+        f", sample time {model.sample_time:g}" if model.is_discrete else "")
+    click.secho(name or model.name, bold=True, nl=False)
+    click.echo(f"  — {doc.splitlines()[0]}" if doc else "", nl=False)
+    click.echo(f"  ({clock}{'; ' + source if source else ''})")
+    lay = model.layout
+    if lay.dims:
+        click.echo("  dimensions: " + ", ".join(f"{d} = {n}" for d, n in lay.dims.items()))
+    for title, group in (("states", lay.states), ("inputs", lay.inputs),
+                         ("outputs", lay.outputs), ("ports", lay.ports)):
+        if not group.leaves and title == "ports":
+            continue
+        click.echo(f"  {title}:" + ("" if group.leaves else " none"))
+        width = max((len(_label(lf)) for lf in group.leaves), default=0)
+        for lf in group.leaves:
+            v = lf.var
+            kind = "" if v.kind in ("state", "port") else f" [{v.kind}]"
+            extra = {"outputs": f"; noise σ {v.noise:g}", "ports": ""}.get(
+                title, f"; default {_summary(v.default)}")
+            click.echo(f"    {_label(lf):<{width}}  {v.units:<10} {v.doc}{kind}{extra}")
+    params = model.parameters()
+    click.echo("  parameters:" + ("" if params else " none"))
+    width = max((len(k) for k in params), default=0)
+    for k, p in params.items():
+        lo, hi = p.bounds
+        op = ("(", ")") if p.strict else ("[", "]")
+        rng = (f"{op[0]}{'-inf' if lo is None else f'{lo:g}'}, "
+               f"{'inf' if hi is None else f'{hi:g}'}{op[1]}")
+        click.echo(f"    {k:<{width}}  {_summary(model.get(k)):<10} {p.units:<10} {rng:<14} "
+                   f"{p.doc}")
 
 
 @main.command("simulate")
-@click.argument("model")
-@click.option("--until", type=float, required=True, help="End time [model time unit, h].")
+@_model_argument
+@click.option("--until", type=float, required=True, help="End time [model time unit].")
 @click.option("--every", type=float, default=1.0, show_default=True,
               help="Output interval [model time unit].")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
-              help="Input: a constant or a hold schedule T:V,T:V,...")
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Parameter value.")
-@click.option("--x0", "x0", multiple=True, metavar="NAME=VALUE", help="Initial state value.")
+              help="Input: a constant (`1.5`; a vector `1,2,3` or one value for all), or a "
+                   "hold schedule T:V,T:V,...")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Parameter value (dotted names inside a system: reactor.mu_max=0.03).")
+@click.option("--x0", "x0", multiple=True, metavar="NAME=VALUE",
+              help="Initial state (a vector: `T=20` for every element or `T=20,21,22`).")
 @click.option("--solver", default="tsit5", show_default=True,
               type=click.Choice(["tsit5", "dopri5", "dopri8", "kvaerno5"]))
 @click.option("--rtol", type=float, default=1e-8, show_default=True)
 @click.option("--atol", type=float, default=1e-10, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the Dataset to this netCDF/HDF5 file.")
-def simulate_cmd(model: str, until: float, every: float, inputs: tuple[str, ...],
-                 params: tuple[str, ...], x0: tuple[str, ...], solver: str, rtol: float,
-                 atol: float, out: Path | None) -> None:
-    """Simulate MODEL from t=0 to --until and print a summary."""
+def simulate_cmd(model: str | None, model_opt: str | None, until: float, every: float,
+                 inputs: tuple[str, ...], params: tuple[str, ...], x0: tuple[str, ...],
+                 solver: str, rtol: float, atol: float, out: Path | None) -> None:
+    """Simulate MODEL from t=0 to --until and print a summary.
+
+    MODEL is a name (see `processtwin models`), path/to/plant.py:Name or
+    package.module:Name."""
     import numpy as np
 
     from .io import save
     from .simulate import simulate
 
-    cls = _get_model(model)
+    m = _load(model, model_opt)
     if not until > 0 or not every > 0:
         raise click.BadParameter("--until and --every must be positive")
     t = np.arange(0.0, until + 1e-9 * until, every)
     if t[-1] < until:
         t = np.append(t, until)
-    p = {k: _number(v, k, "--param") for k, v in _parse_assignments(params, "--param").items()}
-    u = {k: _parse_input(k, v) for k, v in _parse_assignments(inputs, "--input").items()}
-    x = {k: _number(v, k, "--x0") for k, v in _parse_assignments(x0, "--x0").items()}
-    res = simulate(cls(), x, u, t, params=p, solver=solver, rtol=rtol, atol=atol)
-    click.echo(f"{cls.name}: t = 0 … {until:g} {cls.time_unit}, {res.stats['num_steps']} steps "
+    p = _parse_params(m, params)
+    m = m.replace(**p) if p else m
+    u = _parse_inputs(m, inputs)
+    x = m.layout.states.to_dict(m.layout.states.values(_parse_x0(m, x0)))
+    res = simulate(m, x, u, t, solver=solver, rtol=rtol, atol=atol)
+    click.echo(f"{m.name}: t = 0 … {until:g} {m.time_unit}, {res.stats['num_steps']} steps "
                f"({solver}, rtol {rtol:g}), {res.stats['wall_time_s'] * 1e3:.1f} ms")
-    for k, spec in cls.states().items():
-        v = res[k]
-        click.echo(f"  {k:<6} {v[0]:>12.5g} → {v[-1]:>12.5g} {spec.units:<8} {spec.doc}")
+    leaves = m.layout.states.leaves
+    width = max(len(_label(lf)) for lf in leaves)
+    for lf in leaves:
+        v = np.asarray(res[lf.name])
+        if not lf.shape:
+            click.echo(f"  {lf.name:<{width}} {v[0]:>12.6g} → {v[-1]:>12.6g} "
+                       f"{lf.var.units:<8} {lf.var.doc}")
+        else:  # a profile: its summary at the start and the end
+            click.echo(f"  {_label(lf):<{width}} {lf.var.units} {lf.var.doc}")
+            click.echo(f"  {'':<{width}}   t = {t[0]:g}: {_summary(v[0])}")
+            click.echo(f"  {'':<{width}}   t = {t[-1]:g}: {_summary(v[-1])}")
     if out is not None:
         save(res, out)
         click.echo(f"wrote {out}")
 
 
 @main.command("estimate")
-@click.argument("model")
+@_model_argument
 @click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True, help="Plant data: .nc/.h5 or CSV with a `time` column.")
 @click.option("--estimate-param", "estimate", multiple=True, metavar="NAME",
               help="Parameter to track as a random walk (repeatable).")
 @click.option("--channel", "channels", multiple=True, metavar="NAME",
               help="Output to use (repeatable; default: those in the data).")
-@click.option("--x0", "x0", multiple=True, metavar="NAME=VALUE", help="Initial estimate.")
+@click.option("--x0", "x0", multiple=True, metavar="NAME=VALUE",
+              help="Initial estimate (a vector: one value for all elements or `1,2,3`).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Nominal parameter value.")
 @click.option("--smooth/--no-smooth", default=False, show_default=True,
@@ -165,45 +318,59 @@ def simulate_cmd(model: str, until: float, every: float, inputs: tuple[str, ...]
               help="Extended or unscented Kalman filter.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the estimate Dataset here.")
-def estimate_cmd(model: str, data_path: Path, estimate: tuple[str, ...],
-                 channels: tuple[str, ...], x0: tuple[str, ...], params: tuple[str, ...],
-                 smooth: bool, method: str, out: Path | None) -> None:
+def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
+                 estimate: tuple[str, ...], channels: tuple[str, ...], x0: tuple[str, ...],
+                 params: tuple[str, ...], smooth: bool, method: str, out: Path | None) -> None:
     """Estimate states (and parameters) of MODEL from plant data (EKF or UKF)."""
     import numpy as np
 
     from .estimate import ExtendedKalmanFilter, UnscentedKalmanFilter
     from .io import read_measurements, save
 
-    cls = _get_model(model)
-    p = {k: _number(v, k, "--param") for k, v in _parse_assignments(params, "--param").items()}
-    x = {k: _number(v, k, "--x0") for k, v in _parse_assignments(x0, "--x0").items()}
+    m = _load(model, model_opt)
+    p = _parse_params(m, params)
+    m = m.replace(**p) if p else m
+    x = _parse_x0(m, x0)
     data = read_measurements(data_path)
     if not channels:
-        channels = tuple(c for c in cls.outputs() if c in data.data_vars)
+        channels = tuple(c for c in m.layout.outputs.names if c in data.data_vars)
+        if not channels:
+            raise click.UsageError(
+                f"{data_path} has none of the outputs of `{m.name}` "
+                f"({', '.join(m.layout.outputs.names) or 'none declared'}); name the data "
+                "variables after them, or pick them with --channel.")
     kind = UnscentedKalmanFilter if method == "ukf" else ExtendedKalmanFilter
-    ekf = kind(cls().replace(**p), estimate=estimate, channels=channels)
+    ekf = kind(m, estimate=estimate, channels=channels)
     est = ekf.filter(data, x0=x, smooth=smooth)
     t = est["time"].values
-    click.echo(f"{cls.name}: {t.size} samples, t = {t[0]:g} … {t[-1]:g} {cls.time_unit}, "
+    click.echo(f"{m.name}: {t.size} samples, t = {t[0]:g} … {t[-1]:g} {m.time_unit}, "
                f"channels {', '.join(channels)}; {est.attrs['rejected_samples']} rejected")
+    states = m.layout.states
+    width = max(len(_label(states.leaf(n)) if n in states else n) for n in ekf.names)
     for name in ekf.names:
         units = est[name].attrs["units"]
-        click.echo(f"  {name:<8} {est[name].values[-1]:>12.5g} ± "
-                   f"{est[f'{name}_std'].values[-1]:<10.3g} {units}")
+        value, std = est[name].values[-1], est[f"{name}_std"].values[-1]
+        if np.ndim(value) == 0:
+            click.echo(f"  {name:<{width}} {value:>12.5g} ± {std:<10.3g} {units}")
+        else:  # a profile: summary of the final estimate and its largest uncertainty
+            label = _label(states.leaf(name)) if name in states else name
+            click.echo(f"  {label:<{width}} {_summary(value)} {units}; "
+                       f"σ up to {np.max(std):.3g}")
     nis = float(np.nansum(est["nis"])) / max(int(est["nis_dof"].sum()), 1)
     click.echo(f"  NIS per degree of freedom: {nis:.2f} (1 when the filter is consistent)")
     for c in channels:
-        flags = est[f"{c}_flag"].values
-        if flags.any():
-            click.echo(f"  {c}: flagged at {int((flags > 0).sum())} samples, first at "
-                       f"t={t[np.argmax(flags > 0)]:g}")
+        flags = np.asarray(est[f"{c}_flag"].values)
+        hit = (flags > 0).reshape(flags.shape[0], -1).any(axis=1)  # any element of a vector
+        if hit.any():
+            click.echo(f"  {c}: flagged at {int(hit.sum())} samples, first at "
+                       f"t={t[np.argmax(hit)]:g}")
     if out is not None:
         save(est, out)
         click.echo(f"wrote {out}")
 
 
 @main.command("optimise")
-@click.argument("model")
+@_model_argument
 @click.option("--until", type=float, default=150.0, show_default=True,
               help="Batch length [model time unit].")
 @click.option("--intervals", type=int, default=50, show_default=True,
@@ -221,21 +388,23 @@ def estimate_cmd(model: str, data_path: Path, estimate: tuple[str, ...],
 @click.option("--x0", "x0", multiple=True, metavar="NAME=VALUE", help="Initial state value.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the plan Dataset here.")
-def optimise_cmd(model: str, until: float, intervals: int, objective: str, f_max: float,
-                 x_max: float, v_max: float | None, method: str, params: tuple[str, ...],
-                 x0: tuple[str, ...], out: Path | None) -> None:
-    """Optimise the feed recipe of a whole batch of MODEL (golden batch)."""
+def optimise_cmd(model: str | None, model_opt: str | None, until: float, intervals: int,
+                 objective: str, f_max: float, x_max: float, v_max: float | None, method: str,
+                 params: tuple[str, ...], x0: tuple[str, ...], out: Path | None) -> None:
+    """Optimise the feed recipe of a whole batch of MODEL (golden batch; a fed batch with
+    feed `F` and states `X`, `P`, `V`, as `bioreactor`)."""
     from .io import save
     from .solvers import golden_batch, outcome_value
 
-    cls = _get_model(model)
-    p = {k: _number(v, k, "--param") for k, v in _parse_assignments(params, "--param").items()}
-    x = {k: _number(v, k, "--x0") for k, v in _parse_assignments(x0, "--x0").items()}
-    res = golden_batch(cls().replace(**p), until=until, intervals=intervals,
-                       objective=objective, x0=x, F_max=f_max, X_max=x_max, V_max=v_max,
-                       method=method)
+    m = _load(model, model_opt)
+    _require_fed_batch(m, "optimise", oxygen=True)
+    p = _parse_params(m, params)
+    m = m.replace(**p) if p else m
+    x = _parse_x0(m, x0)
+    res = golden_batch(m, until=until, intervals=intervals, objective=objective, x0=x,
+                       F_max=f_max, X_max=x_max, V_max=v_max, method=method)
     plan = res.plan
-    click.echo(f"{cls.name}: {res.status} in {res.stats['iterations']} iterations "
+    click.echo(f"{m.name}: {res.status} in {res.stats['iterations']} iterations "
                f"({res.stats['wall_time_s']:.2f} s, {method})")
     click.echo(f"  {plan.attrs['objective_doc']}: {outcome_value(objective, plan):.5g}")
     F = plan["F"].values
@@ -250,7 +419,7 @@ def optimise_cmd(model: str, until: float, intervals: int, objective: str, f_max
 
 
 @main.command("recommend")
-@click.argument("model")
+@_model_argument
 @click.option("--state", "state_path", type=click.Path(exists=True, dir_okay=False,
                                                        path_type=Path), required=True,
               help="Estimate file written by `processtwin estimate` (latest time is used).")
@@ -268,24 +437,27 @@ def optimise_cmd(model: str, until: float, intervals: int, objective: str, f_max
               help="Biomass limit [g/L].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the planned trajectory here.")
-def recommend_cmd(model: str, state_path: Path, horizon: float, interval: float,
-                  objective: str, feed: float, f_max: float, x_max: float,
+def recommend_cmd(model: str | None, model_opt: str | None, state_path: Path, horizon: float,
+                  interval: float, objective: str, feed: float, f_max: float, x_max: float,
                   out: Path | None) -> None:
-    """Recommend MODEL's next setpoints from the latest estimate (NMPC over --horizon)."""
+    """Recommend MODEL's next setpoints from the latest estimate (NMPC over --horizon; a fed
+    batch with feed `F` and states `X`, `P`, `V`, as `bioreactor`)."""
     from .io import load, save
     from .solvers import BatchNMPC
 
-    cls = _get_model(model)
+    m = _load(model, model_opt)
+    _require_fed_batch(m, "recommend", oxygen=False)
     est = load(state_path)
-    missing = [s for s in cls.states() if s not in est]
+    names = m.layout.states.names
+    missing = [s for s in names if s not in est]
     if missing:
         raise click.UsageError(f"{state_path}: no estimate of state(s) "
                                f"{', '.join(missing)}; write it with `processtwin estimate`.")
     last = est.isel(time=-1)
     t_now = float(last["time"])
-    x = {s: float(last[s]) for s in cls.states()}
+    x = {s: float(last[s]) for s in names}
     params = {p: float(last[p]) for p in est.attrs.get("estimated_parameters", "").split()}
-    nmpc = BatchNMPC(cls(), batch_end=t_now + horizon, interval=interval, objective=objective,
+    nmpc = BatchNMPC(m, batch_end=t_now + horizon, interval=interval, objective=objective,
                      F_max=f_max, X_max=x_max)
     rec = nmpc.recommend(t_now, x, params=params, u_now=feed)
     click.echo(str(rec))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -22,17 +23,25 @@ import numpy as np
 from .errors import ConfigError, ModelError, suggest
 
 __all__ = [
+    "TIME_UNITS",
     "Model",
     "ParamInfo",
     "Var",
     "check_value",
+    "dimension",
     "param",
+    "parameter_info",
+    "parameter_values",
+    "time_factor",
     "variables",
 ]
 
 Scalar = Any  # a float, a JAX array/tracer, a CasADi SX/MX or a Pyomo expression
 
-VarKind = Literal["state", "manipulated", "disturbance", "online", "offline"]
+VarKind = Literal["state", "manipulated", "disturbance", "online", "offline", "port"]
+
+#: Time units a model may declare, in seconds (conversions are exact).
+TIME_UNITS: Mapping[str, int] = MappingProxyType({"s": 1, "min": 60, "h": 3600, "d": 86400})
 
 
 @dataclass(frozen=True)
@@ -56,24 +65,55 @@ class Var:
         (continuous sensor) or ``"offline"`` (lab assay) for outputs.
     noise : float
         Typical measurement noise standard deviation, in ``units`` (outputs only).
+    shape : int or str or None
+        ``None`` for a scalar; the length of a vector, either fixed (``3``) or the name of
+        a static field of the model that holds it (``"n_cells"``).
+    dim : str or None
+        Name of the vector's dimension in Datasets (default: the sizing field without
+        ``n_`` and a plural ``s``, so ``"n_cells"`` gives ``"cell"``).
     """
 
     units: str
     doc: str = ""
-    default: float = 0.0
+    default: Any = 0.0
     bounds: tuple[float | None, float | None] = (None, None)
     strict: bool = False
     kind: VarKind = "state"
     noise: float = 0.0
+    shape: int | str | None = None
+    dim: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in VAR_KINDS:
+            raise ModelError(f"`kind` must be one of {', '.join(VAR_KINDS)}, got "
+                             f"{self.kind!r}.")
+        if self.shape is not None and not isinstance(self.shape, str) and (
+                isinstance(self.shape, bool) or not isinstance(self.shape, int)
+                or self.shape < 1):
+            raise ModelError(f"`shape` must be a positive int or the name of a static field, "
+                             f"got {self.shape!r}.")
+
+
+VAR_KINDS = ("state", "manipulated", "disturbance", "online", "offline", "port")
 
 
 def variables(typename: str, /, **specs: Var) -> type:
     """Make a ``NamedTuple`` type whose fields are ``specs`` and attach their metadata.
 
     The metadata is available as ``T._vars`` (a read-only mapping name → :class:`Var`).
+    An empty tuple (a model without inputs) is allowed.
+
+    Parameters
+    ----------
+    typename : str
+        Name of the tuple type, e.g. ``"PipeState"``.
+    **specs : Var
+        One :class:`Var` per variable, in order.
     """
-    if not specs:
-        raise ModelError(f"`{typename}` needs at least one variable.")
+    for k, v in specs.items():
+        if not isinstance(v, Var):
+            raise ModelError(f"variable `{k}` of `{typename}` must be a Var, got "
+                             f"{type(v).__name__}.")
     cls = NamedTuple(typename, [(name, Scalar) for name in specs])  # type: ignore[misc]
     cls._vars = MappingProxyType(dict(specs))
     return cls
@@ -116,6 +156,39 @@ def param(
     """
     meta = {"units": units, "bounds": bounds, "strict": strict, "doc": doc}
     return eqx.field(default=default, metadata=meta)
+
+
+def dimension(default: int, *, doc: str = "") -> Any:
+    """Declare a static size of a model (a number of cells, zones, layers).
+
+    Vector variables name it in ``Var(shape=...)``. Static: a new value compiles a new
+    program, and it is not a parameter (not estimated, not varied in an ensemble).
+
+    Parameters
+    ----------
+    default : int
+        Default size, at least 1.
+    doc : str
+        One-line description.
+    """
+    if isinstance(default, bool) or not isinstance(default, int) or default < 1:
+        raise ModelError(f"a dimension must be a positive int, got {default!r}.")
+    return eqx.field(default=default, static=True, metadata={"dimension": True, "doc": doc})
+
+
+def time_factor(from_unit: str, to_unit: str) -> Fraction:
+    """Exact factor converting a time in ``from_unit`` to ``to_unit`` (``h`` → ``min``: 60).
+
+    Raises
+    ------
+    ModelError
+        For a unit not in :data:`TIME_UNITS`.
+    """
+    for u in (from_unit, to_unit):
+        if u not in TIME_UNITS:
+            raise ModelError(f"unknown time unit {u!r}; expected one of "
+                             f"{', '.join(TIME_UNITS)}.")
+    return Fraction(TIME_UNITS[from_unit], TIME_UNITS[to_unit])
 
 
 def _is_symbolic(value: Any) -> bool:
@@ -174,33 +247,160 @@ def _check_array(what: str, name: str, arr: np.ndarray, value: Any, units: str, 
             raise ModelError(f"{what} `{name}` must be {op} {hi} [{units}], got {got:g} [{units}].")
 
 
+
+
+_NO_VARS = variables("NoVariables")
+
+# Layouts by model structure (type and static fields); see Model.layout.
+_LAYOUTS: dict[Any, Any] = {}
+
+
+def _overrides(cls: type, name: str) -> bool:
+    return getattr(cls, name) is not getattr(Model, name)
+
+
 class Model(eqx.Module):
     """Abstract base of unit models.
 
-    Subclasses are final, declare parameters as fields with :func:`param`, and set the
-    class variables ``name``, ``State``, ``Inputs``, ``Outputs`` and ``time_unit``.
+    A concrete subclass is final and declares parameters as fields with :func:`param`,
+    static sizes with :func:`dimension`, and the class variables ``State`` (required),
+    ``Inputs`` and ``Outputs`` (optional, made by :func:`variables`), ``Ports`` (optional:
+    physical connections, computed by :meth:`ports`), ``time_unit`` (one of
+    :data:`TIME_UNITS`) and ``name``. It implements ``rhs`` (continuous time) or ``step``
+    with a ``sample_time`` (discrete time), and ``measure`` when it has outputs. A class
+    whose name starts with ``Abstract`` is abstract and not checked. A missing piece fails
+    at class creation with a :class:`ModelError` naming it.
     """
 
     name: ClassVar[str]
+    _composite: ClassVar[bool] = False
     State: ClassVar[type]
-    Inputs: ClassVar[type]
-    Outputs: ClassVar[type]
+    Inputs: ClassVar[type] = _NO_VARS
+    Outputs: ClassVar[type] = _NO_VARS
+    Ports: ClassVar[type] = _NO_VARS
     time_unit: ClassVar[str]
+    #: Sample period of a discrete-time model [time_unit]; ``None`` for continuous time.
+    sample_time: ClassVar[float | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("Abstract") or cls.__dict__.get("_composite", False):
+            return
+        missing = [k for k in ("State", "time_unit") if not hasattr(cls, k)]
+        if not (_overrides(cls, "rhs") or _overrides(cls, "step")):
+            missing.append("rhs (or step)")
+        if missing:
+            raise ModelError(f"model class `{cls.__name__}` is missing "
+                             + ", ".join(f"`{m}`" for m in missing)
+                             + "; a concrete Model declares `State`, `time_unit` and `rhs` "
+                               "(or `step` with `sample_time`).")
+        if cls.time_unit not in TIME_UNITS:
+            raise ModelError(f"`time_unit` of `{cls.__name__}` must be one of "
+                             f"{', '.join(TIME_UNITS)}, got {cls.time_unit!r}.")
+        for attr in ("State", "Inputs", "Outputs", "Ports"):
+            typ = getattr(cls, attr)
+            if not hasattr(typ, "_vars"):
+                raise ModelError(f"`{attr}` of `{cls.__name__}` must be made by "
+                                 f"`variables(...)`, got {typ!r}.")
+        if not cls.State._vars:
+            raise ModelError(f"`State` of `{cls.__name__}` needs at least one variable.")
+        if cls.Outputs._vars and not _overrides(cls, "measure"):
+            raise ModelError(f"model class `{cls.__name__}` declares outputs but no "
+                             "`measure`.")
+        if cls.Ports._vars and not _overrides(cls, "ports"):
+            raise ModelError(f"model class `{cls.__name__}` declares ports but no `ports`.")
+        if _overrides(cls, "step") and not _overrides(cls, "rhs") and (
+                "sample_time" not in cls.__dict__ and "sample_time" not in
+                cls.__dict__.get("__annotations__", {})):
+            raise ModelError(f"discrete-time model `{cls.__name__}` needs a `sample_time` "
+                             f"[{cls.time_unit}].")
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__.lower()
 
     def rhs(self, t: Scalar, x: Any, u: Any, ops: Any) -> Any:
-        """Time derivative of the state, ``dx/dt`` [state units per ``time_unit``]."""
+        """Time derivative of the state, ``dx/dt`` [state units per ``time_unit``].
+
+        Parameters
+        ----------
+        t : scalar
+            Time [``time_unit``].
+        x : State
+            State values (scalars or vectors in the backend of ``ops``).
+        u : Inputs
+            Input values.
+        ops : Ops
+            The backend namespace (:mod:`processtwin.ops`).
+        """
+        raise NotImplementedError
+
+    def step(self, t: Scalar, x: Any, u: Any, dt: Any, ops: Any) -> Any:
+        """State one sample later, ``x[k+1]`` (discrete-time models).
+
+        Parameters
+        ----------
+        t : scalar
+            Time of ``x[k]`` [``time_unit``].
+        x, u : State, Inputs
+            State and inputs at sample ``k`` (inputs are held over the sample).
+        dt : scalar
+            The sample period, ``sample_time`` [``time_unit``].
+        ops : Ops
+            The backend namespace.
+        """
         raise NotImplementedError
 
     def measure(self, t: Scalar, x: Any, u: Any, ops: Any) -> Any:
-        """Measured outputs at state ``x`` and inputs ``u``."""
-        raise NotImplementedError
+        """Measured outputs at state ``x`` and inputs ``u`` (arguments as for ``rhs``)."""
+        return self.Outputs()
+
+    def ports(self, t: Scalar, x: Any, u: Any, ops: Any) -> Any:
+        """Values of the physical ports (arguments as for ``rhs``): what a
+        :class:`~processtwin.system.System` connects to other units' inputs."""
+        return self.Ports()
+
+    @property
+    def is_discrete(self) -> bool:
+        """Whether the model is a discrete-time map (``step`` with a ``sample_time``)."""
+        return self.sample_time is not None and _overrides(type(self), "step")
 
     def __check_init__(self) -> None:
         for info in self.parameters().values():
             check_value(
-                "parameter", info.name, getattr(self, info.name), info.units, info.bounds,
+                "parameter", info.name, self.get(info.name), info.units, info.bounds,
                 info.strict,
             )
+        if self.sample_time is not None and not (
+                isinstance(self.sample_time, int | float) and self.sample_time > 0):
+            raise ModelError(f"`sample_time` of `{self.name}` must be a positive number "
+                             f"[{self.time_unit}], got {self.sample_time!r}.")
+
+    # ---- layout -------------------------------------------------------------------------
+    def _layout_key(self) -> Any:
+        fields = type(self).__dataclass_fields__.values()
+        return (type(self), tuple((f.name, getattr(self, f.name)) for f in fields
+                                  if f.metadata.get("static")))
+
+    @property
+    def layout(self) -> Any:
+        """The resolved :class:`~processtwin.layout.Layout` of this model: every state,
+        input, output and port with its shape and slice of the flat vector."""
+        # methods called through the class: equinox wraps a method looked up on an
+        # instance into a bound-method Module (~10 µs), and this runs on every call
+        cls = type(self)
+        key = cls._layout_key(self)
+        out = _LAYOUTS.get(key)
+        if out is None:
+            out = _LAYOUTS[key] = cls._make_layout(self)
+        return out
+
+    def _make_layout(self) -> Any:
+        from .layout import Layout, resolve
+
+        dims: dict[str, int] = {}
+        groups = [resolve(getattr(self, a), w, self, dims=dims) for a, w in
+                  (("State", "state"), ("Inputs", "input"), ("Outputs", "output"),
+                   ("Ports", "port"))]
+        return Layout(*groups, dims)
 
     # ---- introspection --------------------------------------------------------------
     @classmethod
@@ -221,26 +421,44 @@ class Model(eqx.Module):
         type.__setattr__(cls, "_param_cache", proxy)
         return proxy
 
-    @classmethod
-    def states(cls) -> Mapping[str, Var]:
-        """Metadata of the states."""
-        return cls.State._vars
+    def states(self) -> Mapping[str, Var]:
+        """Metadata of the states by (dotted) name."""
+        return self.layout.states.vars
 
-    @classmethod
-    def inputs(cls) -> Mapping[str, Var]:
-        """Metadata of the inputs (manipulated and disturbance)."""
-        return cls.Inputs._vars
+    def inputs(self) -> Mapping[str, Var]:
+        """Metadata of the inputs (manipulated, disturbance, port) by name."""
+        return self.layout.inputs.vars
 
-    @classmethod
-    def outputs(cls) -> Mapping[str, Var]:
-        """Metadata of the measured outputs."""
-        return cls.Outputs._vars
+    def outputs(self) -> Mapping[str, Var]:
+        """Metadata of the measured outputs by name."""
+        return self.layout.outputs.vars
 
     def params(self) -> dict[str, Any]:
         """Current parameter values by name."""
-        return {k: getattr(self, k) for k in self.parameters()}
+        return {k: getattr(self, k) for k in type(self).parameters()}
+
+    def get(self, name: str) -> Any:
+        """Value of the parameter ``name`` (dotted inside a system)."""
+        known = type(self).parameters()
+        if name not in known:
+            raise ConfigError(f"unknown parameter `{name}` of model `{self.name}`"
+                              + suggest(name, known))
+        return getattr(self, name)
+
+    def _where(self, name: str) -> Any:
+        """Accessor of parameter ``name`` for :func:`equinox.tree_at`."""
+        return lambda m: getattr(m, name)
 
     # ---- construction helpers ---------------------------------------------------------
+    def with_params(self, values: Mapping[str, Any]) -> Model:
+        """Copy with parameters replaced, without validation: for values that are traced
+        (inside ``jit``/``grad``) or symbolic (CasADi), where bounds cannot be checked."""
+        if not values:
+            return self
+        names = list(values)
+        return eqx.tree_at(lambda m: [self._where(k)(m) for k in names], self,
+                           [values[k] for k in names])
+
     def replace(self, **values: Any) -> Model:
         """Return a copy with some parameters changed, validated against their bounds.
 
@@ -252,45 +470,39 @@ class Model(eqx.Module):
             For a value outside the parameter's bounds.
         """
         known = self.parameters()
-        for k in values:
+        for k, v in values.items():
             if k not in known:
                 raise ConfigError(f"unknown parameter `{k}` of model `{self.name}`"
                                   + suggest(k, known))
-        kw = self.params()
-        kw.update(values)
-        return type(self)(**kw)
+            info = known[k]
+            check_value("parameter", k, v, info.units, info.bounds, info.strict)
+        return self.with_params(values)
 
-    @classmethod
-    def state(cls, values: Mapping[str, Any] | Any | None = None, /, **kw: Any) -> Any:
-        """Build a validated ``State`` from defaults, a mapping/tuple and keywords."""
-        return cls._build(cls.State, "state", values, kw)
+    def state(self, values: Mapping[str, Any] | Any | None = None, /, **kw: Any) -> Any:
+        """Validated ``State`` tuple (numpy values) from defaults, a mapping by name, a
+        tuple or a flat sequence, and keywords."""
+        g = self.layout.states
+        return g.unravel(g.values(values, **kw), _numpy_ops())
 
-    @classmethod
-    def input_values(cls, values: Mapping[str, Any] | Any | None = None, /, **kw: Any) -> Any:
-        """Build a validated ``Inputs`` tuple of constants from defaults and overrides."""
-        return cls._build(cls.Inputs, "input", values, kw)
+    def input_values(self, values: Mapping[str, Any] | Any | None = None, /,
+                     **kw: Any) -> Any:
+        """Validated ``Inputs`` tuple of constants from defaults and overrides."""
+        g = self.layout.inputs
+        return g.unravel(g.values(values, **kw), _numpy_ops())
 
-    @classmethod
-    def _build(cls, typ: type, what: str, values: Any, kw: dict[str, Any]) -> Any:
-        specs: Mapping[str, Var] = typ._vars
-        merged = {k: v.default for k, v in specs.items()}
-        if values is not None:
-            if isinstance(values, tuple) and hasattr(values, "_fields"):
-                values = values._asdict()
-            elif not isinstance(values, Mapping):
-                seq = list(values)
-                if len(seq) != len(specs):
-                    raise ModelError(
-                        f"{what} of `{cls.name}` needs {len(specs)} values "
-                        f"({', '.join(specs)}), got {len(seq)}."
-                    )
-                values = dict(zip(specs, seq, strict=True))
-            kw = {**values, **kw}
-        for k, v in kw.items():
-            if k not in specs:
-                raise ConfigError(f"unknown {what} `{k}` of model `{cls.name}`"
-                                  + suggest(k, specs))
-            merged[k] = v
-        for k, spec in specs.items():
-            check_value(what, k, merged[k], spec.units, spec.bounds, spec.strict)
-        return typ(**merged)
+
+def parameter_info(model: Model) -> Mapping[str, ParamInfo]:
+    """Parameter metadata of a model instance (a unit's or a system's dotted names)."""
+    cls = type(model)
+    return cls.parameters(model) if cls._composite else cls.parameters()
+
+
+def parameter_values(model: Model) -> dict[str, Any]:
+    """Parameter values of a model instance by (dotted) name."""
+    return type(model).params(model)
+
+
+def _numpy_ops() -> Any:
+    from .ops import numpy_ops
+
+    return numpy_ops

@@ -5,7 +5,12 @@ same equations are traced by JAX, built as CasADi SX/MX expressions and written 
 expressions. Every namespace has the same members:
 
 ``exp, log, sqrt, tanh, abs, where(cond, a, b), gt(a, b), lt(a, b), maximum, minimum,
-smooth_max(a, b, eps), smooth_min(a, b, eps), concat(seq)``.
+smooth_max(a, b, eps), smooth_min(a, b, eps), concat(seq)``, and for vector variables
+(1-D: JAX/NumPy arrays, CasADi column vectors, :class:`PyomoVector` lists)
+``index(x, i), shift(x, k, fill), sum(x), dot(a, b), matvec(A, x), full(n, value)``.
+Elementwise arithmetic (``+ - * / **``) and the functions above act element by element
+on vectors in every backend; ``matvec`` takes a constant matrix (a NumPy array), so its
+structural zeros stay zeros in CasADi's and Pyomo's sparsity.
 
 ``smooth_max(a, b, eps) = (a + b + sqrt((a - b)**2 + eps**2)) / 2`` is a twice
 differentiable approximation of ``max`` for optimisers (error at most ``eps/2``).
@@ -17,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Ops", "casadi_ops", "jax_ops", "numpy_ops", "pyomo_ops"]
+__all__ = ["Ops", "PyomoVector", "casadi_ops", "jax_ops", "numpy_ops", "pyomo_ops"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,53 @@ class Ops:
     maximum: Callable[[Any, Any], Any]
     minimum: Callable[[Any, Any], Any]
     concat: Callable[[Sequence[Any]], Any]
+    sum: Callable[[Any], Any]
+    _take: Callable[[Any, int, int], Any]
+    _join: Callable[[Sequence[Any]], Any]
+    _full: Callable[[int, Any], Any]
+    _matvec: Callable[[Any, Any], Any]
+
+    def index(self, x: Any, i: int) -> Any:
+        """Element ``i`` of the vector ``x`` (a static int; negative counts from the end)."""
+        return x[int(i)]
+
+    def full(self, n: int, value: Any) -> Any:
+        """A vector of ``n`` copies of the scalar ``value``."""
+        return self._full(int(n), value)
+
+    def shift(self, x: Any, k: int = 1, fill: Any = 0.0) -> Any:
+        """Neighbours along a vector: ``y[i] = x[i - k]``, ``fill`` where ``i - k`` is
+        outside ``x``.
+
+        ``shift(T, 1, T_in)`` is each cell's upstream neighbour (the first cell's is the
+        inlet), ``shift(T, -1, T[-1])`` its downstream neighbour with a zero-gradient end:
+        the stencils of upwind and finite-volume schemes. ``k`` is a static int with
+        ``|k| <`` the length of ``x``.
+        """
+        n = _length(x)
+        k = int(k)
+        if k == 0:
+            return x
+        if abs(k) >= n:
+            raise ValueError(f"`shift` by {k} of a vector of length {n}.")
+        if k > 0:
+            return self._join([self._full(k, fill), self._take(x, 0, n - k)])
+        return self._join([self._take(x, -k, n), self._full(-k, fill)])
+
+    def dot(self, a: Any, b: Any) -> Any:
+        """Inner product of two vectors of equal length."""
+        return self.sum(a * b)
+
+    def matvec(self, A: Any, x: Any) -> Any:
+        """Product ``A @ x`` of a constant matrix ``A`` (NumPy, shape (m, n)) and a vector
+        ``x`` of length n."""
+        import numpy as np
+
+        A = np.asarray(A, dtype=float)
+        if A.ndim != 2 or A.shape[1] != _length(x):
+            raise ValueError(f"`matvec`: matrix of shape {A.shape} and a vector of length "
+                             f"{_length(x)}.")
+        return self._matvec(A, x)
 
     def smooth_max(self, a: Any, b: Any, eps: float = 1e-6) -> Any:
         """Smooth maximum of ``a`` and ``b`` with width ``eps`` (same units as a, b)."""
@@ -64,7 +116,12 @@ def _make_jax() -> Ops:
         lt=jnp.less,
         maximum=jnp.maximum,
         minimum=jnp.minimum,
-        concat=lambda xs: jnp.stack([jnp.asarray(x) for x in xs]),
+        concat=lambda xs: jnp.concatenate([jnp.reshape(jnp.asarray(x), (-1,)) for x in xs]),
+        sum=jnp.sum,
+        _take=lambda x, a, b: x[a:b],
+        _join=lambda xs: jnp.concatenate([jnp.reshape(jnp.asarray(x), (-1,)) for x in xs]),
+        _full=lambda n, v: jnp.broadcast_to(jnp.asarray(v), (n,)),
+        _matvec=lambda A, x: jnp.asarray(A, dtype=x.dtype) @ x,
     )
 
 
@@ -83,7 +140,12 @@ def _make_numpy() -> Ops:
         lt=np.less,
         maximum=np.maximum,
         minimum=np.minimum,
-        concat=lambda xs: np.stack([np.asarray(x) for x in xs]),
+        concat=lambda xs: np.concatenate([np.reshape(np.asarray(x), (-1,)) for x in xs]),
+        sum=np.sum,
+        _take=lambda x, a, b: x[a:b],
+        _join=lambda xs: np.concatenate([np.reshape(np.asarray(x), (-1,)) for x in xs]),
+        _full=lambda n, v: np.full(n, v, dtype=float),
+        _matvec=lambda A, x: A @ x,
     )
 
 
@@ -103,7 +165,21 @@ def _make_casadi() -> Ops:
         maximum=ca.fmax,
         minimum=ca.fmin,
         concat=lambda xs: ca.vertcat(*xs),
+        sum=ca.sum1,
+        _take=lambda x, a, b: x[a:b],
+        _join=lambda xs: ca.vertcat(*xs),
+        _full=lambda n, v: ca.repmat(v, n, 1),
+        _matvec=_casadi_matvec,
     )
+
+
+def _casadi_matvec(A: Any, x: Any) -> Any:
+    import casadi as ca
+    import numpy as np
+
+    rows, cols = np.nonzero(A)
+    sp = ca.Sparsity.triplet(A.shape[0], A.shape[1], rows.tolist(), cols.tolist())
+    return ca.mtimes(ca.DM(sp, A[rows, cols].tolist()), x)
 
 
 def _make_pyomo() -> Ops:
@@ -112,20 +188,123 @@ def _make_pyomo() -> Ops:
     def where(c: Any, a: Any, b: Any) -> Any:
         return pyo.Expr_if(IF=c, THEN=a, ELSE=b)
 
+    def ge(a: Any, b: Any) -> Any:  # Pyomo has no strict relational in expressions
+        return a >= b
+
+    def le(a: Any, b: Any) -> Any:
+        return a <= b
+
+    def concat(xs: Sequence[Any]) -> PyomoVector:
+        out: list[Any] = []
+        for x in xs:
+            out.extend(x.items if isinstance(x, PyomoVector) else [x])
+        return PyomoVector(out)
+
+    def matvec(A: Any, x: Any) -> PyomoVector:
+        items = list(x)
+        return PyomoVector([sum(float(A[i, j]) * items[j] for j in range(A.shape[1])
+                                if A[i, j] != 0) for i in range(A.shape[0])])
+
     return Ops(
         name="pyomo",
-        exp=pyo.exp,
-        log=pyo.log,
-        sqrt=pyo.sqrt,
-        tanh=pyo.tanh,
-        abs=abs,
-        where=where,
-        gt=lambda a, b: a >= b,  # Pyomo has no strict relational in expressions
-        lt=lambda a, b: a <= b,
-        maximum=lambda a, b: where(a >= b, a, b),
-        minimum=lambda a, b: where(a <= b, a, b),
-        concat=list,
+        exp=_elementwise(pyo.exp),
+        log=_elementwise(pyo.log),
+        sqrt=_elementwise(pyo.sqrt),
+        tanh=_elementwise(pyo.tanh),
+        abs=_elementwise(abs),
+        where=_elementwise(where),
+        gt=_elementwise(ge),
+        lt=_elementwise(le),
+        maximum=_elementwise(lambda a, b: where(a >= b, a, b)),
+        minimum=_elementwise(lambda a, b: where(a <= b, a, b)),
+        concat=concat,
+        sum=lambda x: sum(list(x)),
+        _take=lambda x, a, b: PyomoVector(list(x)[a:b]),
+        _join=concat,
+        _full=lambda n, v: PyomoVector([v] * n),
+        _matvec=matvec,
     )
+
+
+def _length(x: Any) -> int:
+    if hasattr(x, "numel") and hasattr(x, "size1"):  # CasADi
+        return int(x.numel())
+    if hasattr(x, "shape"):
+        return int(x.shape[0])
+    return len(x)
+
+
+def _elementwise(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Apply ``f`` element by element when any argument is a :class:`PyomoVector`."""
+    def g(*args: Any) -> Any:
+        n = next((len(a) for a in args if isinstance(a, PyomoVector)), None)
+        if n is None:
+            return f(*args)
+        cols = [a.items if isinstance(a, PyomoVector) else [a] * n for a in args]
+        return PyomoVector([f(*row) for row in zip(*cols, strict=True)])
+
+    return g
+
+
+class PyomoVector:
+    """A vector of Pyomo expressions with elementwise arithmetic (the Pyomo counterpart
+    of a 1-D array). Iterate or index it to get the expressions."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return PyomoVector(self.items[i])
+        return self.items[i]
+
+    def _op(self, other: Any, f: Callable[[Any, Any], Any]) -> PyomoVector:
+        if isinstance(other, PyomoVector):
+            if len(other) != len(self):
+                raise ValueError(f"vectors of length {len(self)} and {len(other)}.")
+            return PyomoVector([f(a, b) for a, b in zip(self.items, other.items, strict=True)])
+        return PyomoVector([f(a, other) for a in self.items])
+
+    def __add__(self, o: Any) -> PyomoVector:
+        return self._op(o, lambda a, b: a + b)
+
+    def __radd__(self, o: Any) -> PyomoVector:
+        return self._op(o, lambda a, b: b + a)
+
+    def __sub__(self, o: Any) -> PyomoVector:
+        return self._op(o, lambda a, b: a - b)
+
+    def __rsub__(self, o: Any) -> PyomoVector:
+        return self._op(o, lambda a, b: b - a)
+
+    def __mul__(self, o: Any) -> PyomoVector:
+        return self._op(o, lambda a, b: a * b)
+
+    def __rmul__(self, o: Any) -> PyomoVector:
+        return self._op(o, lambda a, b: b * a)
+
+    def __truediv__(self, o: Any) -> PyomoVector:
+        return self._op(o, lambda a, b: a / b)
+
+    def __rtruediv__(self, o: Any) -> PyomoVector:
+        return self._op(o, lambda a, b: b / a)
+
+    def __pow__(self, o: Any) -> PyomoVector:
+        return self._op(o, lambda a, b: a**b)
+
+    def __neg__(self) -> PyomoVector:
+        return PyomoVector([-a for a in self.items])
+
+    def __repr__(self) -> str:
+        return f"PyomoVector({self.items!r})"
 
 
 class _Lazy:

@@ -20,7 +20,7 @@ Interpolation = Literal["hold", "linear"]
 
 
 class Signal(eqx.Module):
-    """A scalar input signal of time.
+    """An input signal of time (a scalar, or a vector for a vector input).
 
     ``"hold"``: value ``values[i]`` on ``[times[i], times[i+1])`` (zero-order hold, the last
     value holds forever, the first before ``times[0]``). ``"linear"``: linear
@@ -30,8 +30,9 @@ class Signal(eqx.Module):
     ----------
     times : array, shape (K,)
         Knot times, strictly increasing, in the model's time unit.
-    values : array, shape (K,)
-        Values at the knots, in the input's units.
+    values : array, shape (K,) or (n, K)
+        Values at the knots, in the input's units; ``(n, K)`` for a vector input of
+        length n (the knot axis is last).
     interpolation : {"hold", "linear"}
         How to fill between knots.
     """
@@ -51,7 +52,7 @@ class Signal(eqx.Module):
         if self.interpolation == "linear":
             i = jnp.clip(n_le - 1, 0, k - 2)
             t_a, t_b = self.times[i], self.times[i + 1]
-            v_a, v_b = self.values[i], self.values[i + 1]
+            v_a, v_b = self.values[..., i], self.values[..., i + 1]
             frac = jnp.clip((t - t_a) / (t_b - t_a), 0.0, 1.0)
             return v_a + frac * (v_b - v_a)
         return self.values[jnp.clip(n_le - 1, 0, k - 1)]
@@ -83,6 +84,7 @@ def _from_dataarray(da: Any) -> Signal:
     if "time" not in da.coords:
         raise DataError(f"input `{da.name}` needs a `time` coordinate, got dims {da.dims}.")
     kind = da.attrs.get("interpolation", "linear")
+    da = da.transpose(..., "time")  # the knot axis last (a vector input: (n, K))
     return Signal(_asarray(da["time"].values), _asarray(da.values), kind)
 
 
@@ -127,51 +129,85 @@ def _cached_constant(v: float) -> Signal:
     return Signal(times, values, "hold")
 
 
-def as_inputs(model: type[Model] | Model, inputs: Any = None) -> Any:
-    """Normalise user inputs to the model's ``Inputs`` tuple of :class:`Signal`.
+def as_inputs(model: Model, inputs: Any = None, *, batch: bool = False) -> tuple[Signal, ...]:
+    """Normalise user inputs to one :class:`Signal` per input of the model's layout.
 
     Parameters
     ----------
     model : Model
-        The model (class or instance).
+        The model instance.
     inputs : mapping, Inputs tuple or None
-        Per input name: a number (constant), a :class:`Signal`, or an ``xarray.DataArray``
-        with a ``time`` coordinate (attribute ``interpolation``: ``"linear"`` default or
-        ``"hold"``). Missing inputs take their nominal default.
+        Per input (dotted) name: a number (constant), an array (a vector input's constant
+        values, or with ``batch`` one value per scenario), a :class:`Signal`, or an
+        ``xarray.DataArray`` with a ``time`` coordinate (attribute ``interpolation``:
+        ``"linear"`` default or ``"hold"``). Missing inputs take their nominal default.
+    batch : bool
+        Leading scenario axes are allowed (:func:`~processtwin.simulate.ensemble`).
+
+    Returns
+    -------
+    tuple of Signal
+        In the order of ``model.layout.inputs.leaves``; a vector input's values have the
+        shape ``(..., n, K)``.
 
     Raises
     ------
     ConfigError
-        Unknown input name.
+        Unknown input name, or arrays of the wrong shape.
     DataError
         Non-finite values, decreasing knot times or values outside the input's bounds.
     """
-    specs = model.Inputs._vars
+    group = model.layout.inputs
     if inputs is None:
         given: dict[str, Any] = {}
     elif isinstance(inputs, tuple) and hasattr(inputs, "_fields"):
-        given = inputs._asdict()
+        given = dict(zip(group.names, group.leaf_values(inputs), strict=True))
     elif isinstance(inputs, Mapping):
         given = dict(inputs)
     else:
         raise ConfigError(f"`inputs` must be a mapping of input name to value, got "
                           f"{type(inputs).__name__}.")
     for k in given:
-        if k not in specs:
-            raise ConfigError(f"unknown input `{k}` of model `{model.name}`" + suggest(k, specs))
-    out = {}
-    for k, spec in specs.items():
+        if k not in group:
+            raise ConfigError(f"unknown input `{k}` of model `{model.name}`"
+                              + suggest(k, group.names))
+    out = []
+    for leaf in group.leaves:
+        spec = leaf.var
+        k = leaf.name
         v = given.get(k, spec.default)
         if isinstance(v, Signal):
             sig = v
         elif hasattr(v, "coords") and hasattr(v, "dims"):
             sig = _from_dataarray(v)
-        elif type(v) in SCALARS and scalar_ok(float(v), spec.bounds, spec.strict):
-            out[k] = _cached_constant(float(v))  # the common case, validated and reused
+        elif type(v) in SCALARS and scalar_ok(float(v), spec.bounds, spec.strict) and (
+                not leaf.shape):
+            out.append(_cached_constant(float(v)))  # the common case, validated and reused
             continue
         else:
             arr = _asarray(v)
-            sig = Signal(np.zeros(arr.shape + (1,)), arr[..., None], "hold")
+            sig = Signal(np.zeros(1), arr[..., None], "hold")
+        if leaf.shape:
+            sig = _vector_signal(k, sig, leaf.shape, batch)
+        elif not batch and np.ndim(sig.values) != 1:
+            raise ConfigError(f"input `{k}` is a scalar [{spec.units}], got values of shape "
+                              f"{np.shape(sig.values)[:-1]} per knot; `simulate` runs one "
+                              "scenario (use `ensemble` for arrays of values).")
         _validate(k, sig, spec.units, spec.bounds, spec.strict)
-        out[k] = sig
-    return model.Inputs(**out)
+        out.append(sig)
+    return tuple(out)
+
+
+def _vector_signal(name: str, sig: Signal, shape: tuple[int, ...], batch: bool) -> Signal:
+    """A vector input's signal with values ``(..., n, K)``; a scalar series is shared by
+    every element."""
+    values = sig.values
+    n = shape[0]
+    if np.ndim(values) == 1:  # one series for every element
+        values = (jnp.broadcast_to(values, (n, values.shape[-1]))
+                  if isinstance(values, jax.Array | jax.core.Tracer)
+                  else np.broadcast_to(values, (n, values.shape[-1])))
+    elif np.shape(values)[-2] != n or (not batch and np.ndim(values) != 2):
+        raise ConfigError(f"input `{name}` is a vector of length {n}; got values of shape "
+                          f"{np.shape(values)[:-1]} per knot.")
+    return Signal(sig.times, values, sig.interpolation)

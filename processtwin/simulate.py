@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _tsit5
-from ._solve import _STAT_KEYS, SOLVERS, _solve_batch_jit
-from .errors import ConfigError, DataError, SolverError, suggest
-from .model import Model
+from ._solve import _STAT_KEYS, SOLVERS, _solve_batch_jit, _solve_discrete_jit
+from .errors import ConfigError, DataError, ModelError, SolverError, suggest
+from .model import Model, check_value
+from .ops import jax_ops
 from .signals import Signal, as_inputs
 
 __all__ = ["SimulationResult", "ensemble", "simulate", "trajectory"]
@@ -75,14 +76,22 @@ def trajectory(
     Pure and jit/vmap/grad friendly: use it inside ``jax.grad`` to differentiate an outcome
     with respect to the model's parameters (the model is a pytree), the initial state or
     the values of input :class:`~processtwin.signals.Signal`\\ s. Arguments as for
-    :func:`simulate`; no validation happens here beyond what is static.
+    :func:`simulate` (``x0`` a mapping by name or a ``State`` tuple, values may be
+    traced); no validation happens here beyond what is static. Scalar states come back
+    as arrays over ``t``, vector states as arrays ``(time, n)``.
     """
     _check_options(solver, rtol, atol, dt)
     signals = as_inputs(model, inputs)
-    y0 = jnp.stack([jnp.asarray(v, dtype=float) for v in model.State(*x0)])
-    ys = _solve_batch_jit(model, y0, signals, jnp.asarray(t, dtype=float), solver=solver,
-                          rtol=rtol, atol=atol, dt=dt, max_steps=max_steps, reverse=True)[0]
-    return model.State(*(ys[0, :, i] for i in range(ys.shape[-1])))
+    lay = model.layout
+    y0 = jnp.asarray(lay.states.assemble(x0, jax_ops), dtype=float)
+    ts = jnp.asarray(t, dtype=float)
+    if model.is_discrete:
+        k_out, n_steps = _sample_indices(model, np.asarray(t, dtype=float))
+        ys = _solve_discrete_jit(model, y0, signals, ts, k_out, n_steps=n_steps)[0]
+    else:
+        ys = _solve_batch_jit(model, y0, signals, ts, solver=solver, rtol=rtol, atol=atol,
+                              dt=dt, max_steps=max_steps, reverse=True)[0]
+    return lay.states.unravel(ys[0], jax_ops)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,8 +105,9 @@ class SimulationResult:
     t : ndarray
         Output times [model time unit].
     states, inputs, outputs : ndarray
-        Arrays of shape ``(scenario, time, n)``; the scenario axis has length 1 for
-        :func:`simulate`.
+        Flat arrays of shape ``(scenario, time, n)`` in the order of the model's layout
+        (``model.layout``); the scenario axis has length 1 for :func:`simulate`. Read a
+        variable by name with ``result[name]`` or from :attr:`data`.
     stats : dict
         ``num_steps``, ``num_accepted_steps``, ``num_rejected_steps``, ``wall_time_s``,
         ``solver``, ``rtol``, ``atol``.
@@ -115,17 +125,19 @@ class SimulationResult:
     is_ensemble: bool = False
 
     def __getitem__(self, name: str) -> np.ndarray:
-        """Trajectory of a state, output (``out:`` prefix optional) or input by name."""
-        for arr, specs in ((self.states, self.model.states()),
-                           (self.inputs, self.model.inputs())):
-            if name in specs:
-                col = np.asarray(arr)[..., list(specs).index(name)]
-                return col if self.is_ensemble else col[0]
+        """Trajectory of a state, input or output (``out:`` prefix optional) by (dotted)
+        name: ``(time,)`` for a scalar, ``(time, n)`` for a vector; an ensemble adds a
+        leading ``scenario`` axis."""
+        lay = self.model.layout
         key = name.removeprefix("out:")
-        if key in self.model.outputs():
-            col = np.asarray(self.outputs)[..., list(self.model.outputs()).index(key)]
-            return col if self.is_ensemble else col[0]
-        known = [*self.model.states(), *self.model.inputs()]
+        for arr, group, nm in ((self.states, lay.states, name), (self.inputs, lay.inputs, name),
+                               (self.outputs, lay.outputs, key)):
+            if nm in group and not (nm is name and name.startswith("out:")):
+                leaf = group.by_name[nm]
+                a = np.asarray(arr)
+                col = a[..., leaf.start] if not leaf.shape else a[..., leaf.start:leaf.stop]
+                return col if self.is_ensemble else col[0]
+        known = [*lay.states.names, *lay.inputs.names, *lay.outputs.names]
         raise ConfigError(f"no variable `{name}` in the result" + suggest(name, known))
 
     @cached_property
@@ -136,25 +148,58 @@ class SimulationResult:
         return to_dataset(self)
 
 
+def _scenario_x0(model: Model, x0: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Initial states of an ensemble: ``(n, nx)`` (n = 1 when shared) and the varied ones."""
+    group = model.layout.states
+    if x0 is None:
+        given: dict[str, Any] = {}
+    elif isinstance(x0, tuple) and hasattr(x0, "_fields"):
+        given = dict(zip(group.names, group.leaf_values(x0), strict=True))
+    elif isinstance(x0, Mapping):
+        given = dict(x0)
+    else:
+        raise ConfigError(f"`x0` must be a mapping of state name to value, got "
+                          f"{type(x0).__name__}.")
+    cols, varied, n = [], {}, None
+    for k in given:
+        group.leaf(k)
+    for leaf in group.leaves:
+        v = np.asarray(given.get(leaf.name, leaf.var.default), dtype=float)
+        check_value("state", leaf.name, v, leaf.var.units, leaf.var.bounds, leaf.var.strict)
+        base = len(leaf.shape)
+        if v.ndim == base + 1:
+            varied[leaf.name] = v
+            if n is not None and v.shape[0] != n:
+                raise ConfigError(f"scenario arrays disagree in length: state `{leaf.name}` "
+                                  f"has {v.shape[0]}, others {n}.")
+            n = v.shape[0]
+        elif v.ndim != base and not (leaf.shape and v.ndim == 0):
+            raise ModelError(f"state `{leaf.name}` of `{model.name}` has shape {leaf.shape}; "
+                             f"got an array of shape {v.shape}.")
+        cols.append(v)
+    n = n or 1
+    y0 = np.concatenate([np.broadcast_to(v if v.ndim == len(lf.shape) + 1 else v[None],
+                                         (n, *lf.shape)).reshape(n, lf.size)
+                         if lf.shape else np.broadcast_to(v, (n,))[:, None]
+                         for v, lf in zip(cols, group.leaves, strict=True)], axis=1)
+    return y0, varied
+
+
 def _broadcast_scenarios(model: Model, x0: Any, inputs: Any, params: Mapping | None):
     """Validate and broadcast everything to a leading scenario axis of common length."""
     params = dict(params or {})
     model = model.replace(**params) if params else model
-    signals = as_inputs(model, inputs)
-    x0s = model.state(x0)
+    signals = as_inputs(model, inputs, batch=True)
+    y0_n, x0_varied = _scenario_x0(model, x0)
     sizes: dict[str, int] = {}
-
-    def note(name, arr, batch_ndim):
-        arr = np.asarray(arr)
-        if arr.ndim > batch_ndim:
-            sizes[name] = arr.shape[0]
-
     for k, v in params.items():
-        note(f"parameter `{k}`", v, 0)
-    for k, v in x0s._asdict().items():
-        note(f"state `{k}`", v, 0)
-    for k, s in signals._asdict().items():
-        note(f"input `{k}`", s.values, 1)
+        if np.ndim(v) > 0:
+            sizes[f"parameter `{k}`"] = np.shape(v)[0]
+    for k, v in x0_varied.items():
+        sizes[f"state `{k}`"] = v.shape[0]
+    for leaf, s in zip(model.layout.inputs.leaves, signals, strict=True):
+        if np.ndim(s.values) > len(leaf.shape) + 1:
+            sizes[f"input `{leaf.name}`"] = np.shape(s.values)[0]
     n_set = set(sizes.values())
     if len(n_set) > 1:
         raise ConfigError("scenario arrays disagree in length: "
@@ -165,21 +210,37 @@ def _broadcast_scenarios(model: Model, x0: Any, inputs: Any, params: Mapping | N
         return np.broadcast_to(np.asarray(a, dtype=float), (n, *tail))
 
     model_b = jax.tree.map(lambda a: bc(a), model)
-    y0 = np.stack([bc(v) for v in x0s], axis=-1)
-    sig_b = type(signals)(*(Signal(bc(s.times, s.times.shape[-1:]),
-                                   bc(s.values, s.values.shape[-1:]), s.interpolation)
-                            for s in signals))
+    y0 = np.broadcast_to(y0_n, (n, y0_n.shape[1]))
+    sig_b = tuple(Signal(bc(s.times, s.times.shape[-1:]),
+                         bc(s.values, (*leaf.shape, s.values.shape[-1])), s.interpolation)
+                  for leaf, s in zip(model.layout.inputs.leaves, signals, strict=True))
     scen = {k: np.broadcast_to(np.asarray(v, dtype=float), (n,)) for k, v in params.items()
             if np.ndim(v) > 0}
-    for k, v in x0s._asdict().items():
-        if np.ndim(v) > 0:
-            scen[f"{k}_0"] = np.asarray(v, dtype=float)
+    for k, v in x0_varied.items():
+        scen[f"{k}_0"] = v
     return model, model_b, y0, sig_b, n, scen
 
 
-def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps):
-    out = _solve_batch_jit(model_b, y0, sig_b, ts, solver=solver, rtol=rtol,
-                           atol=atol, dt=dt, max_steps=max_steps)
+def _sample_indices(model: Model, ts: np.ndarray) -> tuple[np.ndarray, int]:
+    """Sample numbers of the output times of a discrete-time model (on its grid)."""
+    dt = float(model.sample_time)
+    k = (ts - ts[0]) / dt
+    k_int = np.rint(k)
+    bad = np.flatnonzero(np.abs(k - k_int) > 1e-9 * np.maximum(1.0, np.abs(k)))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"`t` must lie on the sample grid of discrete-time model "
+                        f"`{model.name}` (every {dt:g} {model.time_unit} from t[0]={ts[0]:g}); "
+                        f"t[{i}]={ts[i]:g} is not.")
+    return k_int.astype(np.int32), int(k_int[-1])
+
+
+def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps, discrete=None):
+    if discrete is not None:
+        out = _solve_discrete_jit(model_b, y0, sig_b, ts, discrete[0], n_steps=discrete[1])
+    else:
+        out = _solve_batch_jit(model_b, y0, sig_b, ts, solver=solver, rtol=rtol,
+                               atol=atol, dt=dt, max_steps=max_steps)
     ys, us, outs, info = out
     code, *stats = np.asarray(info).tolist()  # one read-back: status and step counts
     if code != _tsit5.OK:
@@ -290,14 +351,15 @@ def _simulate(model, x0, inputs, t, params, solver, rtol, atol, dt, max_steps, *
     _require_x64(rtol)
     ts = _check_times(t, model.time_unit)
     start = _time.perf_counter()
+    disc = _sample_indices(model, ts) if model.is_discrete else None
+    if disc is not None:
+        solver = "discrete"
     if not ensemble:
         model = model.replace(**params) if params else model
         signals = as_inputs(model, inputs)
-        y0 = np.array(model.state(x0), dtype=float)
-        if y0.ndim != 1 or any(np.ndim(s.values) != 1 for s in signals):
-            raise ConfigError("`simulate` runs one scenario; use `ensemble` for arrays of "
-                              "values.")
-        ys, us, outs, stats = _run(model, y0, signals, ts, solver, rtol, atol, dt, max_steps)
+        y0 = model.layout.states.values(x0)
+        ys, us, outs, stats = _run(model, y0, signals, ts, solver, rtol, atol, dt, max_steps,
+                                   disc)
         stats.update(wall_time_s=_time.perf_counter() - start, solver=solver, rtol=rtol,
                      atol=atol, scenarios=1)
         return SimulationResult(model, ts, ys, us, outs, stats, {}, False)
@@ -313,7 +375,8 @@ def _simulate(model, x0, inputs, t, params, solver, rtol, atol, dt, max_steps, *
         idx = np.minimum(np.arange(lo, lo + size), n - 1)  # pad the last chunk
         args = (model_b, y0, sig_b) if size == n else jax.tree.map(
             lambda a, idx=idx: a[idx], (model_b, y0, sig_b))
-        parts.append((min(size, n - lo), _run(*args, ts, solver, rtol, atol, dt, max_steps)))
+        parts.append((min(size, n - lo), _run(*args, ts, solver, rtol, atol, dt, max_steps,
+                                              disc)))
     if len(parts) == 1:
         ys, us, outs, stats = parts[0][1]
     else:

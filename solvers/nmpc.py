@@ -11,6 +11,7 @@ import xarray as xr
 
 from processtwin.errors import ConfigError, SolverError
 from processtwin.model import Model
+from processtwin.ops import numpy_ops
 
 from .golden import OBJECTIVES
 from .ocp import OCP, OCPResult
@@ -188,12 +189,12 @@ class BatchNMPC:
                       ) -> tuple[float, list[str]]:
         """Predicted outcome if the current feed is held to the end (RK4 on the same grid),
         and the constraints that would break."""
-        x0 = np.array([float(x.get(s, 0.0)) for s in ocp.states])
-        traj = ocp._initial_guess(x0, np.full((1, 1), float(np.clip(u_now, 0, self.F_max))))
-        last = ocp.model.State(*traj[-1])
+        x0 = ocp.x0_vector()
+        traj = ocp.simulate_guess(x0, np.full((1, 1), float(np.clip(u_now, 0, self.F_max))))
+        last = ocp.model.layout.states.unravel(traj[-1], numpy_ops)
         units = ocp.model.states()
         violations = []
-        X = traj[:, ocp.states.index("X")]
+        X = traj[:, ocp.model.layout.states.leaf("X").start]
         if self.X_max is not None and X.max() > self.X_max * (1 + 1e-6):
             violations.append(f"`X` ≤ {self.X_max:g} {units['X'].units} (up to "
                               f"{X.max():.4g})")

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from processtwin.errors import ConfigError, SolverError, suggest
-from processtwin.model import Model
+from processtwin.model import Model, parameter_info
 
 from .transcription import initial_guess, plan_dataset, transcribe
 
@@ -100,20 +100,37 @@ class OCP:
         if not horizon > 0 or intervals < 1:
             raise ConfigError(f"`horizon` must be > 0 and `intervals` ≥ 1, got {horizon}, "
                               f"{intervals}.")
-        inputs = model.inputs()
+        lay = model.layout
+        inputs = lay.inputs
         if controls is None:
-            controls = tuple(k for k, v in inputs.items() if v.kind == "manipulated")
+            controls = tuple(lf.name for lf in inputs.leaves if lf.var.kind == "manipulated")
         for c in controls:
             if c not in inputs:
-                raise ConfigError(f"unknown control `{c}`" + suggest(c, inputs))
+                raise ConfigError(f"unknown control `{c}`" + suggest(c, inputs.names))
         self.model, self.T, self.N = model, float(horizon), int(intervals)
         self.h = self.T / self.N
         self.controls = tuple(controls)
         self.method, self.degree, self.substeps = method, int(degree), int(substeps)
         self.M = self.N if control_horizon is None else max(1, min(int(control_horizon),
                                                                   self.N))
-        self.states = tuple(model.states())
-        self.outputs = tuple(model.outputs())
+        self.states = lay.states.names
+        self.outputs = lay.outputs.names
+        #: Control → its slice of the control vector of one interval.
+        self.control_slots: dict[str, slice] = {}
+        pos = 0
+        for c in self.controls:
+            n = inputs.leaf(c).size
+            self.control_slots[c] = slice(pos, pos + n)
+            pos += n
+        self.nu = pos
+        if model.is_discrete:
+            ratio = self.h / model.sample_time
+            if abs(ratio - round(ratio)) > 1e-9 * max(ratio, 1.0) or round(ratio) < 1:
+                raise ConfigError(f"the control interval {self.h:g} {model.time_unit} of "
+                                  f"discrete-time model `{model.name}` must be a multiple of "
+                                  f"its sample time {model.sample_time:g} {model.time_unit}.")
+            method = "discrete"
+            self.method = method
         # problem data, filled by the set-up methods below
         self.x0: dict[str, float] = {}
         self.u_bounds: dict[str, Bounds] = {}
@@ -127,14 +144,13 @@ class OCP:
         self.stage: Callable[..., Any] | None = None
         self.du_weight: dict[str, float] = {}
         # parameters that are NLP parameters (changed between solves without rebuilding)
-        params = model.parameters()
+        params = parameter_info(model)
         for k in runtime:
             if k not in params:
                 raise ConfigError(f"unknown runtime parameter `{k}`" + suggest(k, params))
         self.runtime = tuple(runtime)
-        self.runtime_values = {k: float(getattr(model, k)) for k in self.runtime}
-        self._P: Any = None
-        self._steps: list[Any] | None = None
+        self.runtime_values = {k: float(model.get(k)) for k in self.runtime}
+        self.steps: list[Any] | None = None  # interval maps, built with the NLP
         self._compiled: dict[bool, Any] = {}
         self._prob: dict[str, Any] | None = None
         self._last_w: np.ndarray | None = None
@@ -144,9 +160,11 @@ class OCP:
         if name not in where:
             raise ConfigError(f"unknown {what} `{name}`" + suggest(name, where))
 
-    def initial_state(self, **x0: float) -> OCP:
-        """Fix the initial state (missing states take the model's defaults)."""
-        self.x0 = dict(self.model.state(x0)._asdict())
+    def initial_state(self, x0: Mapping[str, Any] | None = None, /, **kw: Any) -> OCP:
+        """Fix the initial state: a mapping by (dotted) name and/or keywords; missing
+        states take the model's defaults [state units]."""
+        group = self.model.layout.states
+        self.x0 = group.to_dict(group.values(x0, **kw))
         return self
 
     def bound_input(self, name: str, lower: float | None = None, upper: float | None = None,
@@ -165,7 +183,7 @@ class OCP:
         return self
 
     def _invalidate(self) -> None:
-        self._compiled, self._prob, self._steps = {}, None, None
+        self._compiled, self._prob, self.steps = {}, None, None
 
     def constrain(self, name: str, lower: float | None = None, upper: float | None = None, *,
                   terminal: bool = False, soft: float | None = None) -> OCP:
@@ -183,14 +201,14 @@ class OCP:
 
     def disturbance(self, name: str, values: Any) -> OCP:
         """Disturbance input: a constant or one value per interval (a forecast)."""
-        self._check_name(name, tuple(self.model.inputs()), "input")
+        self._check_name(name, self.model.layout.inputs.names, "input")
         self.disturbances[name] = values
         self._invalidate()
         return self
 
     def parameter(self, name: str, values: Any) -> OCP:
         """A parameter: a constant or one value per interval (time-varying)."""
-        self._check_name(name, tuple(self.model.parameters()), "parameter")
+        self._check_name(name, tuple(parameter_info(self.model)), "parameter")
         if name in self.runtime:
             self.runtime_values[name] = float(values)  # an NLP parameter: no rebuild
             return self
@@ -211,14 +229,17 @@ class OCP:
         return self
 
     # ---- the NLP (built in .transcription) ------------------------------------------
-    def _interval_model(self, k: int, symbolic: bool = False) -> Model:
+    def interval_model(self, k: int, P: Any = None) -> Model:
+        """The model on interval ``k``: time-varying parameters at their value there and
+        runtime parameters from the NLP parameter vector ``P`` (numeric values if
+        ``None``)."""
         vals: dict[str, Any] = {n: float(np.broadcast_to(v, (self.N,))[k])
                                 for n, v in self.params.items()}
         for i, n in enumerate(self.runtime):
-            vals[n] = self._P[i] if symbolic else self.runtime_values[n]
-        return self.model.replace(**vals) if vals else self.model
+            vals[n] = P[i] if P is not None else self.runtime_values[n]
+        return self.model.with_params(vals) if vals else self.model
 
-    def _p_values(self) -> np.ndarray:
+    def p_values(self) -> np.ndarray:
         """Numeric NLP parameters: runtime parameters, previous inputs, horizon length."""
         return np.array([self.runtime_values[n] for n in self.runtime]
                         + [self.u_prev.get(c, 0.0) for c in self.controls] + [self.T],
@@ -234,36 +255,53 @@ class OCP:
         return self
 
     @staticmethod
-    def _at(pos: float) -> str:
+    def at_node(pos: float) -> str:
         # constraint labels carry the node position; times are filled in with the
         # current interval length when reported (the horizon is an NLP parameter)
         return f"t=<{float(pos)!r}>"
 
+    def label(self, label: str) -> str:
+        """A constraint label with node positions turned into times [model time unit]."""
+        return self._fmt(label)
+
     def _fmt(self, label: str) -> str:
         return re.sub(r"t=<([^>]+)>", lambda m: f"t={float(m.group(1)) * self.h:g}", label)
 
-    def _inputs(self, k: int, u: Any) -> Any:
-        vals = {}
-        for name, spec in self.model.inputs().items():
-            if name in self.controls:
-                vals[name] = u[self.controls.index(name)]
-            elif name in self.disturbances:
-                vals[name] = float(np.broadcast_to(self.disturbances[name], (self.N,))[k])
+    def inputs_at(self, k: int, u: Any) -> Any:
+        """The model's ``Inputs`` on interval ``k`` with the controls from ``u`` (one
+        interval's control vector), disturbances from their forecast, others at their
+        defaults."""
+        group = self.model.layout.inputs
+        vals = []
+        for lf in group.leaves:
+            if lf.name in self.control_slots:
+                sl = self.control_slots[lf.name]
+                vals.append(u[sl.start] if not lf.shape else u[sl])
+            elif lf.name in self.disturbances:
+                d = np.asarray(self.disturbances[lf.name], dtype=float)
+                vals.append(float(np.broadcast_to(d, (self.N,))[k]) if not lf.shape else
+                            np.broadcast_to(d, (self.N, *lf.shape))[k] if d.ndim > 1 else
+                            np.broadcast_to(d, lf.shape))
             else:
-                vals[name] = spec.default
-        return self.model.Inputs(**vals)
+                vals.append(lf.var.default)
+        return group.from_leaves(vals)
 
-    def _initial_guess(self, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """States at the nodes under the guessed controls ``u`` (intervals × controls)."""
+    def simulate_guess(self, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """States at the nodes under the controls ``u`` (intervals × control vector),
+        with the NLP's interval maps."""
+        if self._prob is None:
+            self._prob = self.build()
         return initial_guess(self, x0, u)
 
-    def _x0_vector(self) -> np.ndarray:
-        return np.array([self.x0.get(s, self.model.states()[s].default) for s in self.states],
-                        dtype=float)
+    def x0_vector(self) -> np.ndarray:
+        """The fixed initial state as a flat vector [state units]."""
+        return self.model.layout.states.values(self.x0)
 
     def build(self, soften_all: bool = False) -> dict[str, Any]:
         """Build the NLP; with ``soften_all`` every constraint gets a slack (diagnosis)."""
-        return transcribe(self, soften_all)
+        prob = transcribe(self, soften_all)
+        self.steps = prob["steps"]
+        return prob
 
     def solve(self, *, tol: float = 1e-10, max_iter: int = 3000, warm_start: OCPResult | None
               = None, diagnose: bool = True, max_wall_time: float | None = None) -> OCPResult:
@@ -289,10 +327,10 @@ class OCP:
         if key not in self._compiled:
             self._compiled[key] = ca.nlpsol("ocp", "ipopt", prob["nlp"], opts)
         solver = self._compiled[key]
-        nx = len(self.states)
+        nx = self.model.layout.states.size
         lbw, ubw = prob["lbw"].copy(), prob["ubw"].copy()
-        lbw[:nx] = ubw[:nx] = self._x0_vector()  # the initial state enters as bounds
-        args = dict(lbx=lbw, ubx=ubw, lbg=prob["lbg"], ubg=prob["ubg"], p=self._p_values())
+        lbw[:nx] = ubw[:nx] = self.x0_vector()  # the initial state enters as bounds
+        args = dict(lbx=lbw, ubx=ubw, lbg=prob["lbg"], ubg=prob["ubg"], p=self.p_values())
         if warm:
             args.update(x0=warm_start.w_opt, lam_x0=warm_start.lam_x, lam_g0=warm_start.lam_g)
         else:
@@ -328,7 +366,7 @@ class OCP:
         opts = {k: v for k, v in opts.items() if "warm_start" not in k and k != "ipopt.mu_init"}
         solver = ca.nlpsol("diag", "ipopt", prob["nlp"], opts)
         sol = solver(x0=prob["w0"], lbx=prob["lbw"], ubx=prob["ubw"], lbg=prob["lbg"],
-                     ubg=prob["ubg"], p=self._p_values())
+                     ubg=prob["ubg"], p=self.p_values())
         w = np.asarray(sol["x"]).ravel()
         fn = ca.Function("s", [prob["nlp"]["x"]], [ca.vertcat(*[s for _, s, _ in
                                                                 prob["slacks"]])])

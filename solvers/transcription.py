@@ -28,17 +28,33 @@ __all__ = ["initial_guess", "interval_steps", "outputs_sx", "plan_dataset", "rhs
 
 
 def rhs_sx(model: Model, x: Any, u: Any) -> Any:
-    """The model's rhs on a CasADi state vector ``x``."""
-    return ca.vertcat(*model.rhs(0.0, model.State(*ca.vertsplit(x)), u, casadi_ops))
+    """The model's rhs on a CasADi state vector ``x`` (``u`` an ``Inputs`` tuple)."""
+    st = model.layout.states
+    return st.ravel(model.rhs(0.0, st.unravel(x, casadi_ops), u, casadi_ops), casadi_ops)
 
 
 def outputs_sx(model: Model, x: Any, u: Any) -> Any:
     """The model's outputs on a CasADi state vector ``x``."""
-    return ca.vertcat(*model.measure(0.0, model.State(*ca.vertsplit(x)), u, casadi_ops))
+    lay = model.layout
+    return lay.outputs.ravel(model.measure(0.0, lay.states.unravel(x, casadi_ops), u,
+                                           casadi_ops), casadi_ops)
+
+
+def state_sx(model: Model, x: Any) -> Any:
+    """The ``State`` tuple of a CasADi state vector (for objectives)."""
+    return model.layout.states.unravel(x, casadi_ops)
 
 
 def rk4(model: Model, x: Any, u_in: Any, h: Any, substeps: int) -> Any:
-    """``substeps`` RK4 steps over an interval of length ``h``."""
+    """``substeps`` RK4 steps over an interval of length ``h``; for a discrete-time
+    model, its own map once per sample in ``h``."""
+    st = model.layout.states
+    if model.is_discrete:
+        dt = model.sample_time
+        for i in range(substeps):
+            x = st.ravel(model.step(i * dt, st.unravel(x, casadi_ops), u_in, dt, casadi_ops),
+                         casadi_ops)
+        return x
     hs = h / substeps
     for _ in range(substeps):
         k1 = rhs_sx(model, x, u_in)
@@ -49,25 +65,31 @@ def rk4(model: Model, x: Any, u_in: Any, h: Any, substeps: int) -> Any:
     return x
 
 
-def interval_steps(ocp: OCP) -> list[Any]:
+def _substeps(ocp: OCP) -> int:
+    if ocp.model.is_discrete:  # one step of the model's map per sample
+        return int(round(ocp.h / ocp.model.sample_time))
+    return ocp.substeps
+
+
+def interval_steps(ocp: OCP, P: Any, h: Any) -> list[Any]:
     """RK4 interval maps ``(x, u, p) -> x+`` as CasADi Functions, one shared Function
     when no parameter or disturbance varies by interval."""
-    xs = ca.SX.sym("x", len(ocp.states))
-    us = ca.SX.sym("u", len(ocp.controls))
+    xs = ca.SX.sym("x", ocp.model.layout.states.size)
+    us = ca.SX.sym("u", ocp.nu)
     uniform = not ocp.params and all(np.ndim(v) == 0 for v in ocp.disturbances.values())
     steps: list[Any] = []
     for k in range(1 if uniform else ocp.N):
-        model = ocp._interval_model(k, symbolic=True)
-        steps.append(ca.Function(f"step{k}", [xs, us, ocp._P],
-                                 [rk4(model, xs, ocp._inputs(k, us), ocp._h_sym, ocp.substeps)]))
+        model = ocp.interval_model(k, P)
+        steps.append(ca.Function(f"step{k}", [xs, us, P],
+                                 [rk4(model, xs, ocp.inputs_at(k, us), h, _substeps(ocp))]))
     return steps * ocp.N if uniform else steps
 
 
-def initial_guess(ocp: OCP, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
+def initial_guess(ocp: OCP, x0: np.ndarray, u: np.ndarray, steps: Any = None) -> np.ndarray:
     """States at the nodes under the guessed controls ``u`` (intervals × controls),
     integrated with RK4: a feasible starting point for IPOPT."""
-    steps = ocp._steps  # built with the NLP
-    p = ocp._p_values()
+    steps = ocp.steps if steps is None else steps  # built with the NLP
+    p = ocp.p_values()
     out = [x0]
     for k in range(ocp.N):
         out.append(np.asarray(steps[k](out[-1], u[min(k, len(u) - 1)], p)).ravel())
@@ -76,40 +98,40 @@ def initial_guess(ocp: OCP, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 def transcribe(ocp: OCP, soften_all: bool = False) -> dict[str, Any]:
     """Build the NLP of ``ocp``; with ``soften_all`` every constraint gets a slack
-    (diagnosis). Sets ``ocp._P`` (NLP parameters), ``ocp._h_sym`` and ``ocp._steps``."""
-    nx, nu, N = len(ocp.states), len(ocp.controls), ocp.N
+    (diagnosis). The returned dict also holds the NLP parameters ``P``, the symbolic
+    interval length ``h`` and the interval maps ``steps``."""
+    lay = ocp.model.layout
+    nx, nu, N = lay.states.size, ocp.nu, ocp.N
     w, lbw, ubw, w0 = [], [], [], []
     g, lbg, ubg, gname = [], [], [], []
     slacks: list[tuple[str, Any, float]] = []
-    x0 = ocp._x0_vector()
+    x0 = ocp.x0_vector()
     # NLP parameters: runtime model parameters, previous inputs, horizon length
-    ocp._P = ca.SX.sym("p", len(ocp.runtime) + nu + 1)
-    ocp._h_sym = h = ocp._P[-1] / N
-    ocp._steps = interval_steps(ocp)
+    P = ca.SX.sym("p", len(ocp.runtime) + len(ocp.controls) + 1)
+    h = P[-1] / N
+    steps = interval_steps(ocp, P, h)
     X = [ca.SX.sym(f"X_{k}", nx) for k in range(N + 1)]
     # physical state bounds (e.g. S ≥ 0: the kinetics are singular below) on every
     # node and collocation point keep IPOPT's iterates where the model is defined
-    lo_x, hi_x = [], []
-    for spec in ocp.model.states().values():
-        lo, hi = spec.bounds
-        lo = -np.inf if lo is None else lo + (1e-9 * max(abs(lo), 1.0) if spec.strict else 0)
-        lo_x.append(lo)
-        hi_x.append(np.inf if hi is None else hi)
+    lo_b, hi_b = lay.states.bounds(strict_margin=1e-9)
+    lo_x, hi_x = list(lo_b), list(hi_b)
+    state_names = lay.states.flat_names()
     U = [ca.SX.sym(f"U_{k}", nu) for k in range(ocp.M)]
     Uk = [U[min(k, ocp.M - 1)] for k in range(N)]
-    lo_u = [ocp.u_bounds.get(c, (None, None))[0] for c in ocp.controls]
-    hi_u = [ocp.u_bounds.get(c, (None, None))[1] for c in ocp.controls]
-    spec_in = ocp.model.inputs()
-    lo_u = [(spec_in[c].bounds[0] if lo is None else lo) for c, lo in zip(ocp.controls, lo_u,
-                                                                       strict=True)]
-    hi_u = [(spec_in[c].bounds[1] if hi is None else hi) for c, hi in zip(ocp.controls, hi_u,
-                                                                       strict=True)]
-    lo_u = [-np.inf if v is None else v for v in lo_u]
-    hi_u = [np.inf if v is None else v for v in hi_u]
-    u_guess = [float(np.clip(ocp.u_prev.get(c, spec_in[c].default), lo, hi))
-               for c, lo, hi in zip(ocp.controls, lo_u, hi_u, strict=True)]
+    lo_u, hi_u, u_guess = [], [], []
+    for c in ocp.controls:
+        lf = lay.inputs.leaf(c)
+        lo, hi = ocp.u_bounds.get(c, (None, None))
+        lo = lf.var.bounds[0] if lo is None else lo
+        hi = lf.var.bounds[1] if hi is None else hi
+        lo = -np.inf if lo is None else lo
+        hi = np.inf if hi is None else hi
+        lo_u += [lo] * lf.size
+        hi_u += [hi] * lf.size
+        u_guess += list(np.clip(np.broadcast_to(ocp.u_prev.get(c, lf.var.default),
+                                                (lf.size,)), lo, hi))
     u_rows = np.tile(u_guess, (ocp.M, 1))
-    guess = initial_guess(ocp, x0, u_rows)
+    guess = initial_guess(ocp, x0, u_rows, steps)
     for k in range(N + 1):
         w.append(X[k])
         if k == 0:
@@ -127,13 +149,13 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> dict[str, Any]:
     J = 0
     # dynamics
     for k in range(N):
-        model = ocp._interval_model(k, symbolic=True)
-        u_in = ocp._inputs(k, Uk[k])
-        if ocp.method == "shooting":
-            g.append(X[k + 1] - rk4(model, X[k], u_in, h, ocp.substeps))
+        model = ocp.interval_model(k, P)
+        u_in = ocp.inputs_at(k, Uk[k])
+        if ocp.method in ("shooting", "discrete"):
+            g.append(X[k + 1] - rk4(model, X[k], u_in, h, _substeps(ocp)))
             lbg += [0.0] * nx
             ubg += [0.0] * nx
-            gname += [f"continuity {s} at {ocp._at(k + 1)}" for s in ocp.states]
+            gname += [f"continuity {s} at {ocp.at_node(k + 1)}" for s in state_names]
         else:
             tau = np.append(0.0, ca.collocation_points(ocp.degree, "radau"))
             C, D, _B = ca.collocation_coeff(tau[1:])
@@ -149,104 +171,111 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> dict[str, Any]:
                 g.append(h * rhs_sx(model, Xc[j], u_in) - Pidot[:, j])
                 lbg += [0.0] * nx
                 ubg += [0.0] * nx
-                gname += [f"collocation {s} at {ocp._at(k + tau[j + 1])}"
-                          for s in ocp.states]
+                gname += [f"collocation {s} at {ocp.at_node(k + tau[j + 1])}"
+                          for s in state_names]
             g.append(X[k + 1] - Z @ D)
             lbg += [0.0] * nx
             ubg += [0.0] * nx
-            gname += [f"continuity {s} at {ocp._at(k + 1)}" for s in ocp.states]
+            gname += [f"continuity {s} at {ocp.at_node(k + 1)}" for s in state_names]
         if ocp.stage is not None:
-            J += h * ocp.stage(model.State(*ca.vertsplit(X[k])), u_in)
-    # input rate limits and move penalties
+            J += h * ocp.stage(state_sx(model, X[k]), u_in)
+    # input rate limits and move penalties (on the first element of a vector control's
+    # previous value, which is a scalar NLP parameter per control)
     for i, c in enumerate(ocp.controls):
-        prev = ocp._P[len(ocp.runtime) + i] if c in ocp.u_prev else None
+        prev = P[len(ocp.runtime) + i] if c in ocp.u_prev else None
+        sl = ocp.control_slots[c]
         for k in range(ocp.M):
             if k == 0 and prev is None:
                 continue
-            du = U[k][i] - (prev if k == 0 else U[k - 1][i])
+            du = U[k][sl] - (prev if k == 0 else U[k - 1][sl])
+            n_c = sl.stop - sl.start
             if c in ocp.rate:
                 g.append(du)
-                lbg.append(-ocp.rate[c])
-                ubg.append(ocp.rate[c])
-                gname.append(f"rate of `{c}` at {ocp._at(k)}")
+                lbg += [-ocp.rate[c]] * n_c
+                ubg += [ocp.rate[c]] * n_c
+                gname += [f"rate of `{c}` at {ocp.at_node(k)}"] * n_c
             if c in ocp.du_weight:
-                J += ocp.du_weight[c] * du**2
+                J += ocp.du_weight[c] * ca.sumsqr(du)
     objective = J
     if ocp.mayer is not None:
-        objective += ocp.mayer(ocp.model.State(*ca.vertsplit(X[N])))
+        objective += ocp.mayer(state_sx(ocp.model, X[N]))
     # state/output bounds
     groups = [(n, v, range(1, N + 1), False) for n, v in ocp.path.items()]
     groups += [(n, v, [N], True) for n, v in ocp.terminal.items()]
     for name, ((lo, hi), soft), nodes, is_terminal in groups:
         for k in nodes:
             kk = min(k, N - 1)
-            model = ocp._interval_model(kk, symbolic=True)
-            if name in ocp.states:
-                expr = X[k][ocp.states.index(name)]
+            model = ocp.interval_model(kk, P)
+            if name in lay.states:
+                lf = lay.states.leaf(name)
+                expr = X[k][lf.start:lf.stop]
             else:
-                expr = outputs_sx(model, X[k], ocp._inputs(kk, Uk[kk]))[
-                    ocp.outputs.index(name)]
-            where = "end" if is_terminal else ocp._at(k)
+                lf = lay.outputs.leaf(name)
+                expr = outputs_sx(model, X[k], ocp.inputs_at(kk, Uk[kk]))[lf.start:lf.stop]
+            where = "end" if is_terminal else ocp.at_node(k)
             weight = soft if soft is not None else (1e4 if soften_all else None)
             for bound, sign, word in ((lo, -1.0, "≥"), (hi, 1.0, "≤")):
                 if bound is None:
                     continue
-                label = f"`{name}` {word} {bound:g} at {where}"
-                if weight is not None:
-                    s = ca.SX.sym("s")
-                    w.append(s)
-                    lbw.append(0.0)
-                    ubw.append(np.inf)
-                    w0.append(0.0)
-                    slacks.append((label, s, weight))
-                    objective += weight * s
-                    g.append(sign * (expr - bound) - s)
-                else:
-                    g.append(sign * (expr - bound))
-                lbg.append(-np.inf)
-                ubg.append(0.0)
-                gname.append(label)
-    nlp = {"x": ca.vertcat(*w), "f": objective, "g": ca.vertcat(*g), "p": ocp._P}
+                for e, el in enumerate(lf.flat_names()):
+                    label = f"`{el}` {word} {bound:g} at {where}"
+                    if weight is not None:
+                        s = ca.SX.sym("s")
+                        w.append(s)
+                        lbw.append(0.0)
+                        ubw.append(np.inf)
+                        w0.append(0.0)
+                        slacks.append((label, s, weight))
+                        objective += weight * s
+                        g.append(sign * (expr[e] - bound) - s)
+                    else:
+                        g.append(sign * (expr[e] - bound))
+                    lbg.append(-np.inf)
+                    ubg.append(0.0)
+                    gname.append(label)
+    nlp = {"x": ca.vertcat(*w), "f": objective, "g": ca.vertcat(*g), "p": P}
     # outputs at the nodes (inputs of the interval that starts there; last repeats)
-    ys = [outputs_sx(ocp._interval_model(min(k, N - 1), symbolic=True), X[k],
-                  ocp._inputs(min(k, N - 1), Uk[min(k, N - 1)])) for k in range(N + 1)]
+    ys = [outputs_sx(ocp.interval_model(min(k, N - 1), P), X[k],
+                     ocp.inputs_at(min(k, N - 1), Uk[min(k, N - 1)])) for k in range(N + 1)]
     wsym = nlp["x"]
-    extract = ca.Function("plan", [wsym, ocp._P],
+    extract = ca.Function("plan", [wsym, P],
                           [ca.horzcat(*X), ca.horzcat(*U), ca.horzcat(*ys),
                            ca.vertcat(*[sl for _, sl, _ in slacks]) if slacks
                            else ca.DM.zeros(0, 1)])
     return dict(nlp=nlp, lbw=np.array(lbw, float), ubw=np.array(ubw, float),
                 w0=np.array(w0, float), lbg=np.array(lbg, float), ubg=np.array(ubg, float),
-                gname=gname, slacks=slacks, extract=extract)
+                gname=gname, slacks=slacks, extract=extract, P=P, h=h, steps=steps)
 
 
 def plan_dataset(ocp: OCP, prob: dict, w_opt: np.ndarray) -> xr.Dataset:
     """The solution ``w_opt`` as a Dataset: states and outputs at the nodes, controls,
     slacks of soft constraints."""
-    Xv, Uv, Yv, Sv = (np.asarray(a) for a in prob["extract"](w_opt, ocp._p_values()))
-    Uv = Uv.reshape(len(ocp.controls), -1)
+    from processtwin.dataset import build, dim_coords, leaf_items
+
+    lay = ocp.model.layout
+    Xv, Uv, Yv, Sv = (np.asarray(a) for a in prob["extract"](w_opt, ocp.p_values()))
+    Uv = Uv.reshape(ocp.nu, -1)
     Uv = np.concatenate([Uv, np.repeat(Uv[:, -1:], ocp.N + 1 - Uv.shape[1], axis=1)],
                         axis=1)
     t = np.arange(ocp.N + 1) * ocp.h
-    data: dict[str, Any] = {}
-    for i, s in enumerate(ocp.states):
-        spec = ocp.model.states()[s]
-        data[s] = ("time", Xv[i], {"units": spec.units, "long_name": spec.doc,
-                                   "role": "state"})
-    for i, c in enumerate(ocp.controls):
-        spec = ocp.model.inputs()[c]
-        data[c] = ("time", Uv[i], {"units": spec.units, "long_name": spec.doc,
-                                   "role": "input", "kind": "manipulated",
-                                   "interpolation": "hold"})
-    y = Yv.T
-    for i, o in enumerate(ocp.outputs):
-        name = o if o not in data else f"y_{o}"
-        data[name] = ("time", y[:, i], {"units": ocp.model.outputs()[o].units,
-                                        "role": "output"})
+    taken: set[str] = set()
+    data: dict[str, Any] = dict(leaf_items(lay.states, Xv.T, "state", ("time",), taken=taken))
+    u_full = np.tile(lay.inputs.defaults(), (ocp.N + 1, 1))
+    for c, sl in ocp.control_slots.items():
+        lf = lay.inputs.leaf(c)
+        u_full[:, lf.start:lf.stop] = Uv[sl].T
+    for name, (dims, v, attrs) in leaf_items(lay.inputs, u_full, "input", ("time",),
+                                             taken=taken, prefix="u_"):
+        if name.removeprefix("u_") in ocp.control_slots:
+            data[name] = (dims, v, {**attrs, "interpolation": "hold"})
+    data.update(leaf_items(lay.outputs, Yv.T, "output", ("time",), taken=taken, prefix="y_"))
     if prob["slacks"]:
         vals = Sv.ravel()
-        data["slack"] = ("constraint", vals, {"long_name": "violation of soft constraints"})
-        data["constraint"] = ("constraint", [ocp._fmt(lbl) for lbl, _, _ in prob["slacks"]])
-    return xr.Dataset(data, coords={"time": ("time", t, {"units": ocp.model.time_unit})},
-                      attrs={"model": ocp.model.name, "method": ocp.method,
-                             "intervals": ocp.N})
+        data["slack"] = (("constraint",), vals, {"long_name": "violation of soft constraints",
+                                                 "role": "diagnostic"})
+    coords: dict[str, Any] = {"time": ("time", t, {"units": ocp.model.time_unit}),
+                              **dim_coords(lay.dims)}
+    if prob["slacks"]:
+        coords["constraint"] = ("constraint", [ocp.label(lbl) for lbl, _, _ in prob["slacks"]])
+    return build(data, coords, {"model": ocp.model.name, "method": ocp.method,
+                                "intervals": ocp.N})

@@ -118,3 +118,320 @@ def test_recommend_from_estimate(runner, plant_files):
     assert "set F = " in out.output and "L/h" in out.output
     plan = pt.load(d / "rec.nc")
     assert plan.sizes["time"] == 21 and float(plan["F"].max()) <= 0.2 + 1e-9
+
+
+# ---- models from users' code ----------------------------------------------------------------
+
+PLANT = '''
+"""A user's plant file: a scalar and a vector model, a factory and things that are not."""
+from typing import ClassVar
+
+from processtwin.model import Model, Var, dimension, param, variables
+
+DecayState = variables("DecayState", x=Var("mol/L", "amount left", default=2.0,
+                                           bounds=(0.0, None)))
+
+
+class Decay(Model):
+    """First-order decay dx/dt = -k x."""
+
+    k: float = param(0.3, units="1/h", bounds=(0.0, None), doc="rate constant")
+    State: ClassVar[type] = DecayState
+    time_unit: ClassVar[str] = "h"
+
+    def rhs(self, t, x, u, ops):
+        return DecayState(x=-self.k * x.x)
+
+
+CellState = variables("CellState", T=Var("K", "cell temperature", default=300.0,
+                                         shape="n_cells"))
+CellInputs = variables("CellInputs", T_amb=Var("K", "ambient temperature", default=290.0,
+                                               kind="disturbance"))
+
+
+CellOutputs = variables("CellOutputs", T_meas=Var("K", "cell thermometers", kind="online",
+                                                  noise=0.1, shape="n_cells"))
+
+
+class Cells(Model):
+    """Cells relaxing to ambient, dT/dt = -k (T - T_amb)."""
+
+    n_cells: int = dimension(4, doc="number of cells")
+    k: float = param(0.5, units="1/h", bounds=(0.0, None), doc="exchange rate")
+    State: ClassVar[type] = CellState
+    Inputs: ClassVar[type] = CellInputs
+    Outputs: ClassVar[type] = CellOutputs
+    time_unit: ClassVar[str] = "h"
+
+    def rhs(self, t, x, u, ops):
+        return CellState(T=-self.k * (x.T - u.T_amb))
+
+    def measure(self, t, x, u, ops):
+        return CellOutputs(T_meas=x.T)
+
+
+def wide():
+    """Fifty cells."""
+    return Cells(n_cells=50)
+
+
+slow = Decay(k=0.03)
+not_a_model = 42
+
+
+def broken():
+    raise RuntimeError("no plant today")
+'''
+
+
+_RAISE_LINE = next(i for i, ln in enumerate(PLANT.splitlines(), 1) if "raise Runtime" in ln)
+
+
+@pytest.fixture
+def plant(tmp_path):
+    path = tmp_path / "plant.py"
+    path.write_text(PLANT)
+    return path
+
+
+@pytest.fixture
+def plant_module(tmp_path, monkeypatch):
+    """The plant file as an importable module of a unique name."""
+    import sys
+    import uuid
+
+    name = f"user_plant_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(PLANT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def _final(output, name):
+    """The final value printed for scalar state ``name`` by `simulate`."""
+    line = next(ln for ln in output.splitlines() if ln.split()[:1] == [name])
+    return float(line.split("→")[1].split()[0])
+
+
+def _profile(output, t):
+    """first/last/min/max printed for a vector state at time ``t``."""
+    line = next(ln for ln in output.splitlines() if ln.strip().startswith(f"t = {t}:"))
+    words = line.split(":", 1)[1].replace(",", " ").split()
+    return dict(zip(words[::2], map(float, words[1::2]), strict=True))
+
+
+def _usage_error(out, *fragments):
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output
+    for f in fragments:
+        assert f in out.output, (f, out.output)
+
+
+def test_simulate_user_file_matches_closed_form(runner, plant):
+    out = runner.invoke(main, ["simulate", f"{plant}:Decay", "--until", "5"])
+    assert out.exit_code == 0, out.output
+    # x(t) = x0 exp(-k t), x0 = 2 mol/L, k = 0.3 1/h
+    np.testing.assert_allclose(_final(out.output, "x"), 2.0 * np.exp(-1.5), rtol=1e-5)
+    assert "mol/L" in out.output and "decay: t = 0 … 5 h" in out.output
+    out = runner.invoke(main, ["simulate", "--model", f"{plant}:Decay", "--until", "5",
+                               "--param", "k=0.1", "--x0", "x=3"])
+    assert out.exit_code == 0, out.output
+    np.testing.assert_allclose(_final(out.output, "x"), 3.0 * np.exp(-0.5), rtol=1e-5)
+
+
+def test_simulate_user_instance(runner, plant):
+    out = runner.invoke(main, ["simulate", f"{plant}:slow", "--until", "5"])
+    assert out.exit_code == 0, out.output
+    np.testing.assert_allclose(_final(out.output, "x"), 2.0 * np.exp(-0.15), rtol=1e-5)
+
+
+def test_simulate_vector_user_model(runner, plant):
+    out = runner.invoke(main, ["simulate", f"{plant}:Cells", "--until", "4",
+                               "--x0", "T=300,310,320,330", "--input", "T_amb=280"])
+    assert out.exit_code == 0, out.output
+    assert "T[cell: 4]" in out.output
+    # T(t) = T_amb + (T0 - T_amb) exp(-k t), k = 0.5 1/h
+    expect = 280.0 + (np.array([300.0, 310.0, 320.0, 330.0]) - 280.0) * np.exp(-2.0)
+    got = _profile(out.output, 4)
+    np.testing.assert_allclose([got["first"], got["last"], got["min"], got["max"]],
+                               [expect[0], expect[-1], expect.min(), expect.max()], rtol=1e-5)
+    assert _profile(out.output, 0) == {"first": 300.0, "last": 330.0, "min": 300.0,
+                                       "max": 330.0}
+
+
+def test_simulate_wide_vector_prints_a_summary(runner, plant):
+    out = runner.invoke(main, ["simulate", f"{plant}:wide", "--until", "2", "--x0", "T=20"])
+    assert out.exit_code == 0, out.output
+    assert "T[cell: 50]" in out.output and "(all 50)" in out.output
+    assert len(out.output.splitlines()) < 6  # a summary, not fifty numbers
+    final = float(out.output.split("t = 2:")[1].split()[0])  # "190.673 (all 50)"
+    np.testing.assert_allclose(final, 290.0 - 270.0 * np.exp(-1.0), rtol=1e-5)
+
+
+def test_estimate_vector_user_model(runner, plant, tmp_path):
+    from processtwin.dataset import measurements
+    from processtwin.registry import load_model
+
+    x0 = {"T": np.array([300.0, 310.0, 320.0, 330.0])}
+    truth = load_model(f"{plant}:Cells").replace(k=0.4)
+    data = measurements(pt.simulate(truth, x0, {"T_amb": 290.0},
+                                    np.arange(0.0, 6.01, 0.1)).data)
+    rng = np.random.default_rng(7)
+    data["T_meas"] = data["T_meas"] + rng.normal(0.0, 0.1, data["T_meas"].shape)
+    pt.save(data, tmp_path / "cells.nc")
+    out = runner.invoke(main, ["estimate", f"{plant}:Cells", "--data", str(tmp_path / "cells.nc"),
+                               "--estimate-param", "k", "--x0", "T=300,310,320,330"])
+    assert out.exit_code == 0, out.output
+    assert "T[cell: 4]" in out.output and "channels T_meas" in out.output
+    line = next(ln for ln in out.output.splitlines() if ln.split()[:1] == ["k"])
+    k, sd = float(line.split()[1]), float(line.split()[3])
+    assert abs(k - 0.4) < 3 * sd and sd < 0.02  # prior σ 0.05: 10 % of the nominal k
+
+
+def test_simulate_dotted_names(runner):
+    out = runner.invoke(main, ["simulate", "fed_batch_plant", "--until", "5",
+                               "--x0", "reactor.X=2", "--param", "reactor.mu_max=0.03",
+                               "--input", "feed.F=0:0,2:0.01"])
+    assert out.exit_code == 0, out.output
+    line = next(ln for ln in out.output.splitlines() if ln.split()[:1] == ["reactor.X"])
+    assert float(line.split()[1]) == 2.0
+    out = runner.invoke(main, ["simulate", "fed_batch_plant", "--until", "5",
+                               "--x0", "reactor.Y=2"])
+    _usage_error(out, "did you mean `reactor.X`")
+    out = runner.invoke(main, ["simulate", "fed_batch_plant", "--until", "5",
+                               "--param", "reactor.mu_mx=1"])
+    _usage_error(out, "did you mean `reactor.mu_max`")
+
+
+def test_simulate_vector_values_are_checked(runner, plant):
+    out = runner.invoke(main, ["simulate", f"{plant}:Cells", "--until", "1", "--x0", "T=1,2"])
+    _usage_error(out, "needs 4 values over `cell`, got 2")
+    out = runner.invoke(main, ["simulate", f"{plant}:Cells", "--until", "1",
+                               "--input", "T_amb=1,2"])
+    _usage_error(out, "input `T_amb`", "is a scalar")
+
+
+def test_simulate_module_form(runner, plant_module):
+    out = runner.invoke(main, ["simulate", f"{plant_module}:Decay", "--until", "5"])
+    assert out.exit_code == 0, out.output
+    np.testing.assert_allclose(_final(out.output, "x"), 2.0 * np.exp(-1.5), rtol=1e-5)
+
+
+def test_models_describes_user_model(runner, plant):
+    out = runner.invoke(main, ["models", "--model", f"{plant}:Cells"])
+    assert out.exit_code == 0, out.output
+    assert "T[cell: 4]" in out.output and "dimensions: cell = 4" in out.output
+    assert "T_amb" in out.output and "[disturbance]" in out.output
+    assert "T_meas[cell: 4]" in out.output and "noise σ 0.1" in out.output
+    line = next(ln for ln in out.output.splitlines() if ln.split()[:1] == ["k"])
+    assert line.split()[1:4] == ["0.5", "1/h", "[0,"] and "exchange rate" in line
+    out = runner.invoke(main, ["models", f"{plant}:wide"])
+    assert out.exit_code == 0 and "T[cell: 50]" in out.output
+
+
+def _entry_points(monkeypatch, *eps):
+    from importlib import metadata
+
+    def fake(**kw):
+        assert kw == {"group": "processtwin.models"}
+        return list(eps)
+
+    monkeypatch.setattr(metadata, "entry_points", fake)
+
+
+def test_entry_point_models(runner, monkeypatch, plant_module):
+    from importlib.metadata import EntryPoint
+
+    from processtwin.registry import EntryPointModel, available_models, load_model
+
+    _entry_points(monkeypatch,
+                  EntryPoint("decay_plugin", f"{plant_module}:Decay", "processtwin.models"),
+                  EntryPoint("broken_plugin", "no_such_module_4711:Thing",
+                             "processtwin.models"))
+    found = available_models()
+    assert "bioreactor" in found and isinstance(found["decay_plugin"], EntryPointModel)
+    assert load_model("decay_plugin").name == "decay"
+    out = runner.invoke(main, ["models"])
+    assert out.exit_code == 0, out.output
+    assert "decay_plugin" in out.output and f"entry point `{plant_module}:Decay`" in out.output
+    assert "broken_plugin  — could not be loaded" in out.output
+    assert "ModuleNotFoundError" in out.output and "bioreactor" in out.output
+    out = runner.invoke(main, ["simulate", "decay_plugin", "--until", "5"])
+    assert out.exit_code == 0, out.output
+    np.testing.assert_allclose(_final(out.output, "x"), 2.0 * np.exp(-1.5), rtol=1e-5)
+    out = runner.invoke(main, ["simulate", "broken_plugin", "--until", "5"])
+    _usage_error(out, "model `broken_plugin`", "failed to import", "no_such_module_4711")
+
+
+def test_entry_point_cannot_shadow_a_builtin(monkeypatch, plant_module):
+    from importlib.metadata import EntryPoint
+
+    from processtwin.models import REGISTRY
+    from processtwin.registry import available_models
+
+    _entry_points(monkeypatch,
+                  EntryPoint("bioreactor", f"{plant_module}:Decay", "processtwin.models"))
+    with pytest.warns(UserWarning, match="taken by a built-in model"):
+        found = available_models()
+    assert found["bioreactor"] is REGISTRY["bioreactor"]
+
+
+@pytest.mark.parametrize("spec, fragments", [
+    ("fed_batch_plnt", ["unknown model `fed_batch_plnt`", "did you mean `fed_batch_plant`",
+                        "path/to/plant.py:Name"]),
+    ("{plant}:Decy", ["has no attribute `Decy`", "did you mean `Decay`"]),
+    ("{plant}:not_a_model", ["`not_a_model`", "of type `int`", "not a Model subclass"]),
+    ("{plant}:broken", ["factory `broken`", "RuntimeError: no plant today",
+                        f"plant.py, line {_RAISE_LINE}"]),
+    ("{plant}", ["exactly one concrete Model subclass", "`Decay`, `Cells`"]),
+    ("{dir}/nope.py:Decay", ["nope.py` does not exist"]),
+    ("no_such_module_4711:Decay", ["no module `no_such_module_4711`"]),
+    ("processtwin.model:Var", ["the class `Var`, not a processtwin Model subclass"]),
+])
+def test_model_spec_errors(runner, plant, spec, fragments):
+    spec = spec.format(plant=plant, dir=plant.parent)
+    out = runner.invoke(main, ["simulate", spec, "--until", "1"])
+    _usage_error(out, *fragments)
+
+
+def test_model_file_that_fails_to_import(runner, tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text("from typing import ClassVar\n"
+                    "from processtwin.model import Model, Var, variables\n"
+                    "S = variables('S', x=Var('m'))\n"
+                    "class NoRhs(Model):\n"
+                    "    State: ClassVar[type] = S\n"
+                    "    time_unit: ClassVar[str] = 's'\n")
+    out = runner.invoke(main, ["models", f"{path}:NoRhs"])
+    _usage_error(out, "importing", "bad.py, line 4", "ModelError", "missing `rhs (or step)`")
+
+
+def test_model_given_twice_or_not_at_all(runner, plant):
+    out = runner.invoke(main, ["simulate", "bioreactor", "--model", f"{plant}:Decay",
+                               "--until", "1"])
+    _usage_error(out, "MODEL given twice")
+    out = runner.invoke(main, ["simulate", "--until", "1"])
+    _usage_error(out, "missing MODEL")
+
+
+@pytest.mark.parametrize("command", [["optimise"], ["recommend", "--state", "{plant}"]])
+def test_fed_batch_commands_refuse_other_models(runner, plant, command):
+    args = [a.format(plant=plant) for a in command]
+    out = runner.invoke(main, [*args, f"{plant}:Decay"])
+    _usage_error(out, f"`{command[0]}` plans the feed of a fed batch", "input `F`",
+                 "model `decay` has no")
+
+
+def test_load_model_python_api(plant, tmp_path):
+    from processtwin.errors import ConfigError
+    from processtwin.registry import load_model
+
+    assert isinstance(load_model("bioreactor"), Bioreactor)
+    assert load_model(f"{plant}:Cells").layout.states.leaf("T").shape == (4,)
+    assert load_model(f"{plant}:wide").n_cells == 50
+    assert load_model(f"{plant}:slow").k == 0.03
+    single = tmp_path / "single.py"
+    single.write_text(PLANT.split("CellState")[0])
+    assert load_model(str(single)).name == "decay"
+    with pytest.raises(ConfigError, match="did you mean `Decay`"):
+        load_model(f"{plant}:decay")

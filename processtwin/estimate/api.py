@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from ..dataset import build, dim_coords, leaf_items
 from ..errors import ConfigError, DataError, suggest
-from ..model import Model
+from ..model import Model, parameter_info
 from .core import FLAGS, FilterSpec, Record, init_state, run
 from .live import LiveFilter
 from .ukf import run_ukf
@@ -86,43 +87,60 @@ class ExtendedKalmanFilter:
                  dt_max: float = 0.25) -> None:
         if not isinstance(model, Model):
             raise ConfigError(f"`model` must be a processtwin Model, got {model!r}.")
-        params = model.parameters()
+        params = parameter_info(model)
         for k in estimate:
             if k not in params:
                 raise ConfigError(f"cannot estimate unknown parameter `{k}`"
                                   + suggest(k, params))
-        outputs = model.outputs()
-        channels = tuple(outputs) if channels is None else tuple(channels)
+        lay = model.layout
+        outputs = lay.outputs
+        channels = tuple(outputs.names) if channels is None else tuple(channels)
         for c in channels:
             if c not in outputs:
                 raise ConfigError(f"unknown channel `{c}` of model `{model.name}`"
-                                  + suggest(c, outputs))
-        states = model.states()
+                                  + suggest(c, outputs.names))
+        if not channels:
+            raise ConfigError(f"model `{model.name}` has no outputs to filter on.")
+        states = lay.states
         self.model = model
-        self.names = (*states, *estimate)
-        self.units = (*(v.units for v in states.values()),
+        #: Names of the estimated quantities (states, then tracked parameters).
+        self.names = (*states.names, *estimate)
+        #: One name per element of the augmented state (``T[0]`` for vector states).
+        self.flat_names = (*states.flat_names(), *estimate)
+        self.units = (*(lf.var.units for lf in states.leaves),
                       *(params[k].units for k in estimate))
+        sizes = [lf.size for lf in states.leaves] + [1] * len(estimate)
         q_given = dict(q or {})
         for k in q_given:
             if k not in self.names:
                 raise ConfigError(f"`q`: unknown state or tracked parameter `{k}`"
                                   + suggest(k, self.names))
-        q_default = [(1e-3 * max(abs(v.default), 1.0)) ** 2 for v in states.values()]
-        q_default += [(0.01 * abs(getattr(model, k)) or 1e-6) ** 2 for k in estimate]
-        qv = [q_given.get(k, d) for k, d in zip(self.names, q_default, strict=True)]
+        default = states.defaults()
+        q_default = [(1e-3 * max(float(np.max(np.abs(default[lf.start:lf.stop]))), 1.0)) ** 2
+                     for lf in states.leaves]
+        q_default += [(0.01 * abs(float(model.get(k))) or 1e-6) ** 2 for k in estimate]
+        qv = np.concatenate([np.broadcast_to(np.asarray(q_given.get(k, d), dtype=float),
+                                             (n,)) for k, d, n in
+                             zip(self.names, q_default, sizes, strict=True)])
         r_given = dict(r or {})
         for k in r_given:
             if k not in channels:
                 raise ConfigError(f"`r`: unknown channel `{k}`" + suggest(k, channels))
-        rv = [r_given.get(c, outputs[c].noise) ** 2 for c in channels]
-        if min(rv) <= 0:
-            raise ConfigError("every channel needs a positive noise level; give `r`.")
+        rv = np.concatenate([np.broadcast_to(np.asarray(r_given.get(c, outputs.leaf(c).var.noise),
+                                                        dtype=float) ** 2,
+                                             (outputs.leaf(c).size,)) for c in channels])
+        if rv.min() <= 0:
+            bad = next(c for c in channels
+                       if np.min(r_given.get(c, outputs.leaf(c).var.noise)) <= 0)
+            raise ConfigError(f"channel `{bad}` needs a positive noise level "
+                              f"[{outputs.leaf(bad).var.units}]; give `r`.")
         # projection bounds; an exclusive lower bound (a volume that divides) keeps a margin
-        lower, upper = [], []
-        for spec in [*states.values(), *(params[k] for k in estimate)]:
-            lo, hi = spec.bounds
+        lo_x, hi_x = states.bounds(strict_margin=1e-9)
+        lower, upper = list(lo_x), list(hi_x)
+        for k in estimate:
+            lo, hi = params[k].bounds
             lo = -np.inf if lo is None else lo
-            lower.append(lo + 1e-9 * max(abs(lo), 1.0) if spec.strict else lo)
+            lower.append(lo + 1e-9 * max(abs(lo), 1.0) if params[k].strict else lo)
             upper.append(np.inf if hi is None else hi)
         f = float
         self.spec = FilterSpec(
@@ -131,28 +149,45 @@ class ExtendedKalmanFilter:
             f(drift_lambda), f(drift_limit), f(mismatch_lambda), f(mismatch_limit),
             tuple(estimate), channels, int(stuck_n), float(dt_max))
         self.channels = channels
+        #: One name per measured value (``T[0]`` for the elements of a vector channel).
+        self.flat_channels = tuple(n for c in channels for n in outputs.leaf(c).flat_names())
+        #: Channel → its position (int) or slice (vector) in a sample vector.
+        self.channel_slots: dict[str, int | slice] = {}
+        pos = 0
+        for c in channels:
+            lf = outputs.leaf(c)
+            self.channel_slots[c] = pos if not lf.shape else slice(pos, pos + lf.size)
+            pos += lf.size
         self._live_fn: Any = None  # compiled live step, built by the first LiveFilter
 
     # ---- helpers --------------------------------------------------------------------
     def initial(self, x0: Any = None, std: Mapping[str, float] | None = None) -> tuple:
-        """Initial augmented estimate and covariance from a state (defaults) and standard
-        deviations per name (default 10 % of the value, at least 1e-3)."""
-        x = self.model.state(x0)
-        z0 = [float(v) for v in x] + [float(getattr(self.model, k)) for k in self.spec.estimate]
+        """Initial augmented estimate and covariance from a state (mapping by name,
+        defaults otherwise) and standard deviations per name (default 10 % of the value,
+        at least 1e-3, in the units of each)."""
+        x = self.model.layout.states.values(x0)
+        z0 = np.concatenate([x, [float(self.model.get(k)) for k in self.spec.estimate]])
         std = dict(std or {})
         for k in std:
             if k not in self.names:
                 raise ConfigError(f"`std`: unknown name `{k}`" + suggest(k, self.names))
-        sd = [std.get(k, max(0.1 * abs(v), 1e-3)) for k, v in zip(self.names, z0, strict=True)]
-        return np.asarray(z0), np.diag(np.square(sd))
+        sd = np.maximum(0.1 * np.abs(z0), 1e-3)
+        states = self.model.layout.states
+        for k, v in std.items():
+            if k in states:
+                lf = states.leaf(k)
+                sd[lf.start:lf.stop] = v
+            else:
+                sd[self.spec.nx + self.spec.estimate.index(k)] = v
+        return z0, np.diag(np.square(sd))
 
-    def _input_vector(self, u: Mapping[str, float] | None) -> np.ndarray:
-        specs = self.model.inputs()
+    def _input_vector(self, u: Mapping[str, Any] | None) -> np.ndarray:
+        group = self.model.layout.inputs
         u = dict(u or {})
         for k in u:
-            if k not in specs:
-                raise DataError(f"unknown input `{k}`" + suggest(k, specs))
-        vec = np.array([float(u.get(k, v.default)) for k, v in specs.items()])
+            if k not in group:
+                raise DataError(f"unknown input `{k}`" + suggest(k, group.names))
+        vec = group.values(u, check=False)
         if not np.all(np.isfinite(vec)):
             raise DataError(f"inputs must be finite, got {u}.")
         return vec
@@ -184,7 +219,8 @@ class ExtendedKalmanFilter:
         """
         times, Y = self._validate(data)
         if inputs is None:  # inputs recorded in the data file (e.g. the feed F) are used
-            inputs = {k: data[k] for k in self.model.inputs() if k in data.data_vars}
+            inputs = {k: data[k] for k in self.model.layout.inputs.names
+                      if k in data.data_vars}
         U = self._inputs_at(inputs, times, data["time"].values[0])
         z0, P0 = self.initial(x0, std)
         start = times[0] if t0 is None else float(t0)
@@ -197,23 +233,25 @@ class ExtendedKalmanFilter:
         return self._to_dataset(times, Y, rec, smoothed, full_covariance)
 
     def _inputs_at(self, inputs: Any, times: np.ndarray, origin: Any) -> np.ndarray:
-        specs = self.model.inputs()
+        group = self.model.layout.inputs
         U = np.tile(self._input_vector(None), (len(times), 1))
         if inputs is None:
             return U
         items = inputs.data_vars.items() if isinstance(inputs, xr.Dataset) else inputs.items()
         for k, v in items:
-            if k not in specs:
-                raise DataError(f"unknown input `{k}`" + suggest(k, specs))
-            j = list(specs).index(k)
+            if k not in group:
+                raise DataError(f"unknown input `{k}`" + suggest(str(k), group.names))
+            lf = group.leaf(str(k))
+            cols = slice(lf.start, lf.stop)
             if isinstance(v, xr.DataArray) and "time" in v.dims:
                 tv = self._model_time(v["time"].values, origin)
                 # the input applied over (t[k-1], t[k]] is the one set at t[k-1]
                 prev = np.concatenate([[times[0]], times[:-1]])
                 idx = np.clip(np.searchsorted(tv, prev, side="right") - 1, 0, len(tv) - 1)
-                U[:, j] = np.asarray(v.values, dtype=float)[idx]
+                vals = np.asarray(v.transpose("time", ...).values, dtype=float)[idx]
+                U[:, cols] = vals.reshape(len(times), -1)
             else:
-                U[:, j] = float(v)
+                U[:, cols] = np.broadcast_to(np.asarray(v, dtype=float), lf.shape or (1,))
         if not np.all(np.isfinite(U)):
             raise DataError("inputs must be finite (NaN/inf found).")
         return U
@@ -221,7 +259,7 @@ class ExtendedKalmanFilter:
     def _model_time(self, t: np.ndarray, origin: Any) -> np.ndarray:
         """Times in the model's unit; datetime64 is taken relative to ``origin``."""
         if np.issubdtype(np.asarray(t).dtype, np.datetime64):
-            unit = {"h": "h", "s": "s", "min": "m"}[self.model.time_unit]
+            unit = {"h": "h", "s": "s", "min": "m", "d": "D"}[self.model.time_unit]
             return np.asarray((t - origin) / np.timedelta64(1, unit), dtype=float)
         return np.asarray(t, dtype=float)
 
@@ -230,17 +268,19 @@ class ExtendedKalmanFilter:
             raise DataError(f"`data` must be an xarray.Dataset, got {type(data).__name__}.")
         if "time" not in data.coords:
             raise DataError("`data` needs a `time` coordinate.")
-        outputs = self.model.outputs()
-        inputs = self.model.inputs()
+        outputs = self.model.layout.outputs
+        inputs = self.model.layout.inputs
         for name, var in data.data_vars.items():
             if name not in outputs and name not in inputs:
                 raise DataError(f"unknown channel `{name}` in data; model `{self.model.name}`"
-                                f" measures " + ", ".join(outputs) + suggest(str(name), outputs))
+                                f" measures " + ", ".join(outputs.names)
+                                + suggest(str(name), outputs.names))
             if name in outputs:
                 units = var.attrs.get("units")
-                if units is not None and units != outputs[name].units:
+                expected = outputs.leaf(str(name)).var.units
+                if units is not None and units != expected:
                     raise DataError(f"channel `{name}`: units {units!r} but the model expects "
-                                    f"{outputs[name].units!r}.")
+                                    f"{expected!r}.")
         times = self._model_time(data["time"].values, data["time"].values[0])
         if times.ndim != 1 or times.size == 0:
             raise DataError("`time` must be a non-empty 1-D coordinate.")
@@ -251,57 +291,100 @@ class ExtendedKalmanFilter:
             i = int(bad[0]) + 1
             raise DataError(f"`time` is not monotonic: t[{i}]={times[i]:g} comes after "
                             f"t[{i - 1}]={times[i - 1]:g} [{self.model.time_unit}].")
-        Y = np.full((times.size, len(self.channels)), np.nan)
-        for j, c in enumerate(self.channels):
+        Y = np.full((times.size, self.spec.ny), np.nan)
+        for c, j in self.channel_slots.items():
             if c in data:
-                Y[:, j] = np.asarray(data[c].values, dtype=float)
+                da = data[c]
+                vals = np.asarray(da.transpose("time", ...).values, dtype=float)
+                width = 1 if isinstance(j, int) else j.stop - j.start
+                if vals.reshape(times.size, -1).shape[1] != width:
+                    raise DataError(f"channel `{c}` has {width} element(s) per sample, got "
+                                    f"data of shape {vals.shape}.")
+                Y[:, j] = vals if isinstance(j, int) else vals.reshape(times.size, width)
         if np.any(np.isinf(Y)):
             i, j = np.argwhere(np.isinf(Y))[0]
-            raise DataError(f"channel `{self.channels[j]}` is {Y[i, j]} at t={times[i]:g}; "
-                            "use NaN for a missing sample.")
-        return _merge_same_times(times, Y, self.channels)
+            raise DataError(f"channel `{self.flat_channels[j]}` is {Y[i, j]} at "
+                            f"t={times[i]:g}; use NaN for a missing sample.")
+        return _merge_same_times(times, Y, self.flat_channels)
 
     def _to_dataset(self, times, Y, rec: Record, smoothed, full_covariance) -> xr.Dataset:
+        lay = self.model.layout
+        aug = self._augmented_group()
         data: dict[str, Any] = {}
         z = np.asarray(rec.z)
         P = np.asarray(rec.P)
         sd = np.sqrt(np.maximum(np.diagonal(P, axis1=1, axis2=2), 0.0))
-        for i, (k, u) in enumerate(zip(self.names, self.units, strict=True)):
-            role = "state" if i < self.spec.nx else "parameter"
-            data[k] = ("time", z[:, i], {"units": u, "role": f"estimated_{role}"})
-            data[f"{k}_std"] = ("time", sd[:, i], {"units": u, "long_name": f"std of {k}"})
+        nx = self.spec.nx
+        for name, item in leaf_items(lay.states, z[:, :nx], "estimated_state", ("time",)):
+            data[name] = item
+        for name, item in leaf_items(aug, z[:, nx:], "estimated_parameter", ("time",)):
+            data[name] = item
+        for name, item in leaf_items(lay.states, sd[:, :nx], "std", ("time",), suffix="_std"):
+            data[name] = item
+        for name, item in leaf_items(aug, sd[:, nx:], "std", ("time",), suffix="_std"):
+            data[name] = item
         if smoothed is not None:
             zs, Ps = (np.asarray(a) for a in smoothed)
             sds = np.sqrt(np.maximum(np.diagonal(Ps, axis1=1, axis2=2), 0.0))
-            for i, (k, u) in enumerate(zip(self.names, self.units, strict=True)):
-                data[f"{k}_smooth"] = ("time", zs[:, i], {"units": u})
-                data[f"{k}_smooth_std"] = ("time", sds[:, i], {"units": u})
-        outputs = self.model.outputs()
+            for arr, suffix, role in ((zs, "_smooth", "smoothed"), (sds, "_smooth_std", "std")):
+                data.update(leaf_items(lay.states, arr[:, :nx], role, ("time",), suffix=suffix))
+                data.update(leaf_items(aug, arr[:, nx:], role, ("time",), suffix=suffix))
+        chans = self._channel_group()
         flags = np.asarray(rec.flags)
-        for j, c in enumerate(self.channels):
-            u = outputs[c].units
-            data[f"{c}_meas"] = ("time", Y[:, j], {"units": u, "role": "measurement"})
-            data[f"{c}_innov"] = ("time", np.asarray(rec.innovation)[:, j], {"units": u})
-            data[f"{c}_nis"] = ("time", np.asarray(rec.nis_channel)[:, j], {"units": "1"})
-            data[f"{c}_flag"] = ("time", flags[:, j], {
+        rejected = (np.isfinite(Y) & ~np.asarray(rec.used)).astype(np.int8)
+        data.update(leaf_items(chans, Y, "measurement", ("time",), suffix="_meas"))
+        data.update(leaf_items(chans, np.asarray(rec.innovation), "innovation", ("time",),
+                               suffix="_innov"))
+        for name, (dims, v, attrs) in leaf_items(chans, np.asarray(rec.nis_channel),
+                                                 "diagnostic", ("time",), suffix="_nis"):
+            data[name] = (dims, v, {**attrs, "units": "1"})
+        for name, (dims, v, _) in leaf_items(chans, flags, "diagnostic", ("time",),
+                                             suffix="_flag"):
+            c = name[:-5]
+            data[name] = (dims, v, {
                 "flag_masks": np.array(list(FLAGS.values()), dtype=np.int32),
-                "flag_meanings": " ".join(FLAGS), "long_name": f"anomaly flags of {c}"})
-            data[f"{c}_rejected"] = ("time", (np.isfinite(Y[:, j])
-                                              & ~np.asarray(rec.used)[:, j]).astype(np.int8),
-                                     {"long_name": f"{c} sample rejected (gated or stuck)"})
-        data["nis"] = ("time", np.asarray(rec.nis), {"units": "1", "long_name":
-                                                      "normalised innovation squared"})
-        data["nis_dof"] = ("time", np.asarray(rec.dof).astype(np.int32), {"units": "1"})
+                "flag_meanings": " ".join(FLAGS), "long_name": f"anomaly flags of {c}",
+                "role": "diagnostic"})
+        for name, (dims, v, _) in leaf_items(chans, rejected, "diagnostic", ("time",),
+                                             suffix="_rejected"):
+            data[name] = (dims, v, {"long_name": f"{name[:-9]} sample rejected (gated or "
+                                                 "stuck)", "role": "diagnostic"})
+        data["nis"] = (("time",), np.asarray(rec.nis), {
+            "units": "1", "long_name": "normalised innovation squared", "role": "diagnostic"})
+        data["nis_dof"] = (("time",), np.asarray(rec.dof).astype(np.int32),
+                           {"units": "1", "role": "diagnostic"})
+        coords: dict[str, Any] = {"time": ("time", times, {"units": self.model.time_unit}),
+                                  **dim_coords(lay.dims)}
         if full_covariance:
-            data["P"] = (("time", "row", "col"), P, {"long_name": "estimate covariance"})
-        coords: dict[str, Any] = {"time": ("time", times, {"units": self.model.time_unit})}
-        if full_covariance:
-            coords.update(row=list(self.names), col=list(self.names))
-        return xr.Dataset(data, coords=coords, attrs={
+            data["P"] = (("time", "row", "col"), P, {"long_name": "estimate covariance",
+                                                     "role": "diagnostic"})
+            coords.update(row=("row", list(self.flat_names)), col=("col", list(self.flat_names)))
+        return build(data, coords, {
             "model": self.model.name, "estimator": self.method.upper(),
             "estimated_parameters": " ".join(self.spec.estimate),
-            "rejected_samples": int(sum(int(data[f"{c}_rejected"][1].sum())
-                                        for c in self.channels))})
+            "rejected_samples": int(rejected.sum())})
+
+    def _augmented_group(self) -> Any:
+        """Layout of the tracked parameters (scalars), for the Dataset writer."""
+        from ..layout import Group, Leaf
+        from ..model import Var
+
+        params = parameter_info(self.model)
+        entries = [(k, Leaf(k, Var(params[k].units, params[k].doc), (), None, i, 1))
+                   for i, k in enumerate(self.spec.estimate)]
+        return Group(tuple, entries, "parameter", self.model.name)
+
+    def _channel_group(self) -> Any:
+        """Layout of the measured channels, in the order of a sample vector."""
+        from ..layout import Group, Leaf
+
+        outputs = self.model.layout.outputs
+        entries, pos = [], 0
+        for c in self.channels:
+            lf = outputs.leaf(c)
+            entries.append((c, Leaf(c, lf.var, lf.shape, lf.dim, pos, lf.size)))
+            pos += lf.size
+        return Group(tuple, entries, "channel", self.model.name)
 
     # ---- live ----------------------------------------------------------------------
     def live(self, t0: float, *, x0: Any = None, std: Mapping[str, float] | None = None,

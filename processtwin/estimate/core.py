@@ -14,13 +14,14 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ..model import Model
 from ..ops import jax_ops
 
 __all__ = ["FLAGS", "FilterSpec", "FilterState", "Record", "ekf_step", "init_state",
-           "transition"]
+           "process_noise", "transition"]
 
 #: Anomaly flag bits (CF ``flag_masks``), per channel and sample.
 FLAGS = {"spike": 1, "stuck": 2, "drift": 4, "mismatch": 8}
@@ -74,15 +75,25 @@ class FilterSpec(eqx.Module):
 
     @property
     def nx(self) -> int:
-        return len(self.model.states())
+        """Length of the flat state vector (before the tracked parameters)."""
+        return self.model.layout.states.size
+
+    @property
+    def nz(self) -> int:
+        """Length of the augmented state: states and tracked parameters."""
+        return self.nx + len(self.estimate)
+
+    @property
+    def ny(self) -> int:
+        """Number of measured values per sample (a vector channel counts its elements)."""
+        return int(self.model.layout.outputs.indices(self.channels).size)
 
     def model_at(self, z: Any) -> Model:
         """The model with tracked parameters taken from the augmented state ``z``."""
         if not self.estimate:
             return self.model
-        theta = [z[self.nx + i] for i in range(len(self.estimate))]
-        return eqx.tree_at(lambda m: [getattr(m, k) for k in self.estimate], self.model,
-                           theta)
+        nx = self.nx
+        return self.model.with_params({k: z[nx + i] for i, k in enumerate(self.estimate)})
 
 
 class FilterState(NamedTuple):
@@ -117,10 +128,28 @@ class Record(NamedTuple):
 
 def _vector_rhs(spec: FilterSpec, t: Any, z: Any, u: Any) -> Any:
     model = spec.model_at(z)
+    lay = model.layout
     nx = spec.nx
-    x = model.State(*(z[i] for i in range(nx)))
-    dx = jnp.stack(model.rhs(t, x, model.Inputs(*(u[i] for i in range(u.shape[0]))), jax_ops))
+    x = lay.states.unravel(z[:nx], jax_ops)
+    dx = lay.states.ravel(model.rhs(t, x, lay.inputs.unravel(u, jax_ops), jax_ops), jax_ops)
     return jnp.concatenate([dx, jnp.zeros(z.shape[0] - nx, dx.dtype)])
+
+
+def _vector_step(spec: FilterSpec, t: Any, z: Any, u: Any) -> Any:
+    """One sample of a discrete-time model on the augmented state (parameters held)."""
+    model = spec.model_at(z)
+    lay = model.layout
+    nx = spec.nx
+    x = lay.states.unravel(z[:nx], jax_ops)
+    dt = jnp.asarray(model.sample_time, dtype=z.dtype)
+    x1 = lay.states.ravel(model.step(t, x, lay.inputs.unravel(u, jax_ops), dt, jax_ops),
+                          jax_ops)
+    return jnp.concatenate([x1, z[nx:]])
+
+
+def n_samples(spec: FilterSpec, t0: Any, t1: Any) -> Any:
+    """Samples of a discrete-time model between ``t0`` and ``t1`` (rounded)."""
+    return jnp.round((t1 - t0) / spec.model.sample_time)
 
 
 # RK4's stability region reaches |h λ| ≈ 2.78 on the negative real axis; 2.5 keeps a margin.
@@ -135,6 +164,13 @@ def transition(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> Any:
     upper bound of its spectral radius). Without the second rule a fixed sub-step goes
     unstable when the kinetics stiffen (e.g. high biomass at nearly no substrate).
     """
+    if spec.model.is_discrete:  # the model's own map, once per sample in the interval
+        dt_s = spec.model.sample_time
+
+        def sample(i, zz):
+            return _vector_step(spec, t0 + i.astype(zz.dtype) * dt_s, zz, u)
+
+        return lax.fori_loop(0, n_samples(spec, t0, t1).astype(jnp.int32), sample, z)
     dt_total = t1 - t0
     jac = jax.jacfwd(lambda zz: _vector_rhs(spec, t0, zz, u))(lax.stop_gradient(z))
     rho = lax.stop_gradient(jnp.max(jnp.sum(jnp.abs(jac), axis=1)))
@@ -156,15 +192,18 @@ def transition(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> Any:
 def measure(spec: FilterSpec, z: Any, u: Any, t: Any) -> Any:
     """Predicted measurement of the selected channels."""
     model = spec.model_at(z)
-    x = model.State(*(z[i] for i in range(spec.nx)))
-    y = model.measure(t, x, model.Inputs(*(u[i] for i in range(u.shape[0]))), jax_ops)
-    names = list(model.outputs())
-    return jnp.stack([y[names.index(c)] for c in spec.channels])
+    lay = model.layout
+    x = lay.states.unravel(z[:spec.nx], jax_ops)
+    y = lay.outputs.ravel(model.measure(t, x, lay.inputs.unravel(u, jax_ops), jax_ops), jax_ops)
+    idx = lay.outputs.indices(spec.channels)
+    if idx.size == y.shape[0] and np.array_equal(idx, np.arange(idx.size)):
+        return y
+    return y[idx]
 
 
 def init_state(spec: FilterSpec, t0: Any, z0: Any, P0: Any) -> FilterState:
     """Initial filter state at time ``t0`` with estimate ``z0`` and covariance ``P0``."""
-    ny = len(spec.channels)
+    ny = spec.ny
     z0 = jnp.asarray(z0, dtype=float)
     return FilterState(jnp.asarray(t0, dtype=float), z0, jnp.asarray(P0, dtype=float),
                        jnp.full(ny, jnp.nan), jnp.zeros(ny, jnp.int32), jnp.zeros(ny),
@@ -265,10 +304,9 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     ``y`` has one entry per channel, NaN where not measured. Pure: use under ``jit``,
     ``lax.scan`` (histories) and ``vmap`` (fleets).
     """
-    dt = t - state.t
-    # predict: z' = phi(z), P' = F P F^T + diag(q) dt
+    # predict: z' = phi(z), P' = F P F^T + Q
     z_pred, F = _value_and_jacfwd(lambda z: transition(spec, z, u, state.t, t), state.z)
-    P_pred = _symmetrise(_mm(_mm(F, state.P), F.T) + jnp.diag(spec.q * dt))
+    P_pred = _symmetrise(_mm(_mm(F, state.P), F.T) + jnp.diag(process_noise(spec, state.t, t)))
     # measurement model at the prediction
     y_hat, H = _value_and_jacfwd(lambda z: measure(spec, z, u, t), z_pred)
     s_diag = jnp.diag(_mm(_mm(H, P_pred), H.T)) + spec.r
@@ -276,6 +314,15 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     z_new, P_new, nis = _masked_update(z_pred, P_pred, H, jnp.diag(spec.r), scr.innov,
                                        scr.used)
     return _finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
+
+
+def process_noise(spec: FilterSpec, t0: Any, t1: Any) -> Any:
+    """Diagonal of the process-noise covariance added over ``(t0, t1]``: ``q dt`` for a
+    continuous model (``q`` an intensity per time unit), ``q`` per sample for a
+    discrete-time model (``q`` a variance per sample; exact for one sample per update)."""
+    if spec.model.is_discrete:
+        return spec.q * n_samples(spec, t0, t1)
+    return spec.q * (t1 - t0)
 
 
 # Below this size, matrix products are written as broadcast-multiply-sum and SPD solves as an

@@ -50,8 +50,8 @@ def _live_step_fn(spec: FilterSpec, method: str) -> Any:
     host-to-device copy and one output buffer: on a small CPU the fixed cost of a call
     grows with its number of arguments and results.
     """
-    nz = len(spec.model.states()) + len(spec.estimate)
-    ny = len(spec.channels)
+    nz = spec.nz
+    ny = spec.ny
     n_state = _state_size(nz, ny)
 
     def update(buf, row):
@@ -100,10 +100,10 @@ class LiveFilter:
         self._y: list[np.ndarray] = []
         self._u: list[np.ndarray] = []
         self._before: list[np.ndarray] = []  # host copy of the buffer before each sample
-        self._nz = nz = len(ekf.names)
-        self._ny = ny = len(ekf.channels)
+        self._nz = nz = ekf.spec.nz
+        self._ny = ny = ekf.spec.ny
         self._n_state = _state_size(nz, ny)
-        self._index = {c: j for j, c in enumerate(ekf.channels)}
+        self._index = ekf.channel_slots
         self._host = np.concatenate([np.asarray(_pack(state)), np.full(4 * ny + 2, np.nan)])
         self._buf = jnp.asarray(self._host)
         self._t0 = float(state.t)
@@ -120,12 +120,12 @@ class LiveFilter:
 
     @property
     def z(self) -> np.ndarray:
-        """Current estimate of the (augmented) state, in the order of ``ekf.names``."""
+        """Current estimate of the (augmented) state, in the order of ``ekf.flat_names``."""
         return self._read()[1:1 + self._nz]
 
     @property
     def sd(self) -> np.ndarray:
-        """Current standard deviations, in the order of ``ekf.names``."""
+        """Current standard deviations, in the order of ``ekf.flat_names``."""
         nz = self._nz
         return np.sqrt(self._read()[1 + nz:1 + nz + nz * nz:nz + 1])
 
@@ -150,7 +150,7 @@ class LiveFilter:
         v = self._read()[self._n_state:]
         ny = self._ny
         out = {}
-        for j, c in enumerate(self.ekf.channels):
+        for j, c in enumerate(self.ekf.flat_channels):
             out[c] = {"innovation": float(v[j]), "nis": float(v[ny + j]),
                       "flags": int(v[2 * ny + j]), "used": bool(v[3 * ny + j])}
         return out
@@ -166,6 +166,16 @@ class LiveFilter:
             j = index.get(k)
             if j is None:
                 raise DataError(f"unknown channel `{k}`" + suggest(k, self.ekf.channels))
+            if isinstance(j, slice):  # a vector channel: one value per element
+                arr = np.asarray(v, dtype=float).reshape(-1)
+                if arr.size != j.stop - j.start:
+                    raise DataError(f"channel `{k}` has {j.stop - j.start} elements, got "
+                                    f"{arr.size} values at t={t:g}.")
+                if np.isinf(arr).any():
+                    raise DataError(f"channel `{k}` is infinite at t={t:g}; use NaN for "
+                                    "missing.")
+                values[j] = arr.tolist()
+                continue
             v = float(v)
             if math.isinf(v):
                 raise DataError(f"channel `{k}` is {v} at t={t:g}; use NaN for missing.")
@@ -212,7 +222,7 @@ class LiveFilter:
             merged = self._y[k].copy()
             clash = np.isfinite(merged) & np.isfinite(row)
             if clash.any():
-                raise DataError(f"two samples of `{self.ekf.channels[int(np.argmax(clash))]}`"
+                raise DataError(f"two samples of `{self.ekf.flat_channels[int(np.argmax(clash))]}`"
                                 f" at t={t:g}.")
             merged[np.isfinite(row)] = row[np.isfinite(row)]
             tail = [(t, merged, self._u[k])] + list(zip(self._t[k + 1:], self._y[k + 1:],
@@ -229,6 +239,7 @@ class LiveFilter:
         self.refiltered += len(tail) - 1
 
     def estimate(self) -> dict[str, tuple[float, float]]:
-        """Current estimate and standard deviation per state/parameter name."""
+        """Current estimate and standard deviation per state/parameter (a vector state's
+        elements as ``T[0]``, ``T[1]``, ...)."""
         z, sd = self.z, self.sd
-        return {k: (float(z[i]), float(sd[i])) for i, k in enumerate(self.ekf.names)}
+        return {k: (float(z[i]), float(sd[i])) for i, k in enumerate(self.ekf.flat_names)}
