@@ -30,6 +30,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python experiments/bench/bench_simulate.py
+	$(BIN)/python experiments/bench/bench_vector.py
 	$(BIN)/python experiments/bench/bench_estimate.py
 	$(BIN)/python -W ignore experiments/bench/bench_nmpc.py
 

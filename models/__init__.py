@@ -1,10 +1,20 @@
-"""Unit models (``processtwin.models``): pure physics, parameters with units and defaults.
+"""Unit models and composed systems (``processtwin.models``): pure physics, parameters
+with units and defaults.
 
-Files here import :mod:`processtwin.model` only — never jax, casadi, pyomo or numpy.
+Files here import :mod:`processtwin.model` (and, for composed systems,
+:mod:`processtwin.system`) only — never jax, casadi, pyomo or numpy.
 """
+
+from collections.abc import Callable
+
+from processtwin.model import Model
 
 from .bioreactor import Bioreactor, BioreactorInputs, BioreactorOutputs, BioreactorState
 from .double_integrator import DoubleIntegrator
+from .feed_vessel import FeedVessel
+from .lti import DiscreteTripleTank
+from .plant import fed_batch_plant
+from .tank_cascade import TankCascade
 
 __all__ = [
     "REGISTRY",
@@ -12,8 +22,17 @@ __all__ = [
     "BioreactorInputs",
     "BioreactorOutputs",
     "BioreactorState",
+    "DiscreteTripleTank",
     "DoubleIntegrator",
+    "FeedVessel",
+    "TankCascade",
+    "fed_batch_plant",
 ]
 
-#: Models by their command-line name.
-REGISTRY = {cls.name: cls for cls in (Bioreactor, DoubleIntegrator)}
+#: Models by their command-line name: zero-argument callables returning a model instance
+#: with default parameters (a unit's class, or the factory of a composed system).
+REGISTRY: dict[str, Callable[[], Model]] = {
+    **{cls.name: cls for cls in (Bioreactor, DoubleIntegrator, TankCascade, FeedVessel,
+                                 DiscreteTripleTank)},
+    "fed_batch_plant": fed_batch_plant,
+}

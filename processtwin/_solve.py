@@ -117,7 +117,7 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
     else:
         ys = jnp.swapaxes(sol.ys, 0, 1)  # (scenario, time, state)
         us, outs = jax.vmap(_per_member, in_axes=(0, None, 0, 0))(model, ts, ys, signals)
-    stats = jnp.stack([sol.stats[k] for k in _STAT_KEYS])
+    stats = jnp.stack([sol.stats[k] for k in STAT_KEYS])
     code = jnp.where(sol.result == diffrax.RESULTS.successful, _tsit5.OK,
                      jnp.where(sol.result == diffrax.RESULTS.max_steps_reached,
                                _tsit5.MAX_STEPS, _tsit5.FAILED))
@@ -171,10 +171,10 @@ def _solve_discrete(model, y0, signals, ts, k_out, *, n_steps):
     return ys, us, outs, _info(jnp.asarray(_tsit5.OK), stats, ys)
 
 
-_STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
+STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
 
-_solve_batch_jit = jax.jit(_solve_batch,
+solve_batch_jit = jax.jit(_solve_batch,
                            static_argnames=("solver", "rtol", "atol", "dt", "max_steps",
                                             "reverse"))
-_solve_discrete_jit = jax.jit(_solve_discrete, static_argnames=("n_steps",))
+solve_discrete_jit = jax.jit(_solve_discrete, static_argnames=("n_steps",))

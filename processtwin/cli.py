@@ -91,27 +91,24 @@ def _parse_x0(model: Any, items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _parse_inputs(model: Any, items: tuple[str, ...]) -> dict[str, Any]:
-    """``0.01`` or ``1,2,3`` (constant) or ``0:0.0,20:0.01`` (piecewise-constant schedule,
+    """``0.01`` or ``1,2,3`` (constant) or ``0:0.0,20:0.01`` (piecewise-constant schedule;
     a vector input takes each value on all its elements)."""
-    import numpy as np
-
     from .signals import hold
 
     group = model.layout.inputs
     out: dict[str, Any] = {}
     for name, text in _parse_assignments(items, "--input").items():
-        leaf = group.leaf(name)
+        group.leaf(name)  # an unknown (dotted) name fails here, with the closest known one
         if ":" not in text:
             out[name] = _numbers(text, name, "--input")
-            group.values({name: out[name]})
+            group.values({name: out[name]})  # vector length and bounds
             continue
         times, values = [], []
         for part in text.split(","):
             t, _, v = part.partition(":")
             times.append(_number(t, name, "--input"))
             values.append(_number(v, name, "--input"))
-        vals = np.asarray(values)
-        out[name] = hold(times, np.broadcast_to(vals, (*leaf.shape, vals.size)).copy())
+        out[name] = hold(times, values)
     return out
 
 
@@ -280,7 +277,7 @@ def simulate_cmd(model: str | None, model_opt: str | None, until: float, every: 
     p = _parse_params(m, params)
     m = m.replace(**p) if p else m
     u = _parse_inputs(m, inputs)
-    x = m.layout.states.to_dict(m.layout.states.values(_parse_x0(m, x0)))
+    x = _parse_x0(m, x0)
     res = simulate(m, x, u, t, solver=solver, rtol=rtol, atol=atol)
     click.echo(f"{m.name}: t = 0 … {until:g} {m.time_unit}, {res.stats['num_steps']} steps "
                f"({solver}, rtol {rtol:g}), {res.stats['wall_time_s'] * 1e3:.1f} ms")
@@ -341,7 +338,7 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
                 "variables after them, or pick them with --channel.")
     kind = UnscentedKalmanFilter if method == "ukf" else ExtendedKalmanFilter
     ekf = kind(m, estimate=estimate, channels=channels)
-    est = ekf.filter(data, x0=x, smooth=smooth)
+    est = ekf.filter(data, x0=x, smooth=smooth).data
     t = est["time"].values
     click.echo(f"{m.name}: {t.size} samples, t = {t[0]:g} … {t[-1]:g} {m.time_unit}, "
                f"channels {', '.join(channels)}; {est.attrs['rejected_samples']} rejected")

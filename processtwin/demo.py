@@ -154,7 +154,7 @@ def _live_twin(model: Bioreactor, feed: Any, out: Path, echo: Callable[[str], An
             echo("  " + str(rec).replace("\n", "\n  "))
     est = twin.estimate()
     data = plant.data
-    batch_est = ekf.filter(data, t0=0.0, smooth=True)
+    batch_est = ekf.filter(data, t0=0.0, smooth=True).data
     save(batch_est, out / "estimate.nc")
     _plot_estimate(plant, batch_est, truth_model, out / "estimate.png")
     result = {

@@ -16,7 +16,25 @@ def save(result: Any, path: str | os.PathLike) -> str:
     """Write a result (or an ``xarray.Dataset``) to a netCDF-4/HDF5 file.
 
     The file is written to ``path + ".tmp"`` and renamed, so a crash never leaves a
-    half-written file under ``path``. Returns the path written.
+    half-written file under ``path``.
+
+    Parameters
+    ----------
+    result : SimulationResult, xarray.Dataset or object with ``.data``
+        What to write: a Dataset as is, anything else through its ``.data`` Dataset
+        (e.g. a :class:`~processtwin.simulate.SimulationResult`).
+    path : str or os.PathLike
+        Destination file (conventionally ``.nc``); an existing file is replaced.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    DataError
+        ``result`` is neither a Dataset nor has a ``.data`` Dataset.
     """
     ds = result.data if hasattr(result, "data") and not isinstance(result, xr.Dataset) else result
     if not isinstance(ds, xr.Dataset):
@@ -30,7 +48,24 @@ def save(result: Any, path: str | os.PathLike) -> str:
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:
-    """Read a Dataset written by :func:`save` (fully into memory, file closed)."""
+    """Read a Dataset written by :func:`save` (fully into memory, file closed).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The netCDF-4/HDF5 file to read.
+
+    Returns
+    -------
+    xarray.Dataset
+        The stored Dataset as written (for a saved result: units in each variable's
+        ``units`` attribute).
+
+    Raises
+    ------
+    DataError
+        No file at ``path``.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"no such file: {path!r}.")

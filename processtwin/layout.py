@@ -71,6 +71,21 @@ class Group:
     Built by :meth:`Model.layout <processtwin.model.Model.layout>`; not constructed by
     users. ``entries`` are ``(field, Leaf | Group)`` pairs in declaration order; nested
     groups are the units of a composed system.
+
+    Parameters
+    ----------
+    typ : type
+        The variables tuple type (a ``NamedTuple`` from
+        :func:`~processtwin.model.variables`) whose instances this group ravels and builds.
+    entries : sequence of (str, Leaf or Group)
+        ``(field, Leaf | Group)`` pairs in the order of ``typ``'s fields: a
+        :class:`Leaf` for a variable, a nested :class:`Group` for a unit of a system.
+        The leaves' ``start`` and ``size`` must tile the flat vector in this order.
+    what : str
+        What the variables are (``"state"``, ``"input"``, ``"output"``, ``"port"``, ...),
+        used in error messages.
+    owner : str
+        Name of the model the group belongs to, used in error messages.
     """
 
     def __init__(self, typ: type, entries: Sequence[tuple[str, Leaf | Group]], what: str,
@@ -113,7 +128,23 @@ class Group:
                               + suggest(name, self.by_name)) from None
 
     def indices(self, names: Sequence[str]) -> np.ndarray:
-        """Flat indices of the leaves ``names``, concatenated in that order."""
+        """Flat indices of the leaves ``names``, concatenated in that order.
+
+        Parameters
+        ----------
+        names : sequence of str
+            Dotted leaf names (a vector leaf contributes all its elements).
+
+        Returns
+        -------
+        numpy.ndarray of intp
+            Positions in the flat vector; empty for no names.
+
+        Raises
+        ------
+        ConfigError
+            An unknown name (with the closest known one).
+        """
         return np.concatenate([np.arange(self.leaf(n).start, self.leaf(n).stop)
                                for n in names]).astype(np.intp) if names else np.zeros(
                                    0, np.intp)
@@ -147,11 +178,45 @@ class Group:
 
     def ravel(self, tree: Any, ops: Any) -> Any:
         """Flat vector of a tuple of values in the backend of ``ops`` (a scalar given for
-        a vector leaf is broadcast)."""
+        a vector leaf is broadcast).
+
+        Parameters
+        ----------
+        tree : tuple
+            An instance of this group's tuple type (nested for a system) [variable units].
+        ops : Ops
+            The backend namespace (``jax_ops``, ``numpy_ops``, ``casadi_ops``,
+            ``pyomo_ops``); its ``name`` selects the kind of vector built.
+
+        Returns
+        -------
+        vector
+            Length :attr:`size`: a JAX or NumPy array, a CasADi column vector or a list
+            of Pyomo expressions.
+        """
         return self.ravel_leaves(self.leaf_values(tree), ops)
 
     def ravel_leaves(self, values: Sequence[Any], ops: Any) -> Any:
-        """Flat vector from leaf values in layout order."""
+        """Flat vector from leaf values in layout order.
+
+        Parameters
+        ----------
+        values : sequence
+            One value per leaf in the order of :attr:`leaves` [variable units]; a scalar
+            given for a vector leaf is broadcast.
+        ops : Ops
+            The backend namespace; its ``name`` selects the kind of vector built.
+
+        Returns
+        -------
+        vector
+            Length :attr:`size`, as for :meth:`ravel`.
+
+        Raises
+        ------
+        ModelError
+            A CasADi or Pyomo value whose length differs from its vector leaf's.
+        """
         backend = ops.name
         if backend == "jax":
             import jax.numpy as jnp
@@ -199,11 +264,41 @@ class Group:
 
     def unravel(self, vec: Any, ops: Any) -> Any:
         """The tuple whose flat vector is ``vec`` (the last axis for JAX/NumPy arrays, so
-        ``(time, n)`` gives leaves over time)."""
+        ``(time, n)`` gives leaves over time).
+
+        Parameters
+        ----------
+        vec : vector
+            Flat vector of length :attr:`size` in the backend of ``ops`` (for JAX/NumPy
+            the last axis; leading axes are kept) [variable units].
+        ops : Ops
+            The backend namespace of ``vec``.
+
+        Returns
+        -------
+        tuple
+            An instance of this group's tuple type (nested for a system).
+        """
         return self.from_leaves(self.unravel_leaves(vec, ops))
 
     def unravel_leaves(self, vec: Any, ops: Any) -> list[Any]:
-        """Leaf values (scalars or vectors) from the flat vector ``vec``."""
+        """Leaf values (scalars or vectors) from the flat vector ``vec``.
+
+        Parameters
+        ----------
+        vec : vector
+            Flat vector of length :attr:`size` in the backend of ``ops`` (for JAX/NumPy
+            the last axis) [variable units].
+        ops : Ops
+            The backend namespace of ``vec``.
+
+        Returns
+        -------
+        list
+            One value per leaf in the order of :attr:`leaves`: an element for a scalar
+            leaf, a slice (a :class:`~processtwin.ops.PyomoVector` for Pyomo) for a
+            vector leaf.
+        """
         backend = ops.name
         if backend in ("jax", "numpy"):
             return [vec[..., lf.start] if not lf.shape else vec[..., lf.start:lf.stop]
@@ -222,7 +317,27 @@ class Group:
     def assemble(self, given: Any, ops: Any) -> Any:
         """Flat vector from defaults overridden by ``given`` (a mapping by name, a tuple of
         this group's type, or ``None``), without validation: values may be traced
-        (``jax.grad`` through an initial state) or symbolic."""
+        (``jax.grad`` through an initial state) or symbolic.
+
+        Parameters
+        ----------
+        given : mapping, tuple or None
+            Values by dotted leaf name (missing leaves take their declared default), a
+            complete tuple of this group's type, or ``None`` for all defaults [variable
+            units].
+        ops : Ops
+            The backend namespace of the result.
+
+        Returns
+        -------
+        vector
+            Length :attr:`size`, as for :meth:`ravel`.
+
+        Raises
+        ------
+        ConfigError
+            ``given`` is of another kind, or names an unknown leaf.
+        """
         if given is None:
             given = {}
         elif isinstance(given, tuple) and hasattr(given, "_fields"):
@@ -259,6 +374,23 @@ class Group:
     def values(self, given: Any = None, /, *, check: bool = True, **kw: Any) -> np.ndarray:
         """Validated flat vector from defaults, a mapping by dotted name (or a tuple of
         this group's type, or a flat sequence) and keyword overrides.
+
+        Parameters
+        ----------
+        given : mapping, tuple, sequence or None
+            Values by dotted leaf name, a tuple of this group's type, or a flat sequence
+            of all :attr:`size` values in layout order (positional only) [variable
+            units]; ``None``: defaults only.
+        check : bool
+            Check every given value against its variable's bounds.
+        **kw : float or array
+            More values by leaf name, overriding ``given`` [variable units]; a vector
+            leaf takes a scalar (broadcast) or one value per element.
+
+        Returns
+        -------
+        numpy.ndarray
+            Flat vector of length :attr:`size`; unset leaves at their declared default.
 
         Raises
         ------
@@ -327,18 +459,57 @@ def _casadi_numel(v: Any) -> int:
 
 @dataclass(frozen=True)
 class Layout:
-    """The resolved layouts of a model instance: states, inputs, outputs and ports."""
+    """The resolved layouts of a model instance: states, inputs, outputs and ports.
+
+    Attributes
+    ----------
+    states, inputs, outputs, ports : Group
+        The resolved layout of each of the model's variables tuples (empty groups where
+        the model declares none).
+    dims : mapping of str to int
+        Dimension name → length, over every vector leaf (the dimensions of Datasets).
+    """
 
     states: Group
     inputs: Group
     outputs: Group
     ports: Group
-    dims: Mapping[str, int]  # dimension name → length, over every vector leaf
+    dims: Mapping[str, int]
 
 
 def resolve(typ: type, what: str, model: Any, prefix: str = "", start: int = 0,
             dims: dict[str, int] | None = None) -> Group:
-    """Resolve the variables tuple ``typ`` of a unit ``model`` into a :class:`Group`."""
+    """Resolve the variables tuple ``typ`` of a unit ``model`` into a :class:`Group`.
+
+    Parameters
+    ----------
+    typ : type
+        A variables tuple type from :func:`~processtwin.model.variables` (its ``_vars``
+        map each field to a :class:`~processtwin.model.Var`).
+    what : str
+        What the variables are (``"state"``, ``"input"``, ...), for error messages.
+    model : Model
+        The unit model instance: its static fields size vectors declared with
+        ``shape="n_..."``; its ``name`` appears in messages.
+    prefix : str
+        Prefix of the leaves' dotted names (``"pipe."`` for a unit of a system).
+    start : int
+        Position of the first leaf in the flat vector (a unit's offset in a system).
+    dims : dict of str to int, optional
+        Dimension name → length collected so far; updated in place with this unit's
+        dimensions (a clash of lengths gets the dimension name prefixed). ``None``: a
+        fresh dict.
+
+    Returns
+    -------
+    Group
+
+    Raises
+    ------
+    ModelError
+        A field that is not a ``Var``, or a vector sized by a missing or non-positive
+        field.
+    """
     from .model import Var
 
     dims = {} if dims is None else dims

@@ -27,7 +27,36 @@ __all__ = ["Ops", "PyomoVector", "casadi_ops", "jax_ops", "numpy_ops", "pyomo_op
 
 @dataclass(frozen=True)
 class Ops:
-    """A namespace of elementary functions for one numerical backend."""
+    """A namespace of elementary functions for one numerical backend.
+
+    Use the module's instances (``jax_ops``, ``numpy_ops``, ``casadi_ops``,
+    ``pyomo_ops``); model equations receive one as their ``ops`` argument. The functions
+    keep the units of their arguments where that makes sense (``abs``, ``where``,
+    ``maximum``, ``minimum``, ``concat``, ``sum``); ``exp``, ``log`` and ``tanh`` need
+    dimensionless arguments.
+
+    Attributes
+    ----------
+    name : {"jax", "numpy", "casadi", "pyomo"}
+        The backend; :class:`~processtwin.layout.Group` ravels and unravels by it.
+    exp, log, sqrt, tanh, abs : callable
+        Elementwise ``f(x)``: exponential, natural logarithm, square root, hyperbolic
+        tangent and absolute value (CasADi's ``fabs``).
+    where : callable
+        ``where(cond, a, b)``: ``a`` where ``cond`` holds, else ``b``, elementwise
+        (CasADi ``if_else``, Pyomo ``Expr_if``).
+    gt, lt : callable
+        ``gt(a, b)``, ``lt(a, b)``: the comparisons ``a > b`` and ``a < b`` as conditions
+        for ``where``; Pyomo, which has no strict relations in expressions, uses ``>=``
+        and ``<=``.
+    maximum, minimum : callable
+        Elementwise ``maximum(a, b)``, ``minimum(a, b)`` (non-smooth; see
+        :meth:`smooth_max` and :meth:`smooth_min` for optimisers).
+    concat : callable
+        ``concat(seq)``: one vector of the scalars and vectors in ``seq``, in order.
+    sum : callable
+        ``sum(x)``: the sum of the elements of a vector.
+    """
 
     name: str
     exp: Callable[[Any], Any]
@@ -48,11 +77,39 @@ class Ops:
     _matvec: Callable[[Any, Any], Any]
 
     def index(self, x: Any, i: int) -> Any:
-        """Element ``i`` of the vector ``x`` (a static int; negative counts from the end)."""
+        """Element ``i`` of the vector ``x`` (a static int; negative counts from the end).
+
+        Parameters
+        ----------
+        x : vector
+            A 1-D vector of this backend (JAX/NumPy array, CasADi column,
+            :class:`PyomoVector`) [any units].
+        i : int
+            Static position; negative counts from the end.
+
+        Returns
+        -------
+        scalar
+            ``x[i]`` [units of ``x``].
+        """
         return x[int(i)]
 
     def full(self, n: int, value: Any) -> Any:
-        """A vector of ``n`` copies of the scalar ``value``."""
+        """A vector of ``n`` copies of the scalar ``value``.
+
+        Parameters
+        ----------
+        n : int
+            Static length of the vector.
+        value : scalar
+            The value of every element (a number or a scalar expression of this backend)
+            [any units].
+
+        Returns
+        -------
+        vector
+            Of length ``n`` [units of ``value``].
+        """
         return self._full(int(n), value)
 
     def shift(self, x: Any, k: int = 1, fill: Any = 0.0) -> Any:
@@ -61,26 +118,72 @@ class Ops:
 
         ``shift(T, 1, T_in)`` is each cell's upstream neighbour (the first cell's is the
         inlet), ``shift(T, -1, T[-1])`` its downstream neighbour with a zero-gradient end:
-        the stencils of upwind and finite-volume schemes. ``k`` is a static int with
-        ``|k| <`` the length of ``x``.
+        the stencils of upwind and finite-volume schemes. ``k`` is a static int; with
+        ``|k| ≥`` the length of ``x`` every element is ``fill``.
+
+        Parameters
+        ----------
+        x : vector
+            A 1-D vector of this backend [any units].
+        k : int
+            Static shift: ``k > 0`` takes the neighbour ``k`` places before (upstream),
+            ``k < 0`` the one ``|k|`` places after; ``0`` returns ``x``.
+        fill : scalar
+            Value for the elements whose neighbour lies outside ``x`` (a boundary value,
+            e.g. the inlet) [units of ``x``].
+
+        Returns
+        -------
+        vector
+            The shifted vector, of the length of ``x``.
         """
         n = _length(x)
         k = int(k)
         if k == 0:
             return x
-        if abs(k) >= n:
-            raise ValueError(f"`shift` by {k} of a vector of length {n}.")
+        if abs(k) >= n:  # every element's neighbour is outside (a single cell)
+            return self._full(n, fill)
         if k > 0:
             return self._join([self._full(k, fill), self._take(x, 0, n - k)])
         return self._join([self._take(x, -k, n), self._full(-k, fill)])
 
     def dot(self, a: Any, b: Any) -> Any:
-        """Inner product of two vectors of equal length."""
+        """Inner product of two vectors of equal length.
+
+        Parameters
+        ----------
+        a, b : vector
+            1-D vectors of this backend of equal length [any units].
+
+        Returns
+        -------
+        scalar
+            ``Σ a_i b_i`` [units of ``a`` × units of ``b``].
+        """
         return self.sum(a * b)
 
     def matvec(self, A: Any, x: Any) -> Any:
         """Product ``A @ x`` of a constant matrix ``A`` (NumPy, shape (m, n)) and a vector
-        ``x`` of length n."""
+        ``x`` of length n.
+
+        Parameters
+        ----------
+        A : array_like, shape (m, n)
+            Constant matrix (converted to a float NumPy array); its zeros stay structural
+            zeros in CasADi and Pyomo [any units].
+        x : vector
+            A 1-D vector of this backend of length n [any units].
+
+        Returns
+        -------
+        vector
+            Of length m [units of ``A`` × units of ``x``].
+
+        Raises
+        ------
+        ValueError
+            ``A`` is not 2-D or its number of columns is not the length of ``x``.
+        """
         import numpy as np
 
         A = np.asarray(A, dtype=float)
@@ -177,7 +280,8 @@ def _casadi_matvec(A: Any, x: Any) -> Any:
     import casadi as ca
     import numpy as np
 
-    rows, cols = np.nonzero(A)
+    # nonzeros in column-major order, the order of CasADi's compressed-column storage
+    cols, rows = np.nonzero(A.T)
     sp = ca.Sparsity.triplet(A.shape[0], A.shape[1], rows.tolist(), cols.tolist())
     return ca.mtimes(ca.DM(sp, A[rows, cols].tolist()), x)
 
@@ -248,7 +352,14 @@ def _elementwise(f: Callable[..., Any]) -> Callable[..., Any]:
 
 class PyomoVector:
     """A vector of Pyomo expressions with elementwise arithmetic (the Pyomo counterpart
-    of a 1-D array). Iterate or index it to get the expressions."""
+    of a 1-D array). Iterate or index it to get the expressions.
+
+    Parameters
+    ----------
+    items : sequence
+        The elements: Pyomo expressions, variables or numbers, in order (copied into the
+        list :attr:`items`).
+    """
 
     __slots__ = ("items",)
 

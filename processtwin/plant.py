@@ -33,7 +33,7 @@ class PlantRun:
 
     truth: xr.Dataset
     data: xr.Dataset
-    arrivals: list[tuple[float, float, dict[str, float]]]
+    arrivals: list[tuple[float, float, dict[str, Any]]]
 
 
 def simulated_plant(model: Model, *, inputs: Mapping[str, Any], until: float,
@@ -61,23 +61,33 @@ def simulated_plant(model: Model, *, inputs: Mapping[str, Any], until: float,
     res = simulate(model, x0, inputs, t, rtol=1e-8, atol=1e-10)
     rng = np.random.default_rng(seed)
     lab_rows = np.isclose(np.mod(t + 1e-9, lab_every), 0.0, atol=1e-6) & (t > 0)
+    lay = model.layout
     cols: dict[str, Any] = {}
-    for c, spec in model.outputs().items():
-        y = res["out:" + c] + rng.normal(0.0, spec.noise, t.size)
+    for leaf in lay.outputs.leaves:
+        c, spec = leaf.name, leaf.var
+        clean = res["out:" + c]
+        y = clean + rng.normal(0.0, spec.noise, clean.shape)
         if spec.kind == "offline":
-            y = np.where(lab_rows, y, np.nan)
+            y = np.where(lab_rows.reshape(-1, *([1] * (y.ndim - 1))), y, np.nan)
         y[0] = np.nan  # the filter starts from the initial estimate at t=0
-        cols[c] = ("time", y, {"units": spec.units, "kind": spec.kind})
-    for k, spec in model.inputs().items():
-        cols[k] = ("time", res[k], {"units": spec.units, "kind": spec.kind})
+        dims = ("time", leaf.dim) if leaf.shape else ("time",)
+        cols[c] = (dims, y, {"units": spec.units, "kind": spec.kind})
+    for leaf in lay.inputs.leaves:
+        dims = ("time", leaf.dim) if leaf.shape else ("time",)
+        cols[leaf.name] = (dims, res[leaf.name], {"units": leaf.var.units,
+                                                  "kind": leaf.var.kind})
     data = xr.Dataset(cols, coords={"time": ("time", t, {"units": model.time_unit})})
+
+    def value(c: str, k: int) -> Any:
+        v = data[c].values[k]
+        return float(v) if np.ndim(v) == 0 else np.array(v)
+
     arrivals = []
-    online = [c for c, s in model.outputs().items() if s.kind == "online"]
-    offline = [c for c, s in model.outputs().items() if s.kind == "offline"]
+    online = [lf.name for lf in lay.outputs.leaves if lf.var.kind == "online"]
+    offline = [lf.name for lf in lay.outputs.leaves if lf.var.kind == "offline"]
     for k in range(1, t.size):
-        arrivals.append((t[k], t[k], {c: float(data[c].values[k]) for c in online}))
+        arrivals.append((t[k], t[k], {c: value(c, k) for c in online}))
         if lab_rows[k]:
-            arrivals.append((t[k] + lab_delay, t[k],
-                             {c: float(data[c].values[k]) for c in offline}))
+            arrivals.append((t[k] + lab_delay, t[k], {c: value(c, k) for c in offline}))
     arrivals.sort(key=lambda a: (a[0], a[1]))
     return PlantRun(res.data, data, arrivals)

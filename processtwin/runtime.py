@@ -52,6 +52,21 @@ def _with_small_loop_flag(flags: str, n_bytes: int) -> str:
     return f"{flags} {_EXTRA}{_KEY}={n_bytes}".strip()
 
 
+def _backend_started() -> bool:
+    """Whether JAX has started its backends (after which XLA flags are not read again).
+
+    JAX has no public query for this; its backend registry reports it. The registry's
+    module is looked up among the loaded modules, not imported (importing JAX loads it),
+    and if a JAX version lacks the query the answer is "not started": the settings are then
+    applied and, at worst, silently ineffective — results stay the same.
+    """
+    import sys
+
+    registry = sys.modules.get("jax._src.xla_bridge")
+    query = getattr(registry, "backends_are_initialized", None)
+    return bool(query()) if callable(query) else False
+
+
 def configure(*, x64: bool = True, small_loop_bytes: int | None = SMALL_LOOP_BYTES,
               async_dispatch: bool = False) -> bool:
     """Set up JAX for processtwin: float64, single-kernel small loops, inline dispatch.
@@ -79,14 +94,13 @@ def configure(*, x64: bool = True, small_loop_bytes: int | None = SMALL_LOOP_BYT
         same, only slower).
     """
     import jax
-    from jax._src import xla_bridge
 
     if x64:
         jax.config.update("jax_enable_x64", True)
     if small_loop_bytes is not None and int(small_loop_bytes) < 1:
         raise ValueError(f"`small_loop_bytes` must be positive, got {small_loop_bytes}.")
     flags = os.environ.get("XLA_FLAGS", "")
-    if xla_bridge.backends_are_initialized():
+    if _backend_started():
         loops_ok = small_loop_bytes is None or _KEY in flags
         dispatch_ok = jax.config.values["jax_cpu_enable_async_dispatch"] == async_dispatch
         if not (loops_ok and dispatch_ok):

@@ -55,7 +55,7 @@ class Signal(eqx.Module):
             v_a, v_b = self.values[..., i], self.values[..., i + 1]
             frac = jnp.clip((t - t_a) / (t_b - t_a), 0.0, 1.0)
             return v_a + frac * (v_b - v_a)
-        return self.values[jnp.clip(n_le - 1, 0, k - 1)]
+        return self.values[..., jnp.clip(n_le - 1, 0, k - 1)]
 
 
 def _asarray(v: Any) -> Any:
@@ -66,17 +66,58 @@ def _asarray(v: Any) -> Any:
 
 
 def constant(value: float) -> Signal:
-    """A constant signal."""
+    """A constant signal.
+
+    Parameters
+    ----------
+    value : float
+        The value at all times [input units]; may be traced (differentiable).
+
+    Returns
+    -------
+    Signal
+        A one-knot ``"hold"`` signal.
+    """
     return Signal(np.zeros(1), _asarray(value).reshape(1), "hold")
 
 
 def hold(times: Any, values: Any) -> Signal:
-    """A piecewise-constant schedule: ``values[i]`` from ``times[i]`` until ``times[i+1]``."""
+    """A piecewise-constant schedule: ``values[i]`` from ``times[i]`` until ``times[i+1]``.
+
+    Before ``times[0]`` the first value holds, after ``times[-1]`` the last.
+
+    Parameters
+    ----------
+    times : array, shape (K,)
+        Switching times, strictly increasing [model time unit].
+    values : array, shape (K,) or (n, K)
+        Value from each switching time on [input units]; ``(n, K)`` for a vector input of
+        length n (the knot axis is last). May be traced (differentiable).
+
+    Returns
+    -------
+    Signal
+        A ``"hold"`` signal.
+    """
     return Signal(_asarray(times), _asarray(values), "hold")
 
 
 def linear(times: Any, values: Any) -> Signal:
-    """A linearly interpolated time series."""
+    """A linearly interpolated time series (constant outside the knots).
+
+    Parameters
+    ----------
+    times : array, shape (K,)
+        Knot times, strictly increasing [model time unit].
+    values : array, shape (K,) or (n, K)
+        Values at the knots [input units]; ``(n, K)`` for a vector input of length n (the
+        knot axis is last). May be traced (differentiable).
+
+    Returns
+    -------
+    Signal
+        A ``"linear"`` signal.
+    """
     return Signal(_asarray(times), _asarray(values), "linear")
 
 

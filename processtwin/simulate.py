@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _tsit5
-from ._solve import _STAT_KEYS, SOLVERS, _solve_batch_jit, _solve_discrete_jit
+from ._solve import SOLVERS, STAT_KEYS, solve_batch_jit, solve_discrete_jit
 from .errors import ConfigError, DataError, ModelError, SolverError, suggest
 from .model import Model, check_value
 from .ops import jax_ops
@@ -75,10 +75,43 @@ def trajectory(
 
     Pure and jit/vmap/grad friendly: use it inside ``jax.grad`` to differentiate an outcome
     with respect to the model's parameters (the model is a pytree), the initial state or
-    the values of input :class:`~processtwin.signals.Signal`\\ s. Arguments as for
-    :func:`simulate` (``x0`` a mapping by name or a ``State`` tuple, values may be
-    traced); no validation happens here beyond what is static. Scalar states come back
-    as arrays over ``t``, vector states as arrays ``(time, n)``.
+    the values of input :class:`~processtwin.signals.Signal`\\ s. No validation happens
+    here beyond what is static (solver name, tolerances, ``dt``): values are not checked
+    against bounds and ``t`` is not checked for order, so that traced values pass through.
+
+    Parameters
+    ----------
+    model : Model
+        The unit model, with its parameter values (a pytree: differentiate with respect
+        to its leaves by passing it through ``jax.grad``).
+    x0 : mapping or State tuple
+        Initial state [state units], by (dotted) state name or as the model's ``State``
+        tuple; missing names take the model's default. Values may be traced.
+    inputs : mapping, Inputs tuple or None
+        Per input: a number, a :class:`~processtwin.signals.Signal` (``hold`` schedule or
+        ``linear`` series) or an ``xarray.DataArray`` over ``time`` [input units]; see
+        :func:`~processtwin.signals.as_inputs`. Missing inputs take their nominal default.
+    t : array
+        Strictly increasing output times [model time unit]; integration runs from
+        ``t[0]`` to ``t[-1]``. For a discrete-time model the times must lie on its sample
+        grid (every ``model.sample_time`` from ``t[0]``).
+    solver : {"tsit5", "dopri5", "dopri8", "kvaerno5"}
+        Runge–Kutta method; ``kvaerno5`` is implicit (stiff problems). Ignored for a
+        discrete-time model, which is stepped on its grid.
+    rtol, atol : float
+        Relative [-] and absolute [state units] local error tolerances of the adaptive
+        step; both must be positive.
+    dt : float, optional
+        Fixed step size [model time unit]; disables adaptivity. ``None`` (default):
+        adaptive steps.
+    max_steps : int
+        Step budget of the integrator.
+
+    Returns
+    -------
+    State tuple
+        The model's ``State`` tuple: scalar states as arrays over ``t`` ``(time,)``,
+        vector states as arrays ``(time, n)`` [state units].
     """
     _check_options(solver, rtol, atol, dt)
     signals = as_inputs(model, inputs)
@@ -87,9 +120,9 @@ def trajectory(
     ts = jnp.asarray(t, dtype=float)
     if model.is_discrete:
         k_out, n_steps = _sample_indices(model, np.asarray(t, dtype=float))
-        ys = _solve_discrete_jit(model, y0, signals, ts, k_out, n_steps=n_steps)[0]
+        ys = solve_discrete_jit(model, y0, signals, ts, k_out, n_steps=n_steps)[0]
     else:
-        ys = _solve_batch_jit(model, y0, signals, ts, solver=solver, rtol=rtol, atol=atol,
+        ys = solve_batch_jit(model, y0, signals, ts, solver=solver, rtol=rtol, atol=atol,
                               dt=dt, max_steps=max_steps, reverse=True)[0]
     return lay.states.unravel(ys[0], jax_ops)
 
@@ -112,7 +145,12 @@ class SimulationResult:
         ``num_steps``, ``num_accepted_steps``, ``num_rejected_steps``, ``wall_time_s``,
         ``solver``, ``rtol``, ``atol``.
     scenario_params : dict
-        Parameters varied across an ensemble (name → array of shape ``(scenario,)``).
+        Parameters varied across an ensemble (name → array of shape ``(scenario,)``);
+        initial states varied across it appear as ``"<state>_0"`` [parameter or state
+        units].
+    is_ensemble : bool
+        Whether the result came from :func:`ensemble`: then ``result[name]`` keeps the
+        leading ``scenario`` axis; for :func:`simulate` (``False``) it is dropped.
     """
 
     model: Model
@@ -157,9 +195,14 @@ def _scenario_x0(model: Model, x0: Any) -> tuple[np.ndarray, dict[str, np.ndarra
         given = dict(zip(group.names, group.leaf_values(x0), strict=True))
     elif isinstance(x0, Mapping):
         given = dict(x0)
-    else:
-        raise ConfigError(f"`x0` must be a mapping of state name to value, got "
-                          f"{type(x0).__name__}.")
+    else:  # flat vectors: (nx,) shared or (n, nx), one per scenario
+        arr = np.asarray(x0, dtype=float)
+        if arr.ndim not in (1, 2) or arr.shape[-1] != group.size:
+            raise ConfigError(f"`x0` as an array must have shape ({group.size},) or "
+                              f"(scenarios, {group.size}) for the states "
+                              f"{', '.join(group.flat_names())}; got {arr.shape}.")
+        given = {lf.name: (arr[..., lf.start] if not lf.shape else arr[..., lf.start:lf.stop])
+                 for lf in group.leaves}
     cols, varied, n = [], {}, None
     for k in given:
         group.leaf(k)
@@ -187,7 +230,12 @@ def _scenario_x0(model: Model, x0: Any) -> tuple[np.ndarray, dict[str, np.ndarra
 
 def _broadcast_scenarios(model: Model, x0: Any, inputs: Any, params: Mapping | None):
     """Validate and broadcast everything to a leading scenario axis of common length."""
-    params = dict(params or {})
+    params = {k: np.asarray(v, dtype=float) if isinstance(v, list | tuple) else v
+              for k, v in dict(params or {}).items()}
+    for k, v in params.items():
+        if np.ndim(v) > 1:
+            raise ConfigError(f"parameter `{k}`: one value per scenario (a 1-D array), got "
+                              f"shape {np.shape(v)}.")
     model = model.replace(**params) if params else model
     signals = as_inputs(model, inputs, batch=True)
     y0_n, x0_varied = _scenario_x0(model, x0)
@@ -237,9 +285,9 @@ def _sample_indices(model: Model, ts: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps, discrete=None):
     if discrete is not None:
-        out = _solve_discrete_jit(model_b, y0, sig_b, ts, discrete[0], n_steps=discrete[1])
+        out = solve_discrete_jit(model_b, y0, sig_b, ts, discrete[0], n_steps=discrete[1])
     else:
-        out = _solve_batch_jit(model_b, y0, sig_b, ts, solver=solver, rtol=rtol,
+        out = solve_batch_jit(model_b, y0, sig_b, ts, solver=solver, rtol=rtol,
                                atol=atol, dt=dt, max_steps=max_steps)
     ys, us, outs, info = out
     code, *stats = np.asarray(info).tolist()  # one read-back: status and step counts
@@ -250,7 +298,7 @@ def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps, discrete=Non
             f"integration failed ({why}) with solver `{solver}` at rtol={rtol}; for a stiff "
             f"model try solver='kvaerno5', or raise `max_steps` (now {max_steps})."
         )
-    return ys, us, outs, dict(zip(_STAT_KEYS, stats, strict=True))
+    return ys, us, outs, dict(zip(STAT_KEYS, stats, strict=True))
 
 
 def simulate(
@@ -329,13 +377,50 @@ def ensemble(
 
     Parameters
     ----------
+    model : Model
+        The nominal unit model (its parameter values are used unless overridden by
+        ``params``).
+    x0 : mapping, State tuple, array or None
+        Initial states [state units]: by (dotted) state name, a scalar (shared) or an
+        array of length N (one per scenario); or a flat array of shape ``(nx,)`` (shared)
+        or ``(N, nx)`` in the order of ``model.layout.states``. Missing states take the
+        model's default.
+    inputs : mapping or None
+        Per input [input units]: a number (shared), a 1-D array of length N (one constant
+        per scenario), a :class:`~processtwin.signals.Signal` whose ``values`` have shape
+        ``(K,)`` (shared) or ``(N, K)`` (one schedule per scenario), or an
+        ``xarray.DataArray`` over ``time``. Missing inputs take their nominal default.
+    t : array
+        Strictly increasing output times [model time unit], shared by all scenarios;
+        integration runs from ``t[0]`` to ``t[-1]``.
+    params : mapping, optional
+        Parameter overrides [parameter units], validated against bounds: a scalar
+        (shared) or a 1-D array of length N (one value per scenario).
+    solver : {"tsit5", "dopri5", "dopri8", "kvaerno5"}
+        Runge–Kutta method; ``kvaerno5`` is implicit (stiff problems).
+    rtol, atol : float
+        Relative [-] and absolute [state units] local error tolerances of the adaptive
+        step (the step is chosen by the worst scenario). Looser defaults than
+        :func:`simulate`.
+    dt : float, optional
+        Fixed step size [model time unit]; disables adaptivity (for convergence studies).
+    max_steps : int
+        Step budget (per chunk); exceeded → :class:`~processtwin.errors.SolverError`.
     chunk_size : int, optional
         Integrate at most this many scenarios at a time (bounds memory; every chunk reuses
         one compiled program, the last is padded).
     progress : bool
         Show a progress bar over chunks.
 
-    Other parameters are as for :func:`simulate`.
+    Returns
+    -------
+    SimulationResult
+        With ``is_ensemble=True``: arrays have a leading ``scenario`` axis of length N;
+        the varied parameters and initial states are in ``scenario_params``.
+
+    Raises
+    ------
+    ConfigError, ModelError, DataError, SolverError
     """
     return _simulate(model, x0, inputs, t, params, solver, rtol, atol, dt, max_steps,
                      ensemble=True, chunk_size=chunk_size, progress=progress)

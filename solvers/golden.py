@@ -52,6 +52,8 @@ def golden_batch(model: Model, *, until: float = 150.0, intervals: int = 50,
         Penalty on squared feed moves [(L/h)⁻²]: regularises the singular arc.
     method : {"collocation", "shooting"}
         Transcription.
+    tol : float
+        IPOPT's convergence tolerance on the scaled NLP error [-] (``ipopt.tol``).
 
     Returns
     -------
@@ -81,6 +83,22 @@ def golden_batch(model: Model, *, until: float = 150.0, intervals: int = 50,
 
 
 def outcome_value(objective: str, plan: Any) -> float:
-    """The batch outcome of a plan (or simulation Dataset) at its final time."""
+    """The batch outcome of a plan (or simulation Dataset) at its final time.
+
+    Parameters
+    ----------
+    objective : {"product", "product_mass"}
+        Name of the outcome in :data:`OBJECTIVES`.
+    plan : xarray.Dataset
+        Trajectory over ``time`` with the fed-batch states (``P`` [g/L] and, for
+        ``"product_mass"``, ``V`` [L]): an :class:`OCPResult` plan or the ``.data`` of a
+        simulation.
+
+    Returns
+    -------
+    float
+        The outcome at the last time, in the units of :data:`OBJECTIVES` (``"product"``:
+        [g/L], ``"product_mass"``: [g]).
+    """
     last = plan.isel(time=-1)
     return float(OBJECTIVES[objective][1](last))

@@ -41,10 +41,15 @@ class Recommendation:
     active : list of str
         Constraints at their bounds in the plan.
     status : str
-        Solver status; ``fallback`` is true when the solver failed or missed its deadline
-        and the setpoints come from the last good plan.
+        Solver status (IPOPT's return status, ``"failed"`` on a fallback).
+    fallback : bool
+        True when the solver failed or missed its deadline and the setpoints come from
+        the last good plan (or hold the current feed when there is none).
     message : str
         Why a fallback happened (empty otherwise).
+    solve_time_s : float
+        Wall time of the decision: setting up and solving the OCP and predicting the
+        outcome of holding the feed [s].
     hold_violations : list of str
         Constraints that holding the current setpoints would break, with the worst value.
     """
@@ -97,7 +102,10 @@ class BatchNMPC:
     F_max, X_max, V_max : float
         Pump capacity [L/h], biomass path limit [g/L], final volume limit [L].
     du_weight : float
-        Penalty on squared feed moves.
+        Weight of the squared feed moves between intervals in the objective
+        [objective units per (L/h)²].
+    method : {"collocation", "shooting"}
+        Transcription of the OCP (see :class:`~processtwin.solvers.OCP`).
     deadline_s : float, optional
         Wall-time limit of one solve [s]; past it the last good plan is used.
     horizon : float, optional

@@ -43,24 +43,41 @@ class OCPResult:
         IPOPT's return status.
     objective : float
         Optimal objective value (without slack penalties).
-    plan : xarray.Dataset
-        States and outputs at the nodes (``time``, N+1), controls per interval (held from
-        each node, last value repeated at the final node), slacks of soft constraints.
+    data : xarray.Dataset
+        The plan: states and outputs at the nodes (``time``, N+1), controls per interval
+        (held from each node, last value repeated at the final node), slacks of soft
+        constraints. Also available as :attr:`plan`.
     active : list of str
         Constraints at their bound (``name`` at time ``t``) at the optimum.
     stats : dict
         Wall time, iterations.
+    w_opt : numpy.ndarray or None
+        Optimal NLP decision vector in the order of the transcription (states at the
+        nodes, controls per interval, collocation states, slacks) [each variable's
+        units]; with ``lam_g`` and ``lam_x`` the warm start of a later solve
+        (``OCP.solve(warm_start=...)``).
+    lam_g : numpy.ndarray or None
+        Lagrange multipliers of the NLP constraints ``g`` at the optimum [objective units
+        per constraint unit].
+    lam_x : numpy.ndarray or None
+        Lagrange multipliers of the bounds on the decision variables at the optimum
+        [objective units per variable unit].
     """
 
     success: bool
     status: str
     objective: float
-    plan: xr.Dataset
+    data: xr.Dataset
     active: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     w_opt: Any = None
     lam_g: Any = None
     lam_x: Any = None
+
+    @property
+    def plan(self) -> xr.Dataset:
+        """The planned trajectory (the same Dataset as :attr:`data`)."""
+        return self.data
 
 
 class OCP:
@@ -162,14 +179,50 @@ class OCP:
 
     def initial_state(self, x0: Mapping[str, Any] | None = None, /, **kw: Any) -> OCP:
         """Fix the initial state: a mapping by (dotted) name and/or keywords; missing
-        states take the model's defaults [state units]."""
+        states take the model's defaults [state units].
+
+        The initial state enters the NLP as bounds: changing it needs no rebuild.
+
+        Parameters
+        ----------
+        x0 : mapping, optional
+            Initial value per (dotted) state name [state units] (positional only).
+        **kw : float or array
+            More initial values by state name [state units].
+
+        Returns
+        -------
+        OCP
+            ``self``, for chaining.
+        """
         group = self.model.layout.states
         self.x0 = group.to_dict(group.values(x0, **kw))
         return self
 
     def bound_input(self, name: str, lower: float | None = None, upper: float | None = None,
                     *, rate: float | None = None, previous: float | None = None) -> OCP:
-        """Bounds on a control [input units] and an optional rate limit |Δu| per interval."""
+        """Bounds on a control [input units] and an optional rate limit |Δu| per interval.
+
+        Parameters
+        ----------
+        name : str
+            A control of this OCP (one of ``controls``).
+        lower, upper : float, optional
+            Lower and upper bound on the control [input units]; ``None``: the input's own
+            bound (or unbounded).
+        rate : float, optional
+            Largest change ``|u_k − u_{k−1}|`` between consecutive intervals [input units
+            per interval]; applies to the first interval too when ``previous`` is given.
+        previous : float, optional
+            The value applied before the horizon [input units]: start of the rate limit
+            and of the move penalty, and the initial guess. An NLP parameter: changing it
+            needs no rebuild.
+
+        Returns
+        -------
+        OCP
+            ``self``, for chaining.
+        """
         self._check_name(name, self.controls, "control")
         if self.u_bounds.get(name) != (lower, upper) or (
                 rate is not None and self.rate.get(name) != float(rate)) or (
@@ -190,6 +243,24 @@ class OCP:
         """Bounds on a state or output, on every node (path) or at the end (``terminal``).
 
         ``soft`` makes it a soft constraint with that penalty per unit of violation.
+
+        Parameters
+        ----------
+        name : str
+            A state or output of the model (a vector one is bounded element-wise).
+        lower, upper : float, optional
+            Lower and upper bound [the variable's units]; ``None``: no bound on that side.
+        terminal : bool
+            Constrain only the final node instead of every node after the first (path).
+        soft : float, optional
+            Make the bounds soft: a slack ≥ 0 per node and bound, penalised linearly in
+            the objective with this weight [objective units per variable unit].
+            ``None``: hard bounds.
+
+        Returns
+        -------
+        OCP
+            ``self``, for chaining.
         """
         if name not in self.states and name not in self.outputs:
             self._check_name(name, self.states + self.outputs, "state or output")
@@ -200,14 +271,43 @@ class OCP:
         return self
 
     def disturbance(self, name: str, values: Any) -> OCP:
-        """Disturbance input: a constant or one value per interval (a forecast)."""
+        """Disturbance input: a constant or one value per interval (a forecast).
+
+        Parameters
+        ----------
+        name : str
+            An input of the model that is not optimised.
+        values : float or array
+            The input [input units]: a constant, or one value per interval ``(N,)`` held
+            on it; for a vector input of length n an array ``(n,)`` (constant) or
+            ``(N, n)``.
+
+        Returns
+        -------
+        OCP
+            ``self``, for chaining.
+        """
         self._check_name(name, self.model.layout.inputs.names, "input")
         self.disturbances[name] = values
         self._invalidate()
         return self
 
     def parameter(self, name: str, values: Any) -> OCP:
-        """A parameter: a constant or one value per interval (time-varying)."""
+        """A parameter: a constant or one value per interval (time-varying).
+
+        Parameters
+        ----------
+        name : str
+            A parameter of the model.
+        values : float or array
+            Its value [parameter units]: a constant, or one value per interval ``(N,)``.
+            A ``runtime`` parameter takes only a constant and needs no rebuild.
+
+        Returns
+        -------
+        OCP
+            ``self``, for chaining.
+        """
         self._check_name(name, tuple(parameter_info(self.model)), "parameter")
         if name in self.runtime:
             self.runtime_values[name] = float(values)  # an NLP parameter: no rebuild
@@ -222,6 +322,24 @@ class OCP:
         """Objective: ``mayer(x_N)`` + Σ_k ``stage(x_k, u_k)`` h + Σ w (Δu)².
 
         ``x`` are the model's ``State`` tuples, ``u`` its ``Inputs`` tuples (CasADi SX).
+
+        Parameters
+        ----------
+        mayer : callable, optional
+            ``mayer(x) -> SX``: terminal cost of the state at the end of the horizon
+            [objective units].
+        stage : callable, optional
+            ``stage(x, u) -> SX``: running cost rate at the start of each interval
+            [objective units per model time unit], multiplied by the interval length h.
+        du_weight : mapping, optional
+            Control → weight ``w`` of its squared moves between intervals (and from
+            ``previous`` of :meth:`bound_input` when given) [objective units per (input
+            units)²].
+
+        Returns
+        -------
+        OCP
+            ``self``, for chaining.
         """
         self.mayer, self.stage = mayer, stage
         self.du_weight = dict(du_weight or {})
@@ -247,7 +365,18 @@ class OCP:
 
     def set_horizon(self, horizon: float) -> OCP:
         """Change the horizon length (same number of intervals) without rebuilding: the
-        shrinking horizon of a batch keeps one NLP and its warm start."""
+        shrinking horizon of a batch keeps one NLP and its warm start.
+
+        Parameters
+        ----------
+        horizon : float
+            New horizon length [model time unit], > 0; the intervals scale with it.
+
+        Returns
+        -------
+        OCP
+            ``self``, for chaining.
+        """
         if not horizon > 0:
             raise ConfigError(f"`horizon` must be > 0, got {horizon}.")
         self.T = float(horizon)
@@ -309,6 +438,32 @@ class OCP:
         :class:`~processtwin.errors.SolverError` naming the violated constraints.
 
         ``max_wall_time`` [s] stops IPOPT at a deadline (then :class:`SolverError`).
+
+        Parameters
+        ----------
+        tol : float
+            IPOPT's convergence tolerance on the scaled NLP error [-] (``ipopt.tol``).
+        max_iter : int
+            IPOPT's iteration limit.
+        warm_start : OCPResult, optional
+            A previous result of this problem: primal-dual warm start from its
+            ``w_opt``, ``lam_x`` and ``lam_g`` (ignored if the NLP size changed).
+            Otherwise IPOPT starts from the last solution of this OCP, or the simulated
+            initial guess.
+        diagnose : bool
+            On failure, re-solve with every constraint softened to name the violated ones
+            (not after a wall-time limit).
+        max_wall_time : float, optional
+            Wall-time limit of IPOPT [s].
+
+        Returns
+        -------
+        OCPResult
+
+        Raises
+        ------
+        SolverError
+            IPOPT did not converge (or ran out of time).
         """
         if self._prob is None:
             self._prob = self.build()

@@ -288,6 +288,45 @@ def test_estimate_vector_user_model(runner, plant, tmp_path):
     assert abs(k - 0.4) < 3 * sd and sd < 0.02  # prior σ 0.05: 10 % of the nominal k
 
 
+HEATED = '''
+from typing import ClassVar
+
+from processtwin.model import Model, Var, dimension, variables
+
+S = variables("S", T=Var("K", "cell temperature", shape="n_cells"))
+U = variables("U", q=Var("K/h", "heating rate", shape="n_cells", kind="manipulated"))
+
+
+class Heated(Model):
+    """dT/dt = q per cell."""
+
+    n_cells: int = dimension(3)
+    State: ClassVar[type] = S
+    Inputs: ClassVar[type] = U
+    time_unit: ClassVar[str] = "h"
+
+    def rhs(self, t, x, u, ops):
+        return S(T=u.q)
+'''
+
+
+def test_simulate_vector_input_constant(runner, tmp_path):
+    (tmp_path / "heated.py").write_text(HEATED)
+    out = runner.invoke(main, ["simulate", f"{tmp_path}/heated.py:Heated", "--until", "4",
+                               "--input", "q=1,2,3"])
+    assert out.exit_code == 0, out.output
+    assert _profile(out.output, 4) == {"first": 4.0, "last": 12.0, "min": 4.0, "max": 12.0}
+
+
+def test_simulate_vector_input_schedule(runner, tmp_path):
+    (tmp_path / "heated.py").write_text(HEATED)
+    out = runner.invoke(main, ["simulate", f"{tmp_path}/heated.py:Heated", "--until", "4",
+                               "--input", "q=0:1,2:3"])
+    assert out.exit_code == 0, out.output
+    # T(4) = 1 K/h * 2 h + 3 K/h * 2 h in every cell
+    assert out.output.split("t = 4:")[1].split()[:3] == ["8", "(all", "3)"]
+
+
 def test_simulate_dotted_names(runner):
     out = runner.invoke(main, ["simulate", "fed_batch_plant", "--until", "5",
                                "--x0", "reactor.X=2", "--param", "reactor.mu_max=0.03",
@@ -332,9 +371,10 @@ def test_models_describes_user_model(runner, plant):
 def _entry_points(monkeypatch, *eps):
     from importlib import metadata
 
-    def fake(**kw):
-        assert kw == {"group": "processtwin.models"}
-        return list(eps)
+    real = metadata.entry_points
+
+    def fake(**kw):  # other groups (JAX looks up `jax_plugins`) as installed
+        return list(eps) if kw == {"group": "processtwin.models"} else real(**kw)
 
     monkeypatch.setattr(metadata, "entry_points", fake)
 
@@ -361,6 +401,20 @@ def test_entry_point_models(runner, monkeypatch, plant_module):
     np.testing.assert_allclose(_final(out.output, "x"), 2.0 * np.exp(-1.5), rtol=1e-5)
     out = runner.invoke(main, ["simulate", "broken_plugin", "--until", "5"])
     _usage_error(out, "model `broken_plugin`", "failed to import", "no_such_module_4711")
+
+
+def test_entry_point_of_an_installed_distribution(runner, tmp_path, monkeypatch, plant_module):
+    # An installed distribution as importlib.metadata finds it: a dist-info folder on sys.path.
+    info = tmp_path / "cell_plugin-1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cell-plugin\nVersion: 1.2\n")
+    (info / "entry_points.txt").write_text(f"[processtwin.models]\ncells_plugin = "
+                                           f"{plant_module}:wide\n")
+    out = runner.invoke(main, ["models", "cells_plugin"])
+    assert out.exit_code == 0, out.output
+    assert "cells_plugin  — Fifty cells." in out.output
+    assert f"entry point `{plant_module}:wide` of cell-plugin 1.2" in out.output
+    assert "T[cell: 50]" in out.output
 
 
 def test_entry_point_cannot_shadow_a_builtin(monkeypatch, plant_module):

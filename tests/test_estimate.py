@@ -39,7 +39,7 @@ def test_ekf_equals_kalman_filter_on_linear_model(rng, textbook_kf):
     z0, P0 = np.array([0.1, 0.9]), np.diag([4.0, 1.0])
     ds = xr.Dataset({"p": ("time", Y[:, 0]), "v": ("time", Y[:, 1])}, coords={"time": times})
     out = ekf.filter(ds, x0={"p": z0[0], "v": z0[1]}, std={"p": 2.0, "v": 1.0},
-                     inputs={"a": 0.3}, full_covariance=True, smooth=True)
+                     inputs={"a": 0.3}, full_covariance=True, smooth=True).data
     zs, Ps, preds = textbook_kf(times, Y, 0.3, q, r, z0, P0)
     np.testing.assert_allclose(np.c_[out["p"], out["v"]], zs, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(out["P"].values, Ps, rtol=1e-10, atol=1e-12)
@@ -133,7 +133,7 @@ def test_drifting_parameter_is_tracked():
                     coords={"time": np.asarray(times)})
     out = ekf.filter(ds, x0={"S": 1.0, "X": 1.0}, std={"X": 0.05, "S": 0.05, "P": 0.01,
                                                         "V": 0.5, "mu_max": 0.004},
-                     inputs={"F": FEED})
+                     inputs={"F": FEED}).data
     truth = np.asarray(Z)[:, -1]
     est, sd = out["mu_max"].values, out["mu_max_std"].values
     after = times > 20.0
@@ -161,7 +161,7 @@ def test_missing_and_late_samples_equal_in_order_processing():
     model, t, cols = _bio_data()
     ekf = ExtendedKalmanFilter(model, estimate=["mu_max"])
     ds = xr.Dataset({c: ("time", v) for c, v in cols.items()}, coords={"time": t})
-    ref = ekf.filter(ds, x0={"S": 1.0}, inputs={"F": FEED}, t0=0.0)
+    ref = ekf.filter(ds, x0={"S": 1.0}, inputs={"F": FEED}, t0=0.0).data
     live = ekf.live(0.0, x0={"S": 1.0}, u={"F": FEED})
     # online samples arrive on time, lab assays 3 h (6 samples) after they were taken
     pending = []
@@ -211,7 +211,7 @@ def test_live_history_is_bounded_and_late_samples_within_it_stay_exact():
 
 def _flags(ekf, cols, t):
     ds = xr.Dataset({c: ("time", v) for c, v in cols.items()}, coords={"time": t})
-    return ekf.filter(ds, x0={"S": 1.0}, inputs={"F": FEED})
+    return ekf.filter(ds, x0={"S": 1.0}, inputs={"F": FEED}).data
 
 
 def test_clean_run_raises_no_alarm():

@@ -262,7 +262,7 @@ def test_unscented_filter_behind_the_same_interface():
     run = simulated_plant(Bioreactor(mu_max=0.024), inputs={"F": 0.03}, until=40.0, dt=0.5,
                           lab_every=4.0, lab_delay=2.0, x0={"S": 1.0}, seed=5)
     ukf = UnscentedKalmanFilter(Bioreactor(), estimate=["mu_max"])
-    ref = ukf.filter(run.data, x0={"S": 1.0}, t0=0.0, smooth=True)
+    ref = ukf.filter(run.data, x0={"S": 1.0}, t0=0.0, smooth=True).data
     assert ref.attrs["estimator"] == "UKF" and "mu_max_smooth" in ref
     live = ukf.live(0.0, x0={"S": 1.0}, u={"F": 0.03})
     for _, t_sample, y in run.arrivals:  # lab assays arrive 2 h late

@@ -246,7 +246,7 @@ def main():
                     coords={"time": times})
 
     def via_api():
-        return ekf.filter(ds, x0={"S": S0}, inputs=inputs, t0=0.0)
+        return ekf.filter(ds, x0={"S": S0}, inputs=inputs, t0=0.0).data
 
     def scan():
         return block(run_jit(spec, s0, tj, Yj, Uj))

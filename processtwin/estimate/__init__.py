@@ -1,12 +1,13 @@
 """State and parameter estimation: continuous-discrete EKF, RTS smoother, live filtering."""
 
-from .api import ExtendedKalmanFilter, UnscentedKalmanFilter
+from .api import EstimationResult, ExtendedKalmanFilter, UnscentedKalmanFilter
 from .core import FLAGS, FilterSpec, FilterState, Record, ekf_step, init_state, run, transition
 from .live import LiveFilter
 from .ukf import run_ukf, ukf_step
 
 __all__ = [
     "FLAGS",
+    "EstimationResult",
     "ExtendedKalmanFilter",
     "FilterSpec",
     "FilterState",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time as _time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -14,11 +16,28 @@ from ..dataset import build, dim_coords, leaf_items
 from ..errors import ConfigError, DataError, suggest
 from ..model import Model, parameter_info
 from .core import FLAGS, FilterSpec, Record, init_state, run
-from .live import LiveFilter
+from .live import LiveFilter, live_step_fn
 from .ukf import run_ukf
 
-__all__ = ["ExtendedKalmanFilter", "LiveFilter", "UnscentedKalmanFilter"]
+__all__ = ["EstimationResult", "ExtendedKalmanFilter", "LiveFilter", "UnscentedKalmanFilter"]
 
+
+
+@dataclass(frozen=True, eq=False)
+class EstimationResult:
+    """Result of :meth:`ExtendedKalmanFilter.filter`.
+
+    Attributes
+    ----------
+    data : xarray.Dataset
+        Estimates (``<state>``, ``<state>_std``, tracked parameters), measurements
+        (``<channel>_meas``), innovations, NIS, anomaly flags and rejections over ``time``.
+    stats : dict
+        ``samples``, ``rejected_samples``, ``method``, ``wall_time_s``.
+    """
+
+    data: xr.Dataset
+    stats: dict
 
 
 _RUNS = {"ekf": jax.jit(run), "ukf": jax.jit(run_ukf)}
@@ -69,8 +88,16 @@ class ExtendedKalmanFilter:
         Per-channel NIS above which a sample is rejected as a spike (chi²₁ 99.99 %: 15.13).
     stuck_n : int
         Consecutive identical values that mark a channel stuck.
+    drift_lambda : float
+        Weight of the newest sample in the per-channel EWMA of normalised innovations
+        (bias / drift monitor) [-], in ``(0, 1]``; smaller is slower and smoother (memory
+        of about ``1 / drift_lambda`` samples).
     drift_limit : float
-        Limit on the EWMA of normalised innovations, in its steady-state standard deviations.
+        Limit on the EWMA of normalised innovations, in its steady-state standard deviations
+        ``sqrt(drift_lambda / (2 - drift_lambda))``.
+    mismatch_lambda : float
+        Weight of the newest sample in the EWMA of NIS per degree of freedom (model
+        mismatch monitor) [-], in ``(0, 1]``.
     mismatch_limit : float
         Limit on the EWMA of NIS per degree of freedom (1 when consistent).
     dt_max : float
@@ -196,7 +223,7 @@ class ExtendedKalmanFilter:
     def filter(self, data: xr.Dataset, *, x0: Any = None, std: Mapping[str, float] | None
                = None, inputs: xr.Dataset | Mapping[str, Any] | None = None,
                t0: float | None = None, smooth: bool = False,
-               full_covariance: bool = False) -> xr.Dataset:
+               full_covariance: bool = False) -> EstimationResult:
         """Filter a whole history in one compiled scan.
 
         Parameters
@@ -216,7 +243,15 @@ class ExtendedKalmanFilter:
             Also return RTS-smoothed estimates (``<name>_smooth``, ``<name>_smooth_std``).
         full_covariance : bool
             Include the covariance ``P`` (time, row, col).
+
+        Returns
+        -------
+        EstimationResult
+            ``.data``: estimates, standard deviations, measurements, innovations, NIS and
+            flags over ``time`` (see the README); ``.stats``: samples, rejected samples,
+            wall time.
         """
+        wall = _time.perf_counter()
         times, Y = self._validate(data)
         if inputs is None:  # inputs recorded in the data file (e.g. the feed F) are used
             inputs = {k: data[k] for k in self.model.layout.inputs.names
@@ -226,11 +261,29 @@ class ExtendedKalmanFilter:
         start = times[0] if t0 is None else float(t0)
         if start > times[0]:
             raise DataError(f"`t0`={start:g} is after the first sample at {times[0]:g}.")
+        self._check_grid(times, start)
         state = init_state(self.spec, start, z0, P0)
         _, rec = _RUNS[self.method](self.spec, state, jnp.asarray(times), jnp.asarray(Y),
                           jnp.asarray(U))
         smoothed = _rts_jit(rec) if smooth else None
-        return self._to_dataset(times, Y, rec, smoothed, full_covariance)
+        ds = self._to_dataset(times, Y, rec, smoothed, full_covariance)
+        return EstimationResult(ds, {
+            "samples": int(times.size), "rejected_samples": int(ds.attrs["rejected_samples"]),
+            "method": self.method, "wall_time_s": _time.perf_counter() - wall})
+
+    def _check_grid(self, times: np.ndarray, t0: float) -> None:
+        """A discrete-time model is sampled on its own grid: every time a whole number of
+        sample periods after ``t0``."""
+        model = self.model
+        if not model.is_discrete:
+            return
+        k = (np.asarray(times, dtype=float) - t0) / model.sample_time
+        bad = np.flatnonzero(np.abs(k - np.rint(k)) > 1e-9 * np.maximum(1.0, np.abs(k)))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(f"sample at t={times[i]:g} {model.time_unit} is off the sample grid "
+                            f"of discrete-time model `{model.name}` (every "
+                            f"{model.sample_time:g} {model.time_unit} from t0={t0:g}).")
 
     def _inputs_at(self, inputs: Any, times: np.ndarray, origin: Any) -> np.ndarray:
         group = self.model.layout.inputs
@@ -387,6 +440,13 @@ class ExtendedKalmanFilter:
         return Group(tuple, entries, "channel", self.model.name)
 
     # ---- live ----------------------------------------------------------------------
+    def live_step_function(self) -> Any:
+        """The compiled live step of this filter (built once, shared by its live filters):
+        one buffer in (packed filter state), one row ``[t, y..., u...]``, one buffer out."""
+        if self._live_fn is None:
+            self._live_fn = live_step_fn(self.spec, self.method)
+        return self._live_fn
+
     def live(self, t0: float, *, x0: Any = None, std: Mapping[str, float] | None = None,
              u: Mapping[str, float] | None = None, history: int = 100_000) -> LiveFilter:
         """A stateful filter for live data starting at ``t0`` [model time unit].

@@ -97,33 +97,91 @@ class FilterSpec(eqx.Module):
 
 
 class FilterState(NamedTuple):
-    """Filter state carried between samples."""
+    """Filter state carried between samples.
 
-    t: Any  # time of the estimate [time unit]
-    z: Any  # augmented state estimate (nz,)
-    P: Any  # covariance (nz, nz)
-    last_y: Any  # last received value per channel (NaN before the first)
-    same: Any  # consecutive identical values per channel
-    ewma: Any  # EWMA of normalised innovations per channel
-    nis_avg: Any  # EWMA of NIS per degree of freedom
+    Attributes
+    ----------
+    t : float
+        Time of the estimate [model time unit].
+    z : array (nz,)
+        Augmented state estimate: the flat states in the order of ``model.layout.states``
+        [state units], then the tracked parameters in the order of ``spec.estimate``
+        [parameter units].
+    P : array (nz, nz)
+        Covariance of ``z`` [units of ``z_i`` × units of ``z_j``].
+    last_y : array (ny,)
+        Last received value per channel [channel units]; NaN before the first.
+    same : array (ny,) of int32
+        Number of consecutive received values per channel equal to the one before (the
+        stuck-sensor count, compared with ``spec.stuck_n``).
+    ewma : array (ny,)
+        EWMA of the normalised innovations ``innovation / sqrt(s)`` per channel [-] (drift
+        monitor, factor ``spec.drift_lambda``); 0 at the start.
+    nis_avg : float
+        EWMA of NIS per degree of freedom [-] (mismatch monitor, factor
+        ``spec.mismatch_lambda``); 1 at the start.
+    """
+
+    t: Any
+    z: Any
+    P: Any
+    last_y: Any
+    same: Any
+    ewma: Any
+    nis_avg: Any
 
 
 class Record(NamedTuple):
-    """What one step reports."""
+    """What one step reports (stacked over time by :func:`run`: a leading time axis).
+
+    Attributes
+    ----------
+    t : float
+        Time of the sample and of the updated estimate [model time unit].
+    z : array (nz,)
+        Updated estimate, projected onto the bounds [state / parameter units, as
+        :attr:`FilterState.z`].
+    P : array (nz, nz)
+        Updated covariance [units of ``z_i`` × units of ``z_j``].
+    z_pred : array (nz,)
+        Predicted estimate at ``t``, before the update [as ``z``].
+    P_pred : array (nz, nz)
+        Predicted covariance at ``t``, before the update [as ``P``].
+    F : array (nz, nz)
+        Transition Jacobian of the step, ``∂z_pred / ∂z`` of the previous estimate
+        [units of ``z_i`` / units of ``z_j``] (for the RTS smoother; the UKF records its
+        statistical linearisation).
+    innovation : array (ny,)
+        Measurement minus prediction per channel [channel units]; NaN where not
+        measured.
+    s : array (ny,)
+        Innovation variance per channel, ``diag(H P_pred Hᵀ) + r`` [channel units²].
+    nis_channel : array (ny,)
+        Normalised innovation squared per channel, ``innovation² / s`` [-]; NaN where
+        not measured.
+    nis : float
+        Overall NIS of the accepted channels [-] (0 when none was accepted).
+    dof : int
+        Number of accepted channels (the degrees of freedom of ``nis``).
+    flags : array (ny,) of int32
+        Anomaly bit field per channel, see :data:`FLAGS`.
+    used : array (ny,) of bool
+        Whether the channel entered the update (measured, not gated, not stuck).
+    """
 
     t: Any
     z: Any
     P: Any
     z_pred: Any
     P_pred: Any
-    F: Any  # transition Jacobian of the step (for the RTS smoother)
-    innovation: Any  # (ny,), NaN where not measured
-    s: Any  # innovation variance per channel (ny,)
-    nis_channel: Any  # (ny,), NaN where not measured
-    nis: Any  # overall NIS of the accepted channels
-    dof: Any  # number of accepted channels
-    flags: Any  # (ny,) int bit field, see FLAGS
-    used: Any  # (ny,) bool: channel entered the update
+    F: Any
+    innovation: Any
+    s: Any
+    nis_channel: Any
+    nis: Any
+    dof: Any
+    flags: Any
+    used: Any
 
 
 def _vector_rhs(spec: FilterSpec, t: Any, z: Any, u: Any) -> Any:
@@ -162,7 +220,26 @@ def transition(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> Any:
     The number of sub-steps is the larger of ``(t1 - t0) / dt_max`` and what keeps RK4
     stable: ``(t1 - t0) ρ / 2.5`` with ρ the ∞-norm of the rhs Jacobian at the start (an
     upper bound of its spectral radius). Without the second rule a fixed sub-step goes
-    unstable when the kinetics stiffen (e.g. high biomass at nearly no substrate).
+    unstable when the kinetics stiffen (e.g. high biomass at nearly no substrate). A
+    discrete-time model is instead stepped with its own map once per sample period in
+    the interval. Tracked parameters are held constant.
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        Model, tracked parameters and ``dt_max``.
+    z : array (nz,)
+        Augmented state at ``t0`` [state / parameter units, as :attr:`FilterState.z`].
+    u : array (nu,)
+        Inputs held over the interval [input units], flat in the order of
+        ``model.layout.inputs``.
+    t0, t1 : float
+        Start and end of the interval [model time unit], ``t1 >= t0``.
+
+    Returns
+    -------
+    array (nz,)
+        Augmented state at ``t1``.
     """
     if spec.model.is_discrete:  # the model's own map, once per sample in the interval
         dt_s = spec.model.sample_time
@@ -202,7 +279,27 @@ def measure(spec: FilterSpec, z: Any, u: Any, t: Any) -> Any:
 
 
 def init_state(spec: FilterSpec, t0: Any, z0: Any, P0: Any) -> FilterState:
-    """Initial filter state at time ``t0`` with estimate ``z0`` and covariance ``P0``."""
+    """Initial filter state at time ``t0`` with estimate ``z0`` and covariance ``P0``.
+
+    The monitoring memory starts fresh: no last values (NaN), no stuck counts, drift EWMA
+    0 and NIS average 1.
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        The filter specification (gives the number of channels).
+    t0 : float
+        Time of the initial estimate [model time unit].
+    z0 : array (nz,)
+        Initial augmented estimate: flat states [state units], then tracked parameters
+        [parameter units].
+    P0 : array (nz, nz)
+        Initial covariance of ``z0`` [units of ``z_i`` × units of ``z_j``].
+
+    Returns
+    -------
+    FilterState
+    """
     ny = spec.ny
     z0 = jnp.asarray(z0, dtype=float)
     return FilterState(jnp.asarray(t0, dtype=float), z0, jnp.asarray(P0, dtype=float),
@@ -210,7 +307,7 @@ def init_state(spec: FilterSpec, t0: Any, z0: Any, P0: Any) -> FilterState:
                        jnp.asarray(1.0))
 
 
-def _symmetrise(P: Any) -> Any:
+def symmetrise(P: Any) -> Any:
     return 0.5 * (P + P.T)
 
 
@@ -227,7 +324,7 @@ class Screen(NamedTuple):
     used: Any  # (ny,) bool: enters the update
 
 
-def _screen(spec: FilterSpec, state: FilterState, y: Any, y_hat: Any, s_diag: Any) -> Screen:
+def screen(spec: FilterSpec, state: FilterState, y: Any, y_hat: Any, s_diag: Any) -> Screen:
     """Innovations, per-channel NIS, stuck counting and gating of a sample ``y`` (NaN =
     missing) against its prediction ``y_hat`` with innovation variances ``s_diag``."""
     present = jnp.isfinite(y)
@@ -242,7 +339,7 @@ def _screen(spec: FilterSpec, state: FilterState, y: Any, y_hat: Any, s_diag: An
     return Screen(present, innov, nis_ch, same, last_y, stuck, spike, used)
 
 
-def _masked_update(z_pred: Any, P_pred: Any, H: Any, R: Any, innov: Any, used: Any
+def masked_update(z_pred: Any, P_pred: Any, H: Any, R: Any, innov: Any, used: Any
                    ) -> tuple[Any, Any, Any]:
     """Joseph-form Kalman update on the ``used`` channels only.
 
@@ -265,12 +362,12 @@ def _masked_update(z_pred: Any, P_pred: Any, H: Any, R: Any, innov: Any, used: A
     K = _spd_solve(S, HP).T
     z_new = z_pred + _mm(K, r_used[:, None])[:, 0]
     IKH = jnp.eye(nz) - _mm(K, Hm)
-    P_new = _symmetrise(_mm(_mm(IKH, P_pred), IKH.T) + _mm(_mm(K, Rm), K.T))
+    P_new = symmetrise(_mm(_mm(IKH, P_pred), IKH.T) + _mm(_mm(K, Rm), K.T))
     nis = jnp.sum(r_used * _spd_solve(S, r_used[:, None])[:, 0])
     return z_new, P_new, nis
 
 
-def _finish(spec: FilterSpec, state: FilterState, t: Any, scr: Screen, s_diag: Any,
+def finish(spec: FilterSpec, state: FilterState, t: Any, scr: Screen, s_diag: Any,
             z_pred: Any, P_pred: Any, F: Any, z_new: Any, P_new: Any, nis: Any
             ) -> tuple[FilterState, Record]:
     """Bound projection, drift and mismatch EWMAs, anomaly flags, new state and record."""
@@ -303,17 +400,37 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
 
     ``y`` has one entry per channel, NaN where not measured. Pure: use under ``jit``,
     ``lax.scan`` (histories) and ``vmap`` (fleets).
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        Model, tracked parameters, noise levels, bounds and anomaly settings.
+    state : FilterState
+        Estimate at ``state.t`` [model time unit].
+    t : float
+        Sample time [model time unit], ``>= state.t``.
+    y : array (ny,)
+        Sample of ``spec.channels`` [channel units] (a vector channel flattened); NaN
+        where not measured.
+    u : array (nu,)
+        Inputs held over ``(state.t, t]`` [input units], flat in the order of
+        ``model.layout.inputs``; also used by the measurement at ``t``.
+
+    Returns
+    -------
+    FilterState, Record
+        Estimate at ``t`` and the step's report.
     """
     # predict: z' = phi(z), P' = F P F^T + Q
     z_pred, F = _value_and_jacfwd(lambda z: transition(spec, z, u, state.t, t), state.z)
-    P_pred = _symmetrise(_mm(_mm(F, state.P), F.T) + jnp.diag(process_noise(spec, state.t, t)))
+    P_pred = symmetrise(_mm(_mm(F, state.P), F.T) + jnp.diag(process_noise(spec, state.t, t)))
     # measurement model at the prediction
     y_hat, H = _value_and_jacfwd(lambda z: measure(spec, z, u, t), z_pred)
     s_diag = jnp.diag(_mm(_mm(H, P_pred), H.T)) + spec.r
-    scr = _screen(spec, state, y, y_hat, s_diag)
-    z_new, P_new, nis = _masked_update(z_pred, P_pred, H, jnp.diag(spec.r), scr.innov,
+    scr = screen(spec, state, y, y_hat, s_diag)
+    z_new, P_new, nis = masked_update(z_pred, P_pred, H, jnp.diag(spec.r), scr.innov,
                                        scr.used)
-    return _finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
+    return finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
 
 
 def process_noise(spec: FilterSpec, t0: Any, t1: Any) -> Any:
@@ -367,7 +484,27 @@ def _value_and_jacfwd(f: Any, x: Any) -> tuple[Any, Any]:
 def run(spec: FilterSpec, state: FilterState, times: Any, Y: Any, U: Any
         ) -> tuple[FilterState, Record]:
     """Filter a whole history with ``lax.scan``: rows of ``Y`` (NaN = missing) at
-    ``times``; ``U[k]`` are the inputs held over the interval ending at ``times[k]``."""
+    ``times``; ``U[k]`` are the inputs held over the interval ending at ``times[k]``.
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        Filter specification.
+    state : FilterState
+        Initial estimate, at or before ``times[0]`` [model time unit].
+    times : array (n,)
+        Non-decreasing sample times [model time unit].
+    Y : array (n, ny)
+        Samples of ``spec.channels`` [channel units], NaN = missing.
+    U : array (n, nu)
+        ``U[k]`` are the inputs held over the interval ending at ``times[k]`` [input
+        units].
+
+    Returns
+    -------
+    FilterState, Record
+        Final state and the per-sample records stacked over time.
+    """
     def body(s, row):
         return ekf_step(spec, s, *row)
 

@@ -42,7 +42,7 @@ def _state_size(nz: int, ny: int) -> int:
 _STEPS = {"ekf": ekf_step, "ukf": ukf_step}
 
 
-def _live_step_fn(spec: FilterSpec, method: str) -> Any:
+def live_step_fn(spec: FilterSpec, method: str) -> Any:
     """The live path: one compiled call per sample, with the spec baked in.
 
     The call takes one buffer (packed filter state followed by the last step's summary)
@@ -88,6 +88,27 @@ class LiveFilter:
     Read the results with :attr:`z` and :attr:`sd` (vectors in the order of
     ``ekf.names``), :meth:`estimate` (by name), :attr:`state` (the full filter state)
     and :meth:`last_update` (innovations and flags of the latest step).
+
+    Usually built by :meth:`ExtendedKalmanFilter.live
+    <processtwin.estimate.ExtendedKalmanFilter.live>`, which prepares ``state`` and ``u``.
+
+    Parameters
+    ----------
+    ekf : ExtendedKalmanFilter or UnscentedKalmanFilter
+        The filter whose specification, channels and compiled step (EKF or UKF, by its
+        ``method``) are used; kept as :attr:`ekf`.
+    state : FilterState
+        Filter state at the start; its ``t`` is the filter start time [model time unit]:
+        no sample may be earlier.
+    u : array (nu,)
+        Inputs held from the start on [input units], flat in the order of
+        ``ekf.model.layout.inputs``; replaced by :meth:`set_inputs` or the ``u`` of
+        :meth:`step`.
+    history : int
+        Number of most recent samples (and the filter state before each) kept for
+        re-filtering late samples, at least 1; the log is trimmed back to this length
+        once it reaches twice it, and a sample older than what is kept raises
+        :class:`~processtwin.errors.DataError`.
     """
 
     def __init__(self, ekf: ExtendedKalmanFilter, state: FilterState, u: np.ndarray, *,
@@ -108,9 +129,7 @@ class LiveFilter:
         self._buf = jnp.asarray(self._host)
         self._t0 = float(state.t)
         self._stepped = False
-        if ekf._live_fn is None:
-            ekf._live_fn = _live_step_fn(ekf.spec, ekf.method)
-        self._fn = ekf._live_fn
+        self._fn = ekf.live_step_function()
         self.u = np.asarray(u, dtype=float)
         self.refiltered = 0
         self.dropped = 0  # samples forgotten beyond ``history``
@@ -184,6 +203,7 @@ class LiveFilter:
         if not math.isfinite(t):
             raise DataError(f"sample time must be finite, got {t}.")
         row = np.array(values)
+        self.ekf._check_grid(np.array([t]), self._t0)
         if self._t and t <= self._t[-1]:
             self._insert_late(t, row)
         else:

@@ -71,12 +71,12 @@ from .core import (
     FilterSpec,
     FilterState,
     Record,
-    _finish,
-    _masked_update,
-    _screen,
-    _symmetrise,
+    finish,
+    masked_update,
     measure,
     process_noise,
+    screen,
+    symmetrise,
     transition,
 )
 
@@ -195,7 +195,7 @@ def ukf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     z_pred = wm @ X_next
     dX_next = X_next - z_pred
     Q = jnp.diag(process_noise(spec, state.t, t))
-    P_pred = _symmetrise(_weighted_cov(wc, dX_next, dX_next) + Q)
+    P_pred = symmetrise(_weighted_cov(wc, dX_next, dX_next) + Q)
     D = _weighted_cov(wc, X - state.z, dX_next)  # cov(z_k, z_k+1)
     F = cho_solve((L, True), D).T  # statistical linearisation D^T P^-1
     # --- measurement: unscented transform at the prediction (points redrawn from P_pred)
@@ -207,12 +207,12 @@ def ukf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     P_zz = _weighted_cov(wc, dZ, dZ)
     P_xz = _weighted_cov(wc, Xp - z_pred, dZ)
     H = cho_solve((Lp, True), P_xz).T  # statistical linearisation P_xz^T P^-1
-    lin_err = _symmetrise(P_zz - H @ P_xz)  # Λ = P_zz - H P H^T ⪰ 0
+    lin_err = symmetrise(P_zz - H @ P_xz)  # Λ = P_zz - H P H^T ⪰ 0
     s_diag = jnp.diag(P_zz) + spec.r
-    scr = _screen(spec, state, y, y_hat, s_diag)
-    z_new, P_new, nis = _masked_update(z_pred, P_pred, H, lin_err + jnp.diag(spec.r),
+    scr = screen(spec, state, y, y_hat, s_diag)
+    z_new, P_new, nis = masked_update(z_pred, P_pred, H, lin_err + jnp.diag(spec.r),
                                        scr.innov, scr.used)
-    return _finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
+    return finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
 
 
 def run_ukf(spec: FilterSpec, state: FilterState, times: Any, Y: Any, U: Any
