@@ -8,6 +8,15 @@ from typing import Any
 
 import click
 
+from .cli_values import (
+    label,
+    parse_inputs,
+    parse_params,
+    parse_x0,
+    require_fed_batch,
+    summary,
+)
+
 __all__ = ["main"]
 
 
@@ -40,109 +49,6 @@ def _load(positional: str | None, option: str | None) -> Any:
     from .registry import load_model
 
     return load_model(_model_spec(positional, option))
-
-
-def _parse_assignments(items: tuple[str, ...], what: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=what)
-        out[name.strip()] = value.strip()
-    return out
-
-
-def _number(text: str, name: str, what: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise click.BadParameter(f"`{name}`: expected a number, got {text!r}",
-                                 param_hint=what) from None
-
-
-def _numbers(text: str, name: str, what: str) -> Any:
-    """``20`` → 20.0 (broadcast over a vector); ``20,21,22`` → an array, one per element."""
-    import numpy as np
-
-    parts = text.split(",")
-    if len(parts) == 1:
-        return _number(text, name, what)
-    return np.array([_number(v.strip(), name, what) for v in parts])
-
-
-def _parse_params(model: Any, items: tuple[str, ...]) -> dict[str, float]:
-    from .errors import ConfigError, suggest
-
-    p = {k: _number(v, k, "--param") for k, v in _parse_assignments(items, "--param").items()}
-    known = model.parameters()
-    for k in p:
-        if k not in known:
-            raise ConfigError(f"unknown parameter `{k}` of model `{model.name}`"
-                              + suggest(k, known))
-    return p
-
-
-def _parse_x0(model: Any, items: tuple[str, ...]) -> dict[str, Any]:
-    """Initial states by (dotted) name, validated against the layout (names, lengths,
-    bounds); only the names given."""
-    x = {k: _numbers(v, k, "--x0") for k, v in _parse_assignments(items, "--x0").items()}
-    model.layout.states.values(x)
-    return x
-
-
-def _parse_inputs(model: Any, items: tuple[str, ...]) -> dict[str, Any]:
-    """``0.01`` or ``1,2,3`` (constant) or ``0:0.0,20:0.01`` (piecewise-constant schedule;
-    a vector input takes each value on all its elements)."""
-    from .signals import hold
-
-    group = model.layout.inputs
-    out: dict[str, Any] = {}
-    for name, text in _parse_assignments(items, "--input").items():
-        group.leaf(name)  # an unknown (dotted) name fails here, with the closest known one
-        if ":" not in text:
-            out[name] = _numbers(text, name, "--input")
-            group.values({name: out[name]})  # vector length and bounds
-            continue
-        times, values = [], []
-        for part in text.split(","):
-            t, _, v = part.partition(":")
-            times.append(_number(t, name, "--input"))
-            values.append(_number(v, name, "--input"))
-        out[name] = hold(times, values)
-    return out
-
-
-def _label(leaf: Any) -> str:
-    """``X`` for a scalar, ``T[cell: 50]`` for a vector."""
-    return leaf.name if not leaf.shape else f"{leaf.name}[{leaf.dim}: {leaf.size}]"
-
-
-def _summary(value: Any) -> str:
-    """A number, or a vector as first/last/min/max (never every element)."""
-    import numpy as np
-
-    a = np.asarray(value, dtype=float).reshape(-1)
-    if a.size == 1:
-        return f"{a[0]:.6g}"
-    if np.all(a == a[0]):
-        return f"{a[0]:.6g} (all {a.size})"
-    return f"first {a[0]:.6g}, last {a[-1]:.6g}, min {a.min():.6g}, max {a.max():.6g}"
-
-
-def _require_fed_batch(model: Any, command: str, *, oxygen: bool) -> None:
-    """`optimise` and `recommend` plan a fed batch's feed: they need its variable names."""
-    lay = model.layout
-    need = [("input", "F", lay.inputs.names), *(("state", k, lay.states.names)
-                                                for k in ("X", "P", "V"))]
-    if oxygen:
-        need += [("output", "OUR", lay.outputs.names),
-                 ("parameter", "OTR_max", tuple(model.parameters()))]
-    missing = [f"{what} `{k}`" for what, k, names in need if k not in names]
-    if missing:
-        wanted = ", ".join(f"{what} `{k}`" for what, k, _ in need)
-        raise click.UsageError(f"`{command}` plans the feed of a fed batch and needs {wanted} "
-                               f"(as `bioreactor` has); model `{model.name}` has no "
-                               f"{', '.join(missing)}.")
 
 
 class _Group(click.Group):
@@ -219,13 +125,13 @@ def _describe(model: Any, origin: Any, source: str, name: str | None = None) -> 
         if not group.leaves and title == "ports":
             continue
         click.echo(f"  {title}:" + ("" if group.leaves else " none"))
-        width = max((len(_label(lf)) for lf in group.leaves), default=0)
+        width = max((len(label(lf)) for lf in group.leaves), default=0)
         for lf in group.leaves:
             v = lf.var
             kind = "" if v.kind in ("state", "port") else f" [{v.kind}]"
             extra = {"outputs": f"; noise σ {v.noise:g}", "ports": ""}.get(
-                title, f"; default {_summary(v.default)}")
-            click.echo(f"    {_label(lf):<{width}}  {v.units:<10} {v.doc}{kind}{extra}")
+                title, f"; default {summary(v.default)}")
+            click.echo(f"    {label(lf):<{width}}  {v.units:<10} {v.doc}{kind}{extra}")
     params = model.parameters()
     click.echo("  parameters:" + ("" if params else " none"))
     width = max((len(k) for k in params), default=0)
@@ -234,7 +140,7 @@ def _describe(model: Any, origin: Any, source: str, name: str | None = None) -> 
         op = ("(", ")") if p.strict else ("[", "]")
         rng = (f"{op[0]}{'-inf' if lo is None else f'{lo:g}'}, "
                f"{'inf' if hi is None else f'{hi:g}'}{op[1]}")
-        click.echo(f"    {k:<{width}}  {_summary(model.get(k)):<10} {p.units:<10} {rng:<14} "
+        click.echo(f"    {k:<{width}}  {summary(model.get(k)):<10} {p.units:<10} {rng:<14} "
                    f"{p.doc}")
 
 
@@ -274,24 +180,24 @@ def simulate_cmd(model: str | None, model_opt: str | None, until: float, every: 
     t = np.arange(0.0, until + 1e-9 * until, every)
     if t[-1] < until:
         t = np.append(t, until)
-    p = _parse_params(m, params)
+    p = parse_params(m, params)
     m = m.replace(**p) if p else m
-    u = _parse_inputs(m, inputs)
-    x = _parse_x0(m, x0)
+    u = parse_inputs(m, inputs)
+    x = parse_x0(m, x0)
     res = simulate(m, x, u, t, solver=solver, rtol=rtol, atol=atol)
     click.echo(f"{m.name}: t = 0 … {until:g} {m.time_unit}, {res.stats['num_steps']} steps "
                f"({solver}, rtol {rtol:g}), {res.stats['wall_time_s'] * 1e3:.1f} ms")
     leaves = m.layout.states.leaves
-    width = max(len(_label(lf)) for lf in leaves)
+    width = max(len(label(lf)) for lf in leaves)
     for lf in leaves:
         v = np.asarray(res[lf.name])
         if not lf.shape:
             click.echo(f"  {lf.name:<{width}} {v[0]:>12.6g} → {v[-1]:>12.6g} "
                        f"{lf.var.units:<8} {lf.var.doc}")
         else:  # a profile: its summary at the start and the end
-            click.echo(f"  {_label(lf):<{width}} {lf.var.units} {lf.var.doc}")
-            click.echo(f"  {'':<{width}}   t = {t[0]:g}: {_summary(v[0])}")
-            click.echo(f"  {'':<{width}}   t = {t[-1]:g}: {_summary(v[-1])}")
+            click.echo(f"  {label(lf):<{width}} {lf.var.units} {lf.var.doc}")
+            click.echo(f"  {'':<{width}}   t = {t[0]:g}: {summary(v[0])}")
+            click.echo(f"  {'':<{width}}   t = {t[-1]:g}: {summary(v[-1])}")
     if out is not None:
         save(res, out)
         click.echo(f"wrote {out}")
@@ -325,9 +231,9 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
     from .io import read_measurements, save
 
     m = _load(model, model_opt)
-    p = _parse_params(m, params)
+    p = parse_params(m, params)
     m = m.replace(**p) if p else m
-    x = _parse_x0(m, x0)
+    x = parse_x0(m, x0)
     data = read_measurements(data_path)
     if not channels:
         channels = tuple(c for c in m.layout.outputs.names if c in data.data_vars)
@@ -343,15 +249,15 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
     click.echo(f"{m.name}: {t.size} samples, t = {t[0]:g} … {t[-1]:g} {m.time_unit}, "
                f"channels {', '.join(channels)}; {est.attrs['rejected_samples']} rejected")
     states = m.layout.states
-    width = max(len(_label(states.leaf(n)) if n in states else n) for n in ekf.names)
+    width = max(len(label(states.leaf(n)) if n in states else n) for n in ekf.names)
     for name in ekf.names:
         units = est[name].attrs["units"]
         value, std = est[name].values[-1], est[f"{name}_std"].values[-1]
         if np.ndim(value) == 0:
             click.echo(f"  {name:<{width}} {value:>12.5g} ± {std:<10.3g} {units}")
         else:  # a profile: summary of the final estimate and its largest uncertainty
-            label = _label(states.leaf(name)) if name in states else name
-            click.echo(f"  {label:<{width}} {_summary(value)} {units}; "
+            shown = label(states.leaf(name)) if name in states else name
+            click.echo(f"  {shown:<{width}} {summary(value)} {units}; "
                        f"σ up to {np.max(std):.3g}")
     nis = float(np.nansum(est["nis"])) / max(int(est["nis_dof"].sum()), 1)
     click.echo(f"  NIS per degree of freedom: {nis:.2f} (1 when the filter is consistent)")
@@ -394,11 +300,11 @@ def optimise_cmd(model: str | None, model_opt: str | None, until: float, interva
     from .solvers import golden_batch, outcome_value
 
     m = _load(model, model_opt)
-    _require_fed_batch(m, "optimise", oxygen=True)
-    p = _parse_params(m, params)
+    require_fed_batch(m, "optimise", oxygen=True)
+    p = parse_params(m, params)
     m = m.replace(**p) if p else m
-    x = _parse_x0(m, x0)
-    res = golden_batch(m, until=until, intervals=intervals, objective=objective, x0=x,
+    x = parse_x0(m, x0)
+    res = golden_batch(m, horizon=until, intervals=intervals, objective=objective, x0=x,
                        F_max=f_max, X_max=x_max, V_max=v_max, method=method)
     plan = res.plan
     click.echo(f"{m.name}: {res.status} in {res.stats['iterations']} iterations "
@@ -443,7 +349,7 @@ def recommend_cmd(model: str | None, model_opt: str | None, state_path: Path, ho
     from .solvers import BatchNMPC
 
     m = _load(model, model_opt)
-    _require_fed_batch(m, "recommend", oxygen=False)
+    require_fed_batch(m, "recommend", oxygen=False)
     est = load(state_path)
     names = m.layout.states.names
     missing = [s for s in names if s not in est]

@@ -16,14 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from .declare import Var, check_value
 from .errors import ConfigError, ModelError, suggest
-
-if TYPE_CHECKING:
-    from .model import Var
 
 __all__ = ["Group", "Layout", "Leaf"]
 
@@ -399,8 +397,6 @@ class Group:
         ModelError
             Wrong number of values, wrong vector length, or a value out of bounds.
         """
-        from .model import check_value
-
         vec = self.defaults()
         if given is not None:
             if isinstance(given, tuple) and hasattr(given, "_fields"):
@@ -510,8 +506,6 @@ def resolve(typ: type, what: str, model: Any, prefix: str = "", start: int = 0,
         A field that is not a ``Var``, or a vector sized by a missing or non-positive
         field.
     """
-    from .model import Var
-
     dims = {} if dims is None else dims
     entries: list[tuple[str, Leaf | Group]] = []
     pos = start

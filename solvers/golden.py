@@ -18,7 +18,7 @@ OBJECTIVES = {
 }
 
 
-def golden_batch(model: Model, *, until: float = 150.0, intervals: int = 50,
+def golden_batch(model: Model, *, horizon: float = 150.0, intervals: int = 50,
                  objective: str = "product", x0: dict[str, float] | None = None,
                  F_max: float = 0.2, X_max: float | None = 3.7, V_max: float | None = None,
                  S_max: float | None = None, oxygen_limit: bool = True,
@@ -31,8 +31,8 @@ def golden_batch(model: Model, *, until: float = 150.0, intervals: int = 50,
     model : Model
         A fed-batch model with states ``X, S, P, V``, manipulated input ``F`` and output
         ``OUR`` (e.g. :class:`processtwin.models.Bioreactor`).
-    until : float
-        Batch length [h].
+    horizon : float
+        Batch length [model time unit, h for the bioreactor] (the OCP's ``horizon``).
     intervals : int
         Control intervals (the feed is constant on each).
     objective : {"product", "product_mass"}
@@ -65,7 +65,7 @@ def golden_batch(model: Model, *, until: float = 150.0, intervals: int = 50,
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective `{objective}`" + suggest(objective, OBJECTIVES))
     _, outcome = OBJECTIVES[objective]
-    ocp = OCP(model, until, intervals, controls=("F",), method=method)
+    ocp = OCP(model, horizon, intervals, controls=("F",), method=method)
     ocp.initial_state(**(x0 or {}))
     ocp.bound_input("F", 0.0, F_max)
     if X_max is not None:

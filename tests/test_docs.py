@@ -3,7 +3,8 @@ parameter carries units.
 
 As python-control's meta-test does: each argument of the public API (``processtwin``,
 ``processtwin.estimate``, ``processtwin.solvers``, ``processtwin.models`` and the public
-functions and classes of ``layout``, ``system``, ``ops`` and ``registry``) must appear in a
+functions and classes of ``layout``, ``system``, ``ops``, ``registry``, ``declare`` and
+``cli_values``) must appear in a
 numpydoc ``Parameters`` (or ``Other Parameters``) section with a description: the
 function's docstring, or for a class its docstring or its ``__init__``'s. Where the
 constructor's arguments *are* the attributes (a dataclass, an equinox Module or a
@@ -30,7 +31,8 @@ from processtwin.model import Model, parameter_info
 from processtwin.models import REGISTRY
 
 PACKAGES = ("processtwin", "processtwin.estimate", "processtwin.solvers", "processtwin.models")
-MODULES = ("processtwin.layout", "processtwin.system", "processtwin.ops", "processtwin.registry")
+MODULES = ("processtwin.layout", "processtwin.system", "processtwin.ops", "processtwin.registry",
+           "processtwin.declare", "processtwin.cli_values")
 
 PARAM_SECTIONS = ("Parameters", "Other Parameters")
 

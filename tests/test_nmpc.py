@@ -47,7 +47,7 @@ def _closed_loop(decide_every=3, seed=0):
 @pytest.fixture(scope="module")
 def loops():
     grid = np.arange(0.0, T + 1e-9, H)
-    recipe = golden_batch(NOMINAL, until=T, intervals=int(T / H)).plan["F"].values[:-1]
+    recipe = golden_batch(NOMINAL, horizon=T, intervals=int(T / H)).plan["F"].values[:-1]
     open_loop = pt.simulate(PLANT, None, {"F": pt.hold(grid[:-1], recipe)}, grid)
     applied, recs, twin = _closed_loop()
     closed = pt.simulate(PLANT, None, {"F": pt.hold(grid[:-1], applied)}, grid)

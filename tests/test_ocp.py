@@ -13,7 +13,7 @@ from processtwin.solvers import OCP, golden_batch, outcome_value
 @pytest.fixture(scope="module")
 def golden():
     model = Bioreactor()
-    return {m: golden_batch(model, until=150.0, intervals=50, method=m)
+    return {m: golden_batch(model, horizon=150.0, intervals=50, method=m)
             for m in ("collocation", "shooting")}
 
 
