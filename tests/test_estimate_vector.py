@@ -152,3 +152,30 @@ def test_discrete_filter_refuses_samples_off_the_grid():
                       coords={"time": [1.0, 2.5]})
     with pytest.raises(DataError, match="sample grid"):
         filt.filter(data, t0=0.0)
+
+
+def test_live_filter_with_a_vector_channel_equals_the_batch_filter(cascade_data):
+    times, Y = cascade_data
+    model = TankCascade(n_tanks=N_TANKS, V=VOLUME, k=DECAY)
+    ekf = ExtendedKalmanFilter(model, channels=["c_meas", "c_out"], q={"c": 1e-4})
+    Y2 = np.concatenate([Y, Y[:, -1:] + 0.01], axis=1)  # the analyser beside the probes
+    data = xr.Dataset({"c_meas": (("time", "tank"), Y2[:, :N_TANKS]),
+                       "c_out": ("time", Y2[:, N_TANKS])}, coords={"time": times})
+    u = {"q": Q_FLOW, "c_in": C_IN}
+    ref = ekf.filter(data, x0={"c": 2.0}, t0=0.0, inputs=u).data
+    live = ekf.live(0.0, x0={"c": 2.0}, u=u)
+    for k in range(times.size):
+        sample = {"c_meas": Y2[k, :N_TANKS]}
+        if k % 3 != 1:  # the analyser reports every third sample late, after the next one
+            sample["c_out"] = Y2[k, N_TANKS]
+        live.step(times[k], sample)
+        if k % 3 == 2:
+            live.step(times[k - 1], {"c_out": Y2[k - 1, N_TANKS]})
+    if times.size % 3 == 2:
+        live.step(times[-1], {"c_out": Y2[-1, N_TANKS]})
+    np.testing.assert_allclose(live.z[:N_TANKS], ref["c"].values[-1], rtol=0, atol=1e-12)
+    est = live.estimate()
+    assert set(est) == {f"c[{i}]" for i in range(N_TANKS)}
+    assert set(live.last_update()) == {*(f"c_meas[{i}]" for i in range(N_TANKS)), "c_out"}
+    with pytest.raises(DataError, match="has 4 elements, got 3"):
+        live.step(times[-1] + 1.0, {"c_meas": [1.0, 2.0, 3.0]})
