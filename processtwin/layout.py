@@ -312,6 +312,33 @@ class Group:
                     for lf in self.leaves]
         raise ConfigError(f"unknown backend `{backend}`.")
 
+    def as_mapping(self, given: Any, argument: str) -> dict[str, Any]:
+        """Values by leaf name from ``None``, a mapping by (dotted) name or a tuple of this
+        group's type; names are checked.
+
+        Parameters
+        ----------
+        given : mapping, tuple or None
+            The values as the user gave them [variable units].
+        argument : str
+            The argument's name, for the message (``"x0"``, ``"inputs"``).
+
+        Raises
+        ------
+        ConfigError
+            ``given`` is of another kind, or names an unknown leaf (with the closest name).
+        """
+        if given is None:
+            return {}
+        if isinstance(given, tuple) and hasattr(given, "_fields"):
+            return dict(zip(self.names, self.leaf_values(given), strict=True))
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"`{argument}` must be a mapping of {self.what} name to value, "
+                              f"got {type(given).__name__}.")
+        for k in given:
+            self.leaf(k)
+        return dict(given)
+
     def assemble(self, given: Any, ops: Any) -> Any:
         """Flat vector from defaults overridden by ``given`` (a mapping by name, a tuple of
         this group's type, or ``None``), without validation: values may be traced
@@ -336,15 +363,9 @@ class Group:
         ConfigError
             ``given`` is of another kind, or names an unknown leaf.
         """
-        if given is None:
-            given = {}
-        elif isinstance(given, tuple) and hasattr(given, "_fields"):
+        if isinstance(given, tuple) and hasattr(given, "_fields"):
             return self.ravel(given, ops)
-        elif not isinstance(given, Mapping):
-            raise ConfigError(f"{self.what} values of `{self.owner}` must be a mapping by "
-                              f"name, got {type(given).__name__}.")
-        for k in given:
-            self.leaf(k)
+        given = self.as_mapping(given, f"{self.what} values")
         return self.ravel_leaves([given.get(lf.name, lf.var.default) for lf in self.leaves],
                                  ops)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import equinox as eqx
@@ -11,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ConfigError, DataError, suggest
+from .errors import ConfigError, DataError
 from .model import SCALARS, Model, scalar_ok
 
 __all__ = ["Signal", "as_inputs", "constant", "hold", "linear"]
@@ -199,19 +198,7 @@ def as_inputs(model: Model, inputs: Any = None, *, batch: bool = False) -> tuple
         Non-finite values, decreasing knot times or values outside the input's bounds.
     """
     group = model.layout.inputs
-    if inputs is None:
-        given: dict[str, Any] = {}
-    elif isinstance(inputs, tuple) and hasattr(inputs, "_fields"):
-        given = dict(zip(group.names, group.leaf_values(inputs), strict=True))
-    elif isinstance(inputs, Mapping):
-        given = dict(inputs)
-    else:
-        raise ConfigError(f"`inputs` must be a mapping of input name to value, got "
-                          f"{type(inputs).__name__}.")
-    for k in given:
-        if k not in group:
-            raise ConfigError(f"unknown input `{k}` of model `{model.name}`"
-                              + suggest(k, group.names))
+    given = group.as_mapping(inputs, "inputs")
     out = []
     for leaf in group.leaves:
         spec = leaf.var

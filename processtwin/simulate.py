@@ -189,12 +189,9 @@ class SimulationResult:
 def _scenario_x0(model: Model, x0: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Initial states of an ensemble: ``(n, nx)`` (n = 1 when shared) and the varied ones."""
     group = model.layout.states
-    if x0 is None:
-        given: dict[str, Any] = {}
-    elif isinstance(x0, tuple) and hasattr(x0, "_fields"):
-        given = dict(zip(group.names, group.leaf_values(x0), strict=True))
-    elif isinstance(x0, Mapping):
-        given = dict(x0)
+    if x0 is None or isinstance(x0, Mapping) or (isinstance(x0, tuple)
+                                                  and hasattr(x0, "_fields")):
+        given = group.as_mapping(x0, "x0")
     else:  # flat vectors: (nx,) shared or (n, nx), one per scenario
         arr = np.asarray(x0, dtype=float)
         if arr.ndim not in (1, 2) or arr.shape[-1] != group.size:
@@ -204,8 +201,6 @@ def _scenario_x0(model: Model, x0: Any) -> tuple[np.ndarray, dict[str, np.ndarra
         given = {lf.name: (arr[..., lf.start] if not lf.shape else arr[..., lf.start:lf.stop])
                  for lf in group.leaves}
     cols, varied, n = [], {}, None
-    for k in given:
-        group.leaf(k)
     for leaf in group.leaves:
         v = np.asarray(given.get(leaf.name, leaf.var.default), dtype=float)
         check_value("state", leaf.name, v, leaf.var.units, leaf.var.bounds, leaf.var.strict)
