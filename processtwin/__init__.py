@@ -9,10 +9,12 @@ __version__ = "0.1.0"
 
 from .errors import ConfigError, DataError, ModelError, SolverError  # noqa: E402
 from .io import load, save  # noqa: E402
-from .model import Model, Var, param, variables  # noqa: E402
+from .model import Model, Var, dimension, param, variables  # noqa: E402
+from .registry import available_models, load_model  # noqa: E402
 from .runtime import SMALL_LOOP_BYTES, configure  # noqa: E402
 from .signals import Signal, constant, hold, linear  # noqa: E402
 from .simulate import SimulationResult, ensemble, simulate, trajectory  # noqa: E402
+from .system import System  # noqa: E402
 
 __all__ = [
     "ConfigError",
@@ -23,13 +25,17 @@ __all__ = [
     "SimulationResult",
     "Signal",
     "SolverError",
+    "System",
     "Var",
     "__version__",
+    "available_models",
     "configure",
     "constant",
+    "dimension",
     "ensemble",
     "hold",
     "linear",
+    "load_model",
     "load",
     "param",
     "save",

@@ -67,6 +67,18 @@ class Recommendation:
     solve_time_s: float = 0.0
     hold_violations: list[str] = field(default_factory=list)
 
+    @property
+    def data(self) -> xr.Dataset | None:
+        """The planned trajectory (the same Dataset as :attr:`plan`; ``None`` when no plan
+        exists yet)."""
+        return self.plan
+
+    @property
+    def stats(self) -> dict:
+        """``status``, ``fallback``, ``solve_time_s`` [s] and the active constraints."""
+        return {"status": self.status, "fallback": self.fallback,
+                "solve_time_s": self.solve_time_s, "active": list(self.active)}
+
     def __str__(self) -> str:
         sp = ", ".join(f"{k} = {v:.4g} {u}" for k, (v, u) in self.setpoints.items())
         lines = [f"t = {self.t:g}: set {sp}",
