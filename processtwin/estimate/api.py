@@ -208,13 +208,29 @@ class ExtendedKalmanFilter:
                 sd[self.spec.nx + self.spec.estimate.index(k)] = v
         return z0, np.diag(np.square(sd))
 
-    def _input_vector(self, u: Mapping[str, Any] | None) -> np.ndarray:
+    def input_vector(self, u: Mapping[str, Any] | None) -> np.ndarray:
+        """Flat input vector from values by (dotted) name, defaults for the others.
+
+        Parameters
+        ----------
+        u : mapping or None
+            Input values [input units]; a vector input takes one value or one per element.
+
+        Raises
+        ------
+        DataError
+            An unknown name, a value that is not a number, a vector of the wrong length or
+            a non-finite value.
+        """
         group = self.model.layout.inputs
         u = dict(u or {})
         for k in u:
             if k not in group:
                 raise DataError(f"unknown input `{k}`" + suggest(k, group.names))
-        vec = group.values(u, check=False)
+        try:
+            vec = group.values(u, check=False)
+        except (TypeError, ValueError) as exc:  # ModelError and ConfigError included
+            raise DataError(f"inputs {u}: {exc}") from None
         if not np.all(np.isfinite(vec)):
             raise DataError(f"inputs must be finite, got {u}.")
         return vec
@@ -261,7 +277,7 @@ class ExtendedKalmanFilter:
         start = times[0] if t0 is None else float(t0)
         if start > times[0]:
             raise DataError(f"`t0`={start:g} is after the first sample at {times[0]:g}.")
-        self._check_grid(times, start)
+        self.check_grid(times, start)
         state = init_state(self.spec, start, z0, P0)
         _, rec = _RUNS[self.method](self.spec, state, jnp.asarray(times), jnp.asarray(Y),
                           jnp.asarray(U))
@@ -271,9 +287,22 @@ class ExtendedKalmanFilter:
             "samples": int(times.size), "rejected_samples": int(ds.attrs["rejected_samples"]),
             "method": self.method, "wall_time_s": _time.perf_counter() - wall})
 
-    def _check_grid(self, times: np.ndarray, t0: float) -> None:
+    def check_grid(self, times: np.ndarray, t0: float) -> None:
         """A discrete-time model is sampled on its own grid: every time a whole number of
-        sample periods after ``t0``."""
+        sample periods after ``t0``.
+
+        Parameters
+        ----------
+        times : array
+            Sample times [model time unit].
+        t0 : float
+            Time of the initial estimate [model time unit].
+
+        Raises
+        ------
+        DataError
+            For the first time off the grid.
+        """
         model = self.model
         if not model.is_discrete:
             return
@@ -287,7 +316,7 @@ class ExtendedKalmanFilter:
 
     def _inputs_at(self, inputs: Any, times: np.ndarray, origin: Any) -> np.ndarray:
         group = self.model.layout.inputs
-        U = np.tile(self._input_vector(None), (len(times), 1))
+        U = np.tile(self.input_vector(None), (len(times), 1))
         if inputs is None:
             return U
         items = inputs.data_vars.items() if isinstance(inputs, xr.Dataset) else inputs.items()
@@ -457,7 +486,7 @@ class ExtendedKalmanFilter:
         """
         z0, P0 = self.initial(x0, std)
         return LiveFilter(self, init_state(self.spec, float(t0), z0, P0),
-                          self._input_vector(u), history=history)
+                          self.input_vector(u), history=history)
 
 
 def _merge_same_times(times: np.ndarray, Y: np.ndarray, channels: Sequence[str]):

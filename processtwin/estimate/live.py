@@ -160,7 +160,7 @@ class LiveFilter:
 
     def set_inputs(self, u: Mapping[str, float]) -> None:
         """Inputs applied from the latest sample time on (e.g. a new feed setpoint)."""
-        self.u = self.ekf._input_vector(u)
+        self.u = self.ekf.input_vector(u)
 
     def last_update(self) -> dict[str, dict[str, float]]:
         """Innovation, NIS, flags and use of each channel in the latest step."""
@@ -178,7 +178,34 @@ class LiveFilter:
              ) -> None:
         """Process one sample ``y`` (channel → value, missing channels omitted) taken at
         ``t``; ``u`` are inputs applied from ``t`` on (default: unchanged). See
-        :attr:`z`, :meth:`estimate` and :meth:`last_update` for the results."""
+        :attr:`z`, :meth:`estimate` and :meth:`last_update` for the results.
+
+        Atomic: every argument is validated before anything changes, so a step that raises
+        leaves the filter exactly as it was and the corrected call can be retried.
+
+        Parameters
+        ----------
+        t : float
+            Sampling time [model time unit].
+        y : mapping
+            Channel → value [channel units]; a vector channel takes one value per element.
+        u : mapping, optional
+            Inputs applied from ``t`` on [input units].
+
+        Raises
+        ------
+        DataError
+            An unknown channel or input, a value that is not a finite number (NaN means
+            missing), a sample before the start or older than the history kept, off a
+            discrete model's sample grid, or a second value of a channel at the same time.
+        """
+        try:
+            t = float(t)
+        except (TypeError, ValueError):
+            raise DataError(f"sample time must be a number, got {t!r}.") from None
+        if not math.isfinite(t):
+            raise DataError(f"sample time must be finite, got {t}.")
+        u_new = None if u is None else self.ekf.input_vector(u)
         values = [math.nan] * self._ny
         index = self._index
         for k, v in y.items():
@@ -186,7 +213,11 @@ class LiveFilter:
             if j is None:
                 raise DataError(f"unknown channel `{k}`" + suggest(k, self.ekf.channels))
             if isinstance(j, slice):  # a vector channel: one value per element
-                arr = np.asarray(v, dtype=float).reshape(-1)
+                try:
+                    arr = np.asarray(v, dtype=float).reshape(-1)
+                except (TypeError, ValueError):
+                    raise DataError(f"channel `{k}` must be numbers, got {v!r} at "
+                                    f"t={t:g}.") from None
                 if arr.size != j.stop - j.start:
                     raise DataError(f"channel `{k}` has {j.stop - j.start} elements, got "
                                     f"{arr.size} values at t={t:g}.")
@@ -195,15 +226,15 @@ class LiveFilter:
                                     "missing.")
                 values[j] = arr.tolist()
                 continue
-            v = float(v)
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise DataError(f"channel `{k}` must be a number, got {v!r} at t={t}.") from None
             if math.isinf(v):
                 raise DataError(f"channel `{k}` is {v} at t={t:g}; use NaN for missing.")
             values[j] = v
-        t = float(t)
-        if not math.isfinite(t):
-            raise DataError(f"sample time must be finite, got {t}.")
         row = np.array(values)
-        self.ekf._check_grid(np.array([t]), self._t0)
+        self.ekf.check_grid(np.array([t]), self._t0)
         if self._t and t <= self._t[-1]:
             self._insert_late(t, row)
         else:
@@ -211,8 +242,8 @@ class LiveFilter:
                 raise DataError(f"sample at t={t:g} is before the filter start "
                                 f"{self._t0:g}.")
             self._advance(t, row, self.u)
-        if u is not None:
-            self.u = self.ekf._input_vector(u)
+        if u_new is not None:
+            self.u = u_new
 
     def _advance(self, t: float, row: np.ndarray, u: np.ndarray) -> None:
         self._t.append(t)
