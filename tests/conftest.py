@@ -49,15 +49,30 @@ def check_consistency():
     return _check_consistency
 
 
+def van_loan(A, Qc, dt):
+    """Exact discretisation of ``dx = A x dt + dw``, ``E[dw dwᵀ] = Qc dt`` over ``dt``:
+    ``F = e^{A dt}`` and ``Q_d = ∫_0^dt e^{A s} Qc e^{Aᵀ s} ds`` from the exponential of
+    ``[[-A, Qc], [0, Aᵀ]] dt`` (Van Loan 1978, *IEEE Trans. Autom. Control* 23, 395–404)."""
+    from scipy.linalg import expm
+
+    n = A.shape[0]
+    M = np.block([[-A, Qc], [np.zeros((n, n)), A.T]]) * dt
+    E = expm(M)
+    F = E[n:, n:].T
+    return F, F @ E[:n, n:]
+
+
 def _textbook_kf(times, Y, a, q, r, z0, P0):
-    """Kalman (1960) filter, written out with numpy: predict, update with present rows."""
+    """Kalman (1960) filter, written out with numpy: predict with the exact (Van Loan)
+    discretisation of the continuous process noise, update with the present rows."""
     z, P, t_prev = z0.copy(), P0.copy(), times[0]
     zs, Ps, preds = [], [], []
+    A = np.array([[0.0, 1.0], [0.0, 0.0]])
     for t, y in zip(times, Y, strict=True):
         dt = t - t_prev
-        Fm = np.array([[1.0, dt], [0.0, 1.0]])
+        Fm, Qd = van_loan(A, np.diag(q), dt)
         z = Fm @ z + np.array([0.5 * a * dt**2, a * dt])
-        P = Fm @ P @ Fm.T + np.diag(q) * dt
+        P = Fm @ P @ Fm.T + Qd
         preds.append((Fm, z.copy(), P.copy()))
         have = np.isfinite(y)
         if have.any():

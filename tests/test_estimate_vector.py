@@ -1,9 +1,10 @@
 """The EKF and UKF on vector-valued and discrete-time linear models equal the Kalman filter.
 
 The reference is Kalman's filter written out in numpy with the exact discretisation of the
-linear model (matrix exponential, scipy), independent of the filter code: the EKF's
-linearisation of a linear model is exact, so the two agree up to the EKF's RK4 prediction
-error (below 1e-12 with the sub-step used here) and rounding.
+linear model and of its continuous process noise (matrix exponentials, Van Loan 1978),
+independent of the filter code: the EKF's linearisation of a linear model is exact, so the
+two agree up to the EKF's RK4 prediction error (below 1e-12 with the sub-step used here)
+and rounding.
 """
 
 import numpy as np
@@ -93,7 +94,12 @@ def test_ekf_on_linear_vector_model_equals_kalman_filter(cascade_data):
     def f_of(dt):
         return (expm(A * dt) - np.eye(N_TANKS)) @ steady
 
-    zs, Ps = _kalman(times, Y, F_of, f_of, lambda dt: np.eye(N_TANKS) * q * dt,
+    def Q_of(dt):  # Van Loan (1978): exact covariance of the continuous noise over dt
+        M = np.block([[-A, np.eye(N_TANKS) * q], [np.zeros_like(A), A.T]]) * dt
+        E = expm(M)
+        return E[N_TANKS:, N_TANKS:].T @ E[:N_TANKS, N_TANKS:]
+
+    zs, Ps = _kalman(times, Y, F_of, f_of, Q_of,
                      np.eye(N_TANKS), np.eye(N_TANKS) * 0.1**2, x0,
                      np.eye(N_TANKS) * 0.25)
     np.testing.assert_allclose(est["c"].values, zs, rtol=0, atol=1e-10)

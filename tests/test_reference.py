@@ -1,7 +1,14 @@
 """The contract redesign leaves the bioreactor's results unchanged (to 1e-12).
 
 The reference was written by ``tests/data/make_bioreactor_reference.py`` at the last
-commit before the redesign; the same script, run on today's code, must reproduce it.
+commit before the redesign; the same script, run on today's code, must reproduce it. The
+simulation and the ensemble are compared. The EKF/RTS estimates in the file matched to
+1e-12 as well until the filter's prediction became exact (the process noise propagated
+through the dynamics, ``tests/test_exact_prediction.py``), a deliberate change of
+results; they stay in the file as the record of the old filter and are compared loosely:
+the estimates moved by less than two of their standard deviations (the data were filtered
+with a feed that differs from the plant's on purpose, so neither version is "the truth";
+the exact prediction is checked against Van Loan and the Riccati solution instead).
 """
 
 import importlib.util
@@ -22,7 +29,9 @@ def test_bioreactor_results_unchanged_by_the_redesign():
     with xr.open_dataset(DATA / "bioreactor_reference.nc", engine="h5netcdf") as ref:
         ref = ref.load()
     assert set(now.data_vars) == set(ref.data_vars)
-    for name in ref.data_vars:
+    for name in ("sim_states", "sim_OUR", "ens_P"):
         a, b = now[name].values, ref[name].values
         scale = np.maximum(np.abs(b), 1.0)
         np.testing.assert_array_less(np.abs(a - b) / scale, 1e-12, err_msg=name)
+    moved = np.abs(now["est_z"].values - ref["est_z"].values) / ref["est_std"].values
+    assert np.max(moved) < 2.0, np.max(moved)

@@ -8,8 +8,12 @@ default: at 200 g/L the biomass reaches ~10 g/L at S ~ 1e-3 g/L by ~900 h, where
 RK4 sub-step reaches the edge of its stability region; every filter's prediction then goes
 unstable and the filters part (``--s-in 200`` shows it).
 
-All filters do the same maths: prediction over dt = 0.5 h by 2 RK4 sub-steps (``dt_max`` =
-0.25 h) of the same rhs, P' = F P F^T + diag(q) dt with processtwin's default q,
+All filters do the same maths but one: prediction over dt = 0.5 h by 2 RK4 sub-steps
+(``dt_max`` = 0.25 h) of the same rhs. filterpy and the numpy EKF add the process noise as
+P' = F P F^T + diag(q) dt (what their users write); processtwin propagates it exactly through
+the linearised dynamics (``processtwin.estimate.predict``: the covariance ODE integrated with
+the state, more sub-steps where it is stiff), so its estimates differ from theirs by a
+fraction of a standard deviation (printed) and its step does more work. Then,
 R = diag(noise²), a Joseph-form update on both channels and projection onto the state
 bounds. processtwin linearises the RK4 map exactly (forward-mode AD). filterpy and the numpy
 EKF use what a filterpy user would write: central finite differences of the numpy RK4 map

@@ -78,9 +78,14 @@ class ExtendedKalmanFilter:
         Parameters to track as bounded random walks (e.g. ``["mu_max"]``).
     channels : sequence of str, optional
         Outputs used as measurements (default: all outputs).
-    q : mapping, optional
-        Process-noise intensity per state or tracked parameter [units² per time unit].
+    q : mapping or array, optional
+        Process-noise intensity per state or tracked parameter [units² per time unit]
+        (a mapping by name, a vector state's value for each element or one per element);
+        or the full intensity matrix (nz, nz), symmetric positive semi-definite, in the
+        order of :attr:`flat_names`, for correlated noise. It is propagated exactly through
+        the linearised dynamics over each interval (``processtwin.estimate.predict``).
         Defaults: states ``(1e-3 · scale)²``, parameters ``(0.01 · value)²`` per time unit.
+        For a discrete-time model: the covariance added per sample [units²].
     r : mapping, optional
         Measurement-noise standard deviation per channel [channel units] (default: the
         output's ``noise``).
@@ -107,7 +112,7 @@ class ExtendedKalmanFilter:
     method = "ekf"
 
     def __init__(self, model: Model, *, estimate: Sequence[str] = (),
-                 channels: Sequence[str] | None = None, q: Mapping[str, float] | None = None,
+                 channels: Sequence[str] | None = None, q: Mapping[str, Any] | Any = None,
                  r: Mapping[str, float] | None = None, gate: float = 15.13, stuck_n: int = 6,
                  drift_lambda: float = 0.05, drift_limit: float = 5.0,
                  mismatch_lambda: float = 0.02, mismatch_limit: float = 3.0,
@@ -137,6 +142,18 @@ class ExtendedKalmanFilter:
         self.units = (*(lf.var.units for lf in states.leaves),
                       *(params[k].units for k in estimate))
         sizes = [lf.size for lf in states.leaves] + [1] * len(estimate)
+        q_matrix = None
+        if q is not None and not isinstance(q, Mapping):
+            q_matrix = np.asarray(q, dtype=float)
+            nz = len(self.flat_names)
+            if q_matrix.shape != (nz, nz):
+                raise ConfigError(f"`q` as a matrix must be ({nz}, {nz}) over "
+                                  f"{', '.join(self.flat_names)}; got {q_matrix.shape}.")
+            if not np.allclose(q_matrix, q_matrix.T, rtol=1e-12, atol=0.0):
+                raise ConfigError("`q` as a matrix must be symmetric.")
+            if np.linalg.eigvalsh(q_matrix).min() < -1e-12 * max(np.abs(q_matrix).max(), 1e-300):
+                raise ConfigError("`q` as a matrix must be positive semi-definite.")
+            q = None
         q_given = dict(q or {})
         for k in q_given:
             if k not in self.names:
@@ -149,6 +166,8 @@ class ExtendedKalmanFilter:
         qv = np.concatenate([np.broadcast_to(np.asarray(q_given.get(k, d), dtype=float),
                                              (n,)) for k, d, n in
                              zip(self.names, q_default, sizes, strict=True)])
+        if q_matrix is not None:
+            qv = q_matrix
         r_given = dict(r or {})
         for k in r_given:
             if k not in channels:

@@ -21,7 +21,7 @@ from ..model import Model
 from ..ops import jax_ops
 
 __all__ = ["FLAGS", "FilterSpec", "FilterState", "Record", "ekf_step", "init_state",
-           "process_noise", "transition"]
+           "noise_intensity", "predict", "process_noise", "propagate", "transition"]
 
 #: Anomaly flag bits (CF ``flag_masks``), per channel and sample.
 FLAGS = {"spike": 1, "stuck": 2, "drift": 4, "mismatch": 8}
@@ -38,9 +38,12 @@ class FilterSpec(eqx.Module):
         Names of parameters augmented to the state as random walks.
     channels : tuple of str
         Output names used as measurements, in order.
-    q : array (nz,)
-        Process-noise intensity per augmented state [units² per time unit]; the discrete
-        covariance over an interval dt is ``diag(q) dt``.
+    q : array (nz,) or (nz, nz)
+        Process-noise intensity of the augmented state [units² per time unit]: its
+        diagonal, or the full (symmetric, positive semi-definite) matrix for correlated
+        noise. The covariance it adds over an interval is propagated exactly through the
+        linearised dynamics (:func:`predict`). For a discrete-time model: the covariance
+        added per sample [units²].
     r : array (ny,)
         Measurement-noise variance per channel [units²].
     lower, upper : array (nz,)
@@ -248,12 +251,7 @@ def transition(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> Any:
             return _vector_step(spec, t0 + i.astype(zz.dtype) * dt_s, zz, u)
 
         return lax.fori_loop(0, n_samples(spec, t0, t1).astype(jnp.int32), sample, z)
-    dt_total = t1 - t0
-    jac = jax.jacfwd(lambda zz: _vector_rhs(spec, t0, zz, u))(lax.stop_gradient(z))
-    rho = lax.stop_gradient(jnp.max(jnp.sum(jnp.abs(jac), axis=1)))
-    n = jnp.maximum(jnp.ceil(dt_total / spec.dt_max), jnp.ceil(dt_total * rho / _RK4_STABLE))
-    n = jnp.maximum(n, 1.0)
-    h = dt_total / n
+    n, h = _substeps(spec, z, u, t0, t1)
 
     def body(i, zz):
         t = t0 + i.astype(h.dtype) * h
@@ -264,6 +262,119 @@ def transition(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> Any:
         return zz + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
     return lax.fori_loop(0, n.astype(jnp.int32), body, z)
+
+
+def _substeps(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any, rate: float = 1.0
+              ) -> tuple[Any, Any]:
+    """Number and length of the RK4 sub-steps over ``(t0, t1]`` (see :func:`transition`);
+    ``rate`` scales the spectral bound (2 for the covariance equation, whose eigenvalues
+    are sums of two of the state's)."""
+    dt_total = t1 - t0
+    jac = jax.jacfwd(lambda zz: _vector_rhs(spec, t0, zz, u))(lax.stop_gradient(z))
+    rho = rate * lax.stop_gradient(jnp.max(jnp.sum(jnp.abs(jac), axis=1)))
+    n = jnp.maximum(jnp.ceil(dt_total / spec.dt_max), jnp.ceil(dt_total * rho / _RK4_STABLE))
+    n = jnp.maximum(n, 1.0)
+    return n, dt_total / n
+
+
+def noise_intensity(spec: FilterSpec) -> Any:
+    """The process-noise intensity as a full (nz, nz) matrix."""
+    q = spec.q
+    return q if q.ndim == 2 else jnp.diag(q)
+
+
+def predict(spec: FilterSpec, z: Any, P: Any, u: Any, t0: Any, t1: Any
+            ) -> tuple[Any, Any, Any]:
+    r"""Predicted mean and covariance at ``t1`` and the transition Jacobian.
+
+    Continuous time: the mean, its sensitivity ``S = ∂z(t)/∂z(t0)`` and the process-noise
+    covariance ``Q_d`` are integrated together with the RK4 sub-steps of
+    :func:`transition` (Jazwinski 1970, *Stochastic Processes and Filtering Theory*, §7.6;
+    Gelb 1974, *Applied Optimal Estimation*, §6.1),
+
+    .. math::
+
+        \dot z = f(z, u), \quad \dot S = A S, \quad
+        \dot Q_d = A Q_d + Q_d A^T + Q_c, \qquad A = \partial f / \partial z,
+
+    from ``S = I``, ``Q_d = 0``; then ``P⁻ = S P Sᵀ + Q_d``. That is the
+    covariance ODE ``Ṗ = A P + P Aᵀ + Q_c`` of the linearisation along the predicted
+    mean, split so that ``F = S`` is also the transition Jacobian that the RTS smoother
+    needs. RK4 applied to ``(z, S)`` is exactly the derivative of RK4 applied to ``z``,
+    so ``F`` equals ``jax.jacfwd`` of :func:`transition`. For a linear model ``Q_d`` is
+    Van Loan's ``∫ e^{A s} Q_c e^{Aᵀ s} ds`` up to the RK4 error of the sub-step.
+    A discrete-time model adds ``q`` once per sample after its own map.
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        Model, tracked parameters, noise intensity and ``dt_max``.
+    z : array (nz,)
+        Augmented state at ``t0`` [state / parameter units].
+    P : array (nz, nz)
+        Its covariance [products of the units of z].
+    u : array (nu,)
+        Inputs held over the interval [input units].
+    t0, t1 : float
+        Start and end of the interval [model time unit], ``t1 >= t0``.
+
+    Returns
+    -------
+    z_pred, P_pred, F : arrays (nz,), (nz, nz), (nz, nz)
+        Predicted mean and (symmetrised) covariance at ``t1`` and ``∂z(t1)/∂z(t0)``.
+    """
+    if spec.model.is_discrete:
+        z1, F = _value_and_jacfwd(lambda zz: transition(spec, zz, u, t0, t1), z)
+        Qd = noise_intensity(spec) * n_samples(spec, t0, t1)
+        return z1, symmetrise(_mm(_mm(F, P), F.T) + Qd), F
+    z1, F, Qd = propagate(spec, z, u, t0, t1)
+    return z1, symmetrise(_mm(_mm(F, P), F.T) + Qd), F
+
+
+def propagate(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> tuple[Any, Any, Any]:
+    """RK4 of the mean, its sensitivity and the process-noise covariance over the
+    interval (see :func:`predict`); continuous-time models.
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        Model, tracked parameters, noise intensity and ``dt_max``.
+    z : array (nz,)
+        Augmented state at ``t0``.
+    u : array (nu,)
+        Inputs held over the interval [input units].
+    t0, t1 : float
+        Start and end of the interval [model time unit].
+
+    Returns
+    -------
+    z1, S, Qd : arrays (nz,), (nz, nz), (nz, nz)
+        Mean at ``t1``, ``∂z(t1)/∂z(t0)`` and the covariance the noise adds.
+    """
+    # the covariance equation's eigenvalues are λ_i + λ_j: twice the state's spectral bound
+    # keeps RK4 stable on it (with the state's bound alone, stiff phases gave negative
+    # variances)
+    n, h = _substeps(spec, z, u, t0, t1, rate=2.0)
+    Qc = noise_intensity(spec).astype(z.dtype)
+
+    def deriv(t, zz, S, Q):
+        dz, A = _value_and_jacfwd(lambda v: _vector_rhs(spec, t, v, u), zz)
+        AQ = _mm(A, Q)
+        return dz, _mm(A, S), AQ + AQ.T + Qc
+
+    def body(i, c):
+        zz, S, Q = c
+        t = t0 + i.astype(h.dtype) * h
+        k1 = deriv(t, zz, S, Q)
+        k2 = deriv(t + h / 2, *(a + h / 2 * k for a, k in zip(c, k1, strict=True)))
+        k3 = deriv(t + h / 2, *(a + h / 2 * k for a, k in zip(c, k2, strict=True)))
+        k4 = deriv(t + h, *(a + h * k for a, k in zip(c, k3, strict=True)))
+        return tuple(a + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4)
+                     for a, b1, b2, b3, b4 in zip(c, k1, k2, k3, k4, strict=True))
+
+    nz = z.shape[0]
+    init = (z, jnp.eye(nz, dtype=z.dtype), jnp.zeros((nz, nz), z.dtype))
+    return lax.fori_loop(0, n.astype(jnp.int32), body, init)
 
 
 def measure(spec: FilterSpec, z: Any, u: Any, t: Any) -> Any:
@@ -422,8 +533,7 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
         Estimate at ``t`` and the step's report.
     """
     # predict: z' = phi(z), P' = F P F^T + Q
-    z_pred, F = _value_and_jacfwd(lambda z: transition(spec, z, u, state.t, t), state.z)
-    P_pred = symmetrise(_mm(_mm(F, state.P), F.T) + jnp.diag(process_noise(spec, state.t, t)))
+    z_pred, P_pred, F = predict(spec, state.z, state.P, u, state.t, t)
     # measurement model at the prediction
     y_hat, H = _value_and_jacfwd(lambda z: measure(spec, z, u, t), z_pred)
     s_diag = jnp.diag(_mm(_mm(H, P_pred), H.T)) + spec.r
@@ -433,13 +543,25 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     return finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
 
 
-def process_noise(spec: FilterSpec, t0: Any, t1: Any) -> Any:
-    """Diagonal of the process-noise covariance added over ``(t0, t1]``: ``q dt`` for a
-    continuous model (``q`` an intensity per time unit), ``q`` per sample for a
-    discrete-time model (``q`` a variance per sample; exact for one sample per update)."""
+def process_noise(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> Any:
+    """The process-noise covariance added over ``(t0, t1]`` [units of z squared]:
+    propagated through the linearisation along the mean from ``z`` for a continuous model
+    (see :func:`predict`), ``q`` per sample for a discrete-time model.
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        Model and noise intensity.
+    z : array (nz,)
+        Augmented state at ``t0``.
+    u : array (nu,)
+        Inputs held over the interval [input units].
+    t0, t1 : float
+        Start and end of the interval [model time unit].
+    """
     if spec.model.is_discrete:
-        return spec.q * n_samples(spec, t0, t1)
-    return spec.q * (t1 - t0)
+        return noise_intensity(spec) * n_samples(spec, t0, t1)
+    return propagate(spec, z, u, t0, t1)[2]
 
 
 # Below this size, matrix products are written as broadcast-multiply-sum and SPD solves as an

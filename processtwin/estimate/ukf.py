@@ -188,13 +188,14 @@ def ukf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     wm_np, wc_np, c = unscented_weights(n)
     wm = jnp.asarray(wm_np, dtype=state.P.dtype)
     wc = jnp.asarray(wc_np, dtype=state.P.dtype)
-    # --- predict: unscented transform of the RK4 map over the interval, plus diag(q) dt
+    # --- predict: unscented transform of the RK4 map over the interval, plus the process
+    # noise propagated along the mean (core.process_noise)
     L = _cholesky(state.P)
     X = sigma_points(state.z, L, c)
     X_next = jax.vmap(lambda z: transition(spec, z, u, state.t, t))(X)
     z_pred = wm @ X_next
     dX_next = X_next - z_pred
-    Q = jnp.diag(process_noise(spec, state.t, t))
+    Q = process_noise(spec, state.z, u, state.t, t)
     P_pred = symmetrise(_weighted_cov(wc, dX_next, dX_next) + Q)
     D = _weighted_cov(wc, X - state.z, dX_next)  # cov(z_k, z_k+1)
     F = cho_solve((L, True), D).T  # statistical linearisation D^T P^-1
