@@ -223,9 +223,14 @@ class Group:
                 if not values:
                     return jnp.zeros(0)
                 return jnp.stack([jnp.asarray(v) for v in values])
-            return jnp.concatenate([jnp.reshape(jnp.broadcast_to(jnp.asarray(v), lf.shape),
-                                                (lf.size,))
-                                    for v, lf in zip(values, self.leaves, strict=True)])
+            parts = []
+            for v, lf in zip(values, self.leaves, strict=True):
+                v = jnp.asarray(v)
+                if v.size != 1 and v.shape != lf.shape:
+                    raise ModelError(f"{self.what} `{lf.name}` of `{self.owner}` has shape "
+                                     f"{lf.shape}, got an expression of shape {v.shape}.")
+                parts.append(jnp.reshape(jnp.broadcast_to(v, lf.shape), (lf.size,)))
+            return jnp.concatenate(parts)
         if backend == "numpy":
             if not values:
                 return np.zeros(0)
@@ -553,6 +558,13 @@ def _shape_of(model: Any, field: str, spec: Var, what: str) -> tuple[tuple[int, 
         if not hasattr(model, n):
             raise ModelError(f"{what} `{field}` of `{model.name}` is sized by `{n}`, which is "
                              "not a field of the model" + suggest(n, _static_fields(model)))
+        fld = getattr(model, "__dataclass_fields__", {}).get(n)
+        if fld is not None and not fld.metadata.get("static"):
+            # a size that is an ordinary field would be traced and not part of the
+            # model's structure (its compiled programs and layouts are shared by value)
+            raise ModelError(f"`{n}` of `{model.name}` sizes {what} `{field}`; declare it "
+                             f"with `dimension(...)` (a static field), not as a parameter "
+                             f"or a plain field.")
         n_val = getattr(model, n)
         if isinstance(n_val, bool) or not isinstance(n_val, int | np.integer) or n_val < 1:
             raise ModelError(f"`{n}` of `{model.name}` sizes {what} `{field}` and must be a "

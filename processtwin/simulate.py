@@ -205,6 +205,11 @@ def _scenario_x0(model: Model, x0: Any) -> tuple[np.ndarray, dict[str, np.ndarra
         v = np.asarray(given.get(leaf.name, leaf.var.default), dtype=float)
         check_value("state", leaf.name, v, leaf.var.units, leaf.var.bounds, leaf.var.strict)
         base = len(leaf.shape)
+        if leaf.shape and v.ndim >= 1 and v.shape[-1] != leaf.size:
+            raise ModelError(f"state `{leaf.name}` of `{model.name}` has {leaf.size} elements "
+                             f"over `{leaf.dim}` [{leaf.var.units}]; got an array of shape "
+                             f"{v.shape} (an ensemble takes ({leaf.size},) shared or "
+                             f"(scenarios, {leaf.size})).")
         if v.ndim == base + 1:
             varied[leaf.name] = v
             if n is not None and v.shape[0] != n:

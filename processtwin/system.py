@@ -206,7 +206,8 @@ class System(Model):
             if sp not in ports:
                 what = ("has no ports" if not ports.names else "has no port `" + sp + "`"
                         + suggest(sp, ports.names))
-                raise ModelError(f"connection {src} → {dst}: unit `{su}` {what}.")
+                raise ModelError(f"connection {src} → {dst}: unit `{su}` {what}"
+                                 + ("" if what.endswith(("?", ".")) else "."))
             inputs = units[du].layout.inputs
             if di not in inputs:
                 raise ModelError(f"connection {src} → {dst}: unit `{du}` has no input "
@@ -371,11 +372,15 @@ def _feedthrough(unit: Model) -> dict[str, set[str]]:
     """Port name → the unit's inputs it depends on (structurally, CasADi SX)."""
     import casadi as ca
 
+    from .model import parameter_info
     from .ops import casadi_ops
 
     lay = unit.layout
     if not lay.ports.leaves:
         return {}
+    # parameters as symbols: the sparsity must be structural, not that of today's values
+    # (a gain of 0 would hide a feedthrough that the next parameter set has)
+    unit = unit.with_params({k: ca.SX.sym(k.replace(".", "_")) for k in parameter_info(unit)})
     xs = ca.SX.sym("x", lay.states.size)
     us = ca.SX.sym("u", lay.inputs.size)
     out = unit.ports(0.0, lay.states.unravel(xs, casadi_ops), lay.inputs.unravel(us, casadi_ops),

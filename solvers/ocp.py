@@ -379,6 +379,14 @@ class OCP:
         """
         if not horizon > 0:
             raise ConfigError(f"`horizon` must be > 0, got {horizon}.")
+        model = self.model
+        if model.is_discrete and abs(float(horizon) / self.N - self.h) > 1e-12 * self.h:
+            # the NLP applies the model's map a fixed number of times per interval
+            raise ConfigError(f"discrete-time model `{model.name}`: the horizon is built as "
+                              f"{self.N} intervals of {self.h:g} {model.time_unit} "
+                              f"({round(self.h / model.sample_time)} samples each); "
+                              f"{float(horizon):g} {model.time_unit} would change the "
+                              "samples per interval — build a new OCP.")
         self.T = float(horizon)
         self.h = self.T / self.N
         return self

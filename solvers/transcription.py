@@ -23,8 +23,8 @@ from processtwin.ops import casadi_ops
 if TYPE_CHECKING:
     from .ocp import OCP
 
-__all__ = ["initial_guess", "interval_steps", "outputs_sx", "plan_dataset", "rhs_sx", "rk4",
-           "transcribe"]
+__all__ = ["control_bounds", "initial_guess", "interval_steps", "outputs_sx", "plan_dataset",
+           "rhs_sx", "rk4", "transcribe"]
 
 
 def rhs_sx(model: Model, x: Any, u: Any) -> Any:
@@ -85,6 +85,27 @@ def interval_steps(ocp: OCP, P: Any, h: Any) -> list[Any]:
     return steps * ocp.N if uniform else steps
 
 
+def control_bounds(ocp: OCP) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of one interval's control vector [input units]: those set
+    with ``bound_input``, else the inputs' declared bounds (``±inf`` where none).
+
+    Parameters
+    ----------
+    ocp : OCP
+        The problem.
+    """
+    lo_u, hi_u = [], []
+    lay = ocp.model.layout
+    for c in ocp.controls:
+        lf = lay.inputs.leaf(c)
+        lo, hi = ocp.u_bounds.get(c, (None, None))
+        lo = lf.var.bounds[0] if lo is None else lo
+        hi = lf.var.bounds[1] if hi is None else hi
+        lo_u += [-np.inf if lo is None else lo] * lf.size
+        hi_u += [np.inf if hi is None else hi] * lf.size
+    return np.asarray(lo_u, dtype=float), np.asarray(hi_u, dtype=float)
+
+
 def initial_guess(ocp: OCP, x0: np.ndarray, u: np.ndarray, steps: Any = None) -> np.ndarray:
     """States at the nodes under the guessed controls ``u`` (intervals × controls),
     integrated with RK4: a feasible starting point for IPOPT."""
@@ -118,18 +139,13 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> dict[str, Any]:
     state_names = lay.states.flat_names()
     U = [ca.SX.sym(f"U_{k}", nu) for k in range(ocp.M)]
     Uk = [U[min(k, ocp.M - 1)] for k in range(N)]
-    lo_u, hi_u, u_guess = [], [], []
-    for c in ocp.controls:
+    lo_arr, hi_arr = control_bounds(ocp)
+    lo_u, hi_u = list(lo_arr), list(hi_arr)
+    u_guess: list[float] = []
+    for c, sl in ocp.control_slots.items():
         lf = lay.inputs.leaf(c)
-        lo, hi = ocp.u_bounds.get(c, (None, None))
-        lo = lf.var.bounds[0] if lo is None else lo
-        hi = lf.var.bounds[1] if hi is None else hi
-        lo = -np.inf if lo is None else lo
-        hi = np.inf if hi is None else hi
-        lo_u += [lo] * lf.size
-        hi_u += [hi] * lf.size
         u_guess += list(np.clip(np.broadcast_to(ocp.u_prev.get(c, lf.var.default),
-                                                (lf.size,)), lo, hi))
+                                                (lf.size,)), lo_arr[sl], hi_arr[sl]))
     u_rows = np.tile(u_guess, (ocp.M, 1))
     guess = initial_guess(ocp, x0, u_rows, steps)
     for k in range(N + 1):
@@ -254,7 +270,10 @@ def plan_dataset(ocp: OCP, prob: dict, w_opt: np.ndarray) -> xr.Dataset:
 
     lay = ocp.model.layout
     Xv, Uv, Yv, Sv = (np.asarray(a) for a in prob["extract"](w_opt, ocp.p_values()))
-    Uv = Uv.reshape(ocp.nu, -1)
+    # IPOPT may leave a control a hair (~1e-8) outside its bounds: the plan is what an
+    # actuator gets, and what `simulate` re-checks, so it is clipped onto them
+    lo_u, hi_u = control_bounds(ocp)
+    Uv = np.clip(Uv.reshape(ocp.nu, -1), lo_u[:, None], hi_u[:, None])
     Uv = np.concatenate([Uv, np.repeat(Uv[:, -1:], ocp.N + 1 - Uv.shape[1], axis=1)],
                         axis=1)
     t = np.arange(ocp.N + 1) * ocp.h
