@@ -151,8 +151,8 @@ class OCP:
         # problem data, filled by the set-up methods below
         self.x0: dict[str, float] = {}
         self.u_bounds: dict[str, Bounds] = {}
-        self.rate: dict[str, float] = {}
-        self.u_prev: dict[str, float] = {}
+        self.rate: dict[str, Any] = {}
+        self.u_prev: dict[str, Any] = {}
         self.path: dict[str, tuple[Bounds, float | None]] = {}
         self.terminal: dict[str, tuple[Bounds, float | None]] = {}
         self.disturbances: dict[str, Any] = {}
@@ -199,21 +199,22 @@ class OCP:
         self.x0 = group.to_dict(group.values(x0, **kw))
         return self
 
-    def bound_input(self, name: str, lower: float | None = None, upper: float | None = None,
-                    *, rate: float | None = None, previous: float | None = None) -> OCP:
+    def bound_input(self, name: str, lower: Any = None, upper: Any = None,
+                    *, rate: Any = None, previous: Any = None) -> OCP:
         """Bounds on a control [input units] and an optional rate limit |Δu| per interval.
 
         Parameters
         ----------
         name : str
             A control of this OCP (one of ``controls``).
-        lower, upper : float, optional
+        lower, upper : float or array, optional
             Lower and upper bound on the control [input units]; ``None``: the input's own
-            bound (or unbounded).
-        rate : float, optional
+            bound (or unbounded). A vector control takes one value for every element or
+            one per element (so do ``rate`` and ``previous``).
+        rate : float or array, optional
             Largest change ``|u_k − u_{k−1}|`` between consecutive intervals [input units
             per interval]; applies to the first interval too when ``previous`` is given.
-        previous : float, optional
+        previous : float or array, optional
             The value applied before the horizon [input units]: start of the rate limit
             and of the move penalty, and the initial guess. An NLP parameter: changing it
             needs no rebuild.
@@ -224,15 +225,32 @@ class OCP:
             ``self``, for chaining.
         """
         self._check_name(name, self.controls, "control")
-        if self.u_bounds.get(name) != (lower, upper) or (
-                rate is not None and self.rate.get(name) != float(rate)) or (
-                previous is not None and name not in self.u_prev):
+        lf = self.model.layout.inputs.leaf(name)
+
+        def value(v: Any, what: str) -> Any:
+            if v is None:
+                return None
+            a = np.asarray(v, dtype=float)
+            if a.ndim > 1 or (a.ndim == 1 and (not lf.shape or a.size != lf.size)):
+                want = f"one value or {lf.size} over `{lf.dim}`" if lf.shape else "a number"
+                raise ConfigError(f"`{what}` of control `{name}` must be {want} "
+                                  f"[{lf.var.units}], got shape {a.shape}.")
+            if not np.all(np.isfinite(a)):
+                raise ConfigError(f"`{what}` of control `{name}` must be finite "
+                                  f"[{lf.var.units}], got {v!r}.")
+            return float(a) if not lf.shape else np.broadcast_to(a, lf.shape).copy()
+
+        bounds = (value(lower, "lower"), value(upper, "upper"))
+        rate_v, prev_v = value(rate, "rate"), value(previous, "previous")
+        if not (_same(self.u_bounds.get(name, (None, None)), bounds)
+                and (rate_v is None or _same(self.rate.get(name), rate_v))
+                and (prev_v is None or name in self.u_prev)):
             self._invalidate()
-        self.u_bounds[name] = (lower, upper)
-        if rate is not None:
-            self.rate[name] = float(rate)
-        if previous is not None:
-            self.u_prev[name] = float(previous)  # an NLP parameter: no rebuild
+        self.u_bounds[name] = bounds
+        if rate_v is not None:
+            self.rate[name] = rate_v
+        if prev_v is not None:
+            self.u_prev[name] = prev_v  # an NLP parameter: no rebuild
         return self
 
     def _invalidate(self) -> None:
@@ -359,9 +377,9 @@ class OCP:
 
     def p_values(self) -> np.ndarray:
         """Numeric NLP parameters: runtime parameters, previous inputs, horizon length."""
-        return np.array([self.runtime_values[n] for n in self.runtime]
-                        + [self.u_prev.get(c, 0.0) for c in self.controls] + [self.T],
-                        dtype=float)
+        prev = [np.broadcast_to(np.asarray(self.u_prev.get(c, 0.0), dtype=float),
+                                 (sl.stop - sl.start,)) for c, sl in self.control_slots.items()]
+        return np.concatenate([[self.runtime_values[n] for n in self.runtime], *prev, [self.T]])
 
     def set_horizon(self, horizon: float) -> OCP:
         """Change the horizon length (same number of intervals) without rebuilding: the
@@ -550,3 +568,12 @@ class OCP:
 
     def _plan(self, prob: dict, w_opt: np.ndarray) -> xr.Dataset:
         return plan_dataset(self, prob, w_opt)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of option values that may be None, numbers, arrays or tuples of them."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))

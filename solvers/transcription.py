@@ -101,8 +101,8 @@ def control_bounds(ocp: OCP) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = ocp.u_bounds.get(c, (None, None))
         lo = lf.var.bounds[0] if lo is None else lo
         hi = lf.var.bounds[1] if hi is None else hi
-        lo_u += [-np.inf if lo is None else lo] * lf.size
-        hi_u += [np.inf if hi is None else hi] * lf.size
+        lo_u += list(np.broadcast_to(-np.inf if lo is None else lo, (lf.size,)))
+        hi_u += list(np.broadcast_to(np.inf if hi is None else hi, (lf.size,)))
     return np.asarray(lo_u, dtype=float), np.asarray(hi_u, dtype=float)
 
 
@@ -128,7 +128,7 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> dict[str, Any]:
     slacks: list[tuple[str, Any, float]] = []
     x0 = ocp.x0_vector()
     # NLP parameters: runtime model parameters, previous inputs, horizon length
-    P = ca.SX.sym("p", len(ocp.runtime) + len(ocp.controls) + 1)
+    P = ca.SX.sym("p", len(ocp.runtime) + nu + 1)
     h = P[-1] / N
     steps = interval_steps(ocp, P, h)
     X = [ca.SX.sym(f"X_{k}", nx) for k in range(N + 1)]
@@ -195,11 +195,11 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> dict[str, Any]:
             gname += [f"continuity {s} at {ocp.at_node(k + 1)}" for s in state_names]
         if ocp.stage is not None:
             J += h * ocp.stage(state_sx(model, X[k]), u_in)
-    # input rate limits and move penalties (on the first element of a vector control's
-    # previous value, which is a scalar NLP parameter per control)
-    for i, c in enumerate(ocp.controls):
-        prev = P[len(ocp.runtime) + i] if c in ocp.u_prev else None
-        sl = ocp.control_slots[c]
+    # input rate limits and move penalties; the previous inputs are NLP parameters, one per
+    # element of the control vector
+    n_run = len(ocp.runtime)
+    for c, sl in ocp.control_slots.items():
+        prev = P[n_run + sl.start:n_run + sl.stop] if c in ocp.u_prev else None
         for k in range(ocp.M):
             if k == 0 and prev is None:
                 continue
@@ -207,8 +207,9 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> dict[str, Any]:
             n_c = sl.stop - sl.start
             if c in ocp.rate:
                 g.append(du)
-                lbg += [-ocp.rate[c]] * n_c
-                ubg += [ocp.rate[c]] * n_c
+                rate = np.broadcast_to(ocp.rate[c], (n_c,))
+                lbg += list(-rate)
+                ubg += list(rate)
                 gname += [f"rate of `{c}` at {ocp.at_node(k)}"] * n_c
             if c in ocp.du_weight:
                 J += ocp.du_weight[c] * ca.sumsqr(du)

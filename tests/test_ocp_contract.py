@@ -85,3 +85,46 @@ def test_vector_state_bound_holds_on_every_element():
     sim = pt.simulate(model, None, {"q": pt.hold(c["time"].values[:-1], q[:-1])},
                       c["time"].values, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(sim["c"], c.values, atol=2e-4)
+
+
+def test_vector_control_takes_bounds_rates_and_previous_per_element():
+    """Three heated zones, one heater each (a vector control): per-element bounds, rate
+    limits and previous values hold in the plan, element by element."""
+    from typing import ClassVar
+
+    from processtwin.model import Model, Var, dimension, param, variables
+
+    ZState = variables("ZState", T=Var("degC", "zone temperature", default=20.0,
+                                       shape="n_zones"))
+    ZInputs = variables("ZInputs", Q=Var("kW", "heater power", default=0.0,
+                                         bounds=(0.0, None), kind="manipulated",
+                                         shape="n_zones"))
+
+    class Zones(Model):
+        """Lumped zones losing heat to 10 °C outside (ASHRAE 2017, ch. 18)."""
+
+        n_zones: int = dimension(3, doc="number of zones")
+        C: float = param(2.0, units="kWh/K", bounds=(0.0, None), strict=True,
+                         doc="heat capacity")
+        UA: float = param(0.1, units="kW/K", bounds=(0.0, None), doc="loss conductance")
+        State: ClassVar[type] = ZState
+        Inputs: ClassVar[type] = ZInputs
+        time_unit: ClassVar[str] = "h"
+
+        def rhs(self, t, x, u, ops):
+            return ZState(T=(u.Q - self.UA * (x.T - 10.0)) / self.C)
+
+    target = ca.DM([24.0, 26.0, 30.0])
+    ocp = OCP(Zones(), 6.0, 12, controls=("Q",))
+    ocp.bound_input("Q", 0.0, [1.0, 2.0, 3.0], rate=[0.5, 0.5, 1.0],
+                    previous=[0.2, 0.0, 0.0])
+    ocp.minimise(mayer=lambda x: ca.sumsqr(x.T - target), du_weight={"Q": 1e-3})
+    res = ocp.solve()
+    Q = res.data["Q"].values[:-1]  # (interval, zone)
+    assert res.data["Q"].dims == ("time", "zone")
+    assert np.all(Q <= np.array([1.0, 2.0, 3.0]) + 1e-9) and np.all(Q >= 0.0)
+    steps = np.diff(np.vstack([[0.2, 0.0, 0.0], Q]), axis=0)
+    assert np.all(np.abs(steps) <= np.array([0.5, 0.5, 1.0]) + 1e-7)
+    assert np.isclose(np.abs(steps[0, 0]), 0.5, atol=1e-6)  # the rate limit binds at once
+    with pytest.raises(ConfigError, match="one value or 3 over `zone`"):
+        ocp.bound_input("Q", upper=[1.0, 2.0])
