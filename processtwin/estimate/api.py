@@ -89,8 +89,10 @@ class ExtendedKalmanFilter:
     r : mapping, optional
         Measurement-noise standard deviation per channel [channel units] (default: the
         output's ``noise``).
-    gate : float
-        Per-channel NIS above which a sample is rejected as a spike (chi²₁ 99.99 %: 15.13).
+    gate : float or mapping
+        NIS above which a channel's sample is rejected as a spike (chi²₁ 99.99 %: 15.13);
+        a mapping channel → threshold gives per-channel gates (others keep 15.13;
+        ``float("inf")`` never gates a channel — lab assays are rarely the outlier).
     stuck_n : int
         Consecutive identical values that mark a channel stuck.
     drift_lambda : float
@@ -113,7 +115,8 @@ class ExtendedKalmanFilter:
 
     def __init__(self, model: Model, *, estimate: Sequence[str] = (),
                  channels: Sequence[str] | None = None, q: Mapping[str, Any] | Any = None,
-                 r: Mapping[str, float] | None = None, gate: float = 15.13, stuck_n: int = 6,
+                 r: Mapping[str, float] | None = None, gate: float | Mapping[str, float] = 15.13,
+                 stuck_n: int = 6,
                  drift_lambda: float = 0.05, drift_limit: float = 5.0,
                  mismatch_lambda: float = 0.02, mismatch_limit: float = 3.0,
                  dt_max: float = 0.25) -> None:
@@ -191,7 +194,8 @@ class ExtendedKalmanFilter:
         f = float
         self.spec = FilterSpec(
             model, jnp.asarray(qv, dtype=float), jnp.asarray(rv, dtype=float),
-            jnp.asarray(lower, dtype=float), jnp.asarray(upper, dtype=float), f(gate),
+            jnp.asarray(lower, dtype=float), jnp.asarray(upper, dtype=float),
+            self._gates(gate, channels, outputs),
             f(drift_lambda), f(drift_limit), f(mismatch_lambda), f(mismatch_limit),
             tuple(estimate), channels, int(stuck_n), float(dt_max))
         self.channels = channels
@@ -205,6 +209,26 @@ class ExtendedKalmanFilter:
             self.channel_slots[c] = pos if not lf.shape else slice(pos, pos + lf.size)
             pos += lf.size
         self._live_fn: Any = None  # compiled live step, built by the first LiveFilter
+
+    @staticmethod
+    def _gates(gate: Any, channels: tuple[str, ...], outputs: Any) -> Any:
+        """The gate as a scalar, or one threshold per measured element."""
+        if not isinstance(gate, Mapping):
+            g = float(gate)
+            if not g > 0:
+                raise ConfigError(f"`gate` must be a positive NIS threshold, got {gate!r}.")
+            return g
+        for c in gate:
+            if c not in channels:
+                raise ConfigError(f"`gate`: unknown channel `{c}`" + suggest(str(c), channels))
+        per = []
+        for c in channels:
+            g = float(gate.get(c, 15.13))
+            if not g > 0:
+                raise ConfigError(f"`gate` of channel `{c}` must be a positive NIS "
+                                  f"threshold, got {g!r}.")
+            per += [g] * outputs.leaf(c).size
+        return jnp.asarray(per, dtype=float)
 
     # ---- helpers --------------------------------------------------------------------
     def initial(self, x0: Any = None, std: Mapping[str, float] | None = None) -> tuple:

@@ -48,9 +48,10 @@ class FilterSpec(eqx.Module):
         Measurement-noise variance per channel [units²].
     lower, upper : array (nz,)
         Bounds the estimate is projected onto (``±inf`` where unbounded).
-    gate : float
+    gate : float or array (ny,)
         A present channel whose normalised innovation squared exceeds this is rejected and
-        flagged as a spike (default: chi-square(1) 99.99 % quantile, 15.13).
+        flagged as a spike (default: chi-square(1) 99.99 % quantile, 15.13); one value per
+        measured element for per-channel gates (``inf``: never gated).
     stuck_n : int
         That many consecutive identical values on a channel flag it as stuck (rejected).
     drift_lambda, drift_limit : float
@@ -485,9 +486,11 @@ def finish(spec: FilterSpec, state: FilterState, t: Any, scr: Screen, s_diag: An
     z_new = jnp.clip(z_new, spec.lower, spec.upper)
     used, spike, present = scr.used, scr.spike, scr.present
     dof = jnp.sum(used)
-    # drift: EWMA of normalised innovations; mismatch: EWMA of NIS per dof
+    # drift: EWMA of normalised innovations; mismatch: EWMA of NIS per dof. Only accepted
+    # samples feed them: one rejected spike would otherwise hold the EWMA above its limit
+    # for ~1/lambda samples and flag every good sample after it as drift
     lam = spec.drift_lambda
-    ewma = jnp.where(used | spike, lam * scr.innov / jnp.sqrt(s_diag) + (1 - lam) * state.ewma,
+    ewma = jnp.where(used, lam * scr.innov / jnp.sqrt(s_diag) + (1 - lam) * state.ewma,
                      state.ewma)
     ml = spec.mismatch_lambda
     nis_avg = jnp.where(dof > 0, ml * nis / jnp.maximum(dof, 1).astype(nis.dtype)

@@ -1,0 +1,57 @@
+"""Gating that cannot latch: a single rejected spike flags only its own sample, and gates
+can be set per channel."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import processtwin as pt
+from processtwin import ConfigError
+from processtwin.estimate import FLAGS, ExtendedKalmanFilter
+from processtwin.models import Bioreactor
+
+
+@pytest.fixture(scope="module")
+def clean():
+    model = Bioreactor()
+    t = np.arange(0.0, 60.5, 0.5)
+    res = pt.simulate(model, {"S": 1.0}, {"F": 0.02}, t)
+    rng = np.random.default_rng(11)
+    cols = {c: ("time", res["out:" + c][1:] + rng.normal(0.0, s, t.size - 1))
+            for c, s in (("V", 0.05), ("OUR", 0.002))}
+    lab = np.full(t.size - 1, np.nan)
+    lab[7::8] = res["out:X"][1:][7::8] + rng.normal(0.0, 0.05, lab[7::8].size)
+    cols["X"] = ("time", lab)
+    return model, xr.Dataset(cols, coords={"time": t[1:]})
+
+
+def test_a_single_spike_flags_only_its_own_sample(clean):
+    model, data = clean
+    data = data.copy(deep=True)
+    k = 40
+    data["OUR"].values[k] += 30 * 0.002  # one wild value, 30 sigma
+    out = ExtendedKalmanFilter(model, channels=["V", "OUR", "X"]).filter(
+        data, x0={"S": 1.0}, inputs={"F": 0.02}, t0=0.0).data
+    flags = out["OUR_flag"].values
+    assert flags[k] & FLAGS["spike"] and out["OUR_rejected"].values[k] == 1
+    others = np.delete(flags, k)
+    assert not np.any(others & FLAGS["drift"]), np.flatnonzero(others & FLAGS["drift"])
+    assert out.attrs["rejected_samples"] == 1
+
+
+def test_gates_per_channel(clean):
+    model, data = clean
+    data = data.copy(deep=True)
+    i = int(np.flatnonzero(np.isfinite(data["X"].values))[2])
+    data["X"].values[i] += 0.6  # a lab value 12 sigma off: gated by default
+    ekf = ExtendedKalmanFilter(model, channels=["V", "OUR", "X"])
+    default = ekf.filter(data, x0={"S": 1.0}, inputs={"F": 0.02}, t0=0.0).data
+    assert default["X_rejected"].values[i] == 1
+    trusting = ExtendedKalmanFilter(model, channels=["V", "OUR", "X"],
+                                    gate={"X": float("inf")})
+    out = trusting.filter(data, x0={"S": 1.0}, inputs={"F": 0.02}, t0=0.0).data
+    assert out["X_rejected"].values[i] == 0 and int(out["X_rejected"].sum()) == 0
+    with pytest.raises(ConfigError, match="did you mean `OUR`"):
+        ExtendedKalmanFilter(model, channels=["V", "OUR"], gate={"OUT": 10.0})
+    with pytest.raises(ConfigError, match="positive NIS threshold"):
+        ExtendedKalmanFilter(model, gate=-1.0)
