@@ -55,3 +55,24 @@ def test_gates_per_channel(clean):
         ExtendedKalmanFilter(model, channels=["V", "OUR"], gate={"OUT": 10.0})
     with pytest.raises(ConfigError, match="positive NIS threshold"):
         ExtendedKalmanFilter(model, gate=-1.0)
+
+
+def test_input_records_stamped_at_the_end_of_their_interval(clean):
+    """A setpoint log (value from its stamp on) and a historian export of the same feed
+    (each value stamped at the end of the interval it acted on) give the same estimate
+    when read with ``inputs_apply="next"`` and ``"previous"`` respectively."""
+    model, data = clean
+    t = data["time"].values
+    log = xr.DataArray([0.01, 0.03], coords={"time": [0.0, 10.0]}, dims="time")
+    starts = np.concatenate([[0.0], t[:-1]])
+    export = xr.DataArray(np.where(starts < 10.0, 0.01, 0.03), coords={"time": t},
+                          dims="time")
+    ekf = ExtendedKalmanFilter(model, channels=["V", "OUR"])
+    a = ekf.filter(data, x0={"S": 1.0}, inputs={"F": log}, t0=0.0).data
+    b = ekf.filter(data, x0={"S": 1.0}, inputs={"F": export}, t0=0.0,
+                   inputs_apply="previous").data
+    c = ekf.filter(data, x0={"S": 1.0}, inputs={"F": export}, t0=0.0).data
+    np.testing.assert_array_equal(a["X"].values, b["X"].values)
+    assert not np.array_equal(a["X"].values, c["X"].values)  # one interval late
+    with pytest.raises(ConfigError, match="inputs_apply"):
+        ekf.filter(data, inputs={"F": log}, inputs_apply="before")

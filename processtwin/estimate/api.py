@@ -282,7 +282,8 @@ class ExtendedKalmanFilter:
     def filter(self, data: xr.Dataset, *, x0: Any = None, std: Mapping[str, float] | None
                = None, inputs: xr.Dataset | Mapping[str, Any] | None = None,
                t0: float | None = None, smooth: bool = False,
-               full_covariance: bool = False) -> EstimationResult:
+               full_covariance: bool = False, inputs_apply: str = "next"
+               ) -> EstimationResult:
         """Filter a whole history in one compiled scan.
 
         Parameters
@@ -302,6 +303,12 @@ class ExtendedKalmanFilter:
             Also return RTS-smoothed estimates (``<name>_smooth``, ``<name>_smooth_std``).
         full_covariance : bool
             Include the covariance ``P`` (time, row, col).
+        inputs_apply : {"next", "previous"}
+            How an input record over ``time`` is aligned: ``"next"`` — the value stamped at
+            a time is applied from then on, until the next record (a setpoint log);
+            ``"previous"`` — the value stamped at a time is the one that acted over the
+            interval *ending* there (historian exports that stamp averages or totals at
+            the end of their interval).
 
         Returns
         -------
@@ -315,11 +322,14 @@ class ExtendedKalmanFilter:
         if inputs is None:  # inputs recorded in the data file (e.g. the feed F) are used
             inputs = {k: data[k] for k in self.model.layout.inputs.names
                       if k in data.data_vars}
-        U = self._inputs_at(inputs, times, data["time"].values[0])
-        z0, P0 = self.initial(x0, std)
+        if inputs_apply not in ("next", "previous"):
+            raise ConfigError(f"`inputs_apply` must be 'next' or 'previous', got "
+                              f"{inputs_apply!r}.")
         start = times[0] if t0 is None else float(t0)
         if start > times[0]:
             raise DataError(f"`t0`={start:g} is after the first sample at {times[0]:g}.")
+        U = self._inputs_at(inputs, times, data["time"].values[0], start, inputs_apply)
+        z0, P0 = self.initial(x0, std)
         self.check_grid(times, start)
         state = init_state(self.spec, start, z0, P0)
         _, rec = _RUNS[self.method](self.spec, state, jnp.asarray(times), jnp.asarray(Y),
@@ -357,7 +367,8 @@ class ExtendedKalmanFilter:
                             f"of discrete-time model `{model.name}` (every "
                             f"{model.sample_time:g} {model.time_unit} from t0={t0:g}).")
 
-    def _inputs_at(self, inputs: Any, times: np.ndarray, origin: Any) -> np.ndarray:
+    def _inputs_at(self, inputs: Any, times: np.ndarray, origin: Any, start: float,
+                   apply: str) -> np.ndarray:
         group = self.model.layout.inputs
         U = np.tile(self.input_vector(None), (len(times), 1))
         if inputs is None:
@@ -370,9 +381,14 @@ class ExtendedKalmanFilter:
             cols = slice(lf.start, lf.stop)
             if isinstance(v, xr.DataArray) and "time" in v.dims:
                 tv = self._model_time(v["time"].values, origin)
-                # the input applied over (t[k-1], t[k]] is the one set at t[k-1]
-                prev = np.concatenate([[times[0]], times[:-1]])
-                idx = np.clip(np.searchsorted(tv, prev, side="right") - 1, 0, len(tv) - 1)
+                if apply == "next":
+                    # over (t[k-1], t[k]]: the last record at or before the interval's start
+                    begin = np.concatenate([[start], times[:-1]])
+                    idx = np.searchsorted(tv, begin, side="right") - 1
+                else:
+                    # over (t[k-1], t[k]]: the first record at or after the interval's end
+                    idx = np.searchsorted(tv, times, side="left")
+                idx = np.clip(idx, 0, len(tv) - 1)
                 vals = np.asarray(v.transpose("time", ...).values, dtype=float)[idx]
                 U[:, cols] = vals.reshape(len(times), -1)
             else:
