@@ -10,6 +10,8 @@ import click
 
 from .cli_values import (
     label,
+    number,
+    parse_assignments,
     parse_inputs,
     parse_params,
     parse_x0,
@@ -219,11 +221,23 @@ def simulate_cmd(model: str | None, model_opt: str | None, until: float, every: 
               help="Also compute RTS-smoothed estimates.")
 @click.option("--method", default="ekf", show_default=True, type=click.Choice(["ekf", "ukf"]),
               help="Extended or unscented Kalman filter.")
+@click.option("--time-column", default="time", show_default=True,
+              help="Name of the time column (CSV) or variable (netCDF).")
+@click.option("--inputs-apply", default="next", show_default=True,
+              type=click.Choice(["next", "previous"]),
+              help="Input records hold from their stamp on (next), or acted over the "
+                   "interval ending at their stamp (previous).")
+@click.option("--noise", "noise", multiple=True, metavar="CHANNEL=SIGMA",
+              help="Measurement noise standard deviation of a channel [channel units].")
+@click.option("--gate", "gates", multiple=True, metavar="CHANNEL=NIS",
+              help="Gate of a channel (NIS threshold; inf: never gated).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the estimate Dataset here.")
 def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
                  estimate: tuple[str, ...], channels: tuple[str, ...], x0: tuple[str, ...],
-                 params: tuple[str, ...], smooth: bool, method: str, out: Path | None) -> None:
+                 params: tuple[str, ...], smooth: bool, method: str, time_column: str,
+                 inputs_apply: str, noise: tuple[str, ...], gates: tuple[str, ...],
+                 out: Path | None) -> None:
     """Estimate states (and parameters) of MODEL from plant data (EKF or UKF)."""
     import numpy as np
 
@@ -234,7 +248,7 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
     p = parse_params(m, params)
     m = m.replace(**p) if p else m
     x = parse_x0(m, x0)
-    data = read_measurements(data_path)
+    data = read_measurements(data_path, time=time_column)
     if not channels:
         channels = tuple(c for c in m.layout.outputs.names if c in data.data_vars)
         if not channels:
@@ -243,8 +257,10 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
                 f"({', '.join(m.layout.outputs.names) or 'none declared'}); name the data "
                 "variables after them, or pick them with --channel.")
     kind = UnscentedKalmanFilter if method == "ukf" else ExtendedKalmanFilter
-    ekf = kind(m, estimate=estimate, channels=channels)
-    est = ekf.filter(data, x0=x, smooth=smooth).data
+    r = {k: number(v, k, "--noise") for k, v in parse_assignments(noise, "--noise").items()}
+    gate = {k: number(v, k, "--gate") for k, v in parse_assignments(gates, "--gate").items()}
+    ekf = kind(m, estimate=estimate, channels=channels, r=r or None, gate=gate or 15.13)
+    est = ekf.filter(data, x0=x, smooth=smooth, inputs_apply=inputs_apply).data
     t = est["time"].values
     click.echo(f"{m.name}: {t.size} samples, t = {t[0]:g} … {t[-1]:g} {m.time_unit}, "
                f"channels {', '.join(channels)}; {est.attrs['rejected_samples']} rejected")

@@ -73,10 +73,24 @@ def load(path: str | os.PathLike) -> xr.Dataset:
         return ds.load()
 
 
-def read_measurements(path: str | os.PathLike) -> xr.Dataset:
+def read_measurements(path: str | os.PathLike, *, time: str = "time") -> xr.Dataset:
     """Read plant data: netCDF/HDF5 (``.nc``, ``.h5``) or CSV with a header row and a
-    ``time`` column. Variables are named after model outputs (NaN = not measured) and may
-    include model inputs."""
+    time column. Variables are named after model outputs (NaN = not measured) and may
+    include model inputs.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    time : str
+        Name of the time column or coordinate [model time unit, or datetimes]; renamed
+        to ``time``.
+
+    Raises
+    ------
+    DataError
+        A missing file, no such time column, or a non-numeric column.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"no such file: {path!r}.")
@@ -84,11 +98,18 @@ def read_measurements(path: str | os.PathLike) -> xr.Dataset:
         import pandas as pd
 
         frame = pd.read_csv(path)
-        if "time" not in frame.columns:
-            raise DataError(f"{path}: CSV needs a `time` column, got columns "
+        if time not in frame.columns:
+            raise DataError(f"{path}: CSV needs a `{time}` column, got columns "
                             f"{', '.join(map(str, frame.columns))}.")
-        bad = [c for c in frame.columns if c != "time" and frame[c].dtype.kind not in "fiu"]
+        bad = [c for c in frame.columns if c != time and frame[c].dtype.kind not in "fiu"]
         if bad:
             raise DataError(f"{path}: column `{bad[0]}` is not numeric.")
-        return xr.Dataset.from_dataframe(frame.set_index("time"))
-    return load(path)
+        ds = xr.Dataset.from_dataframe(frame.set_index(time))
+        return ds.rename({time: "time"}) if time != "time" else ds
+    ds = load(path)
+    if time != "time":
+        if time not in ds.variables:
+            raise DataError(f"{path}: no time variable `{time}`; it has "
+                            f"{', '.join(map(str, ds.variables))}.")
+        ds = ds.rename({time: "time"})
+    return ds

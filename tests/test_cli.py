@@ -88,6 +88,30 @@ def test_estimate_from_file(runner, plant_files, name):
     assert "mu_max" in out.output and "NIS per degree of freedom" in out.output
 
 
+def test_estimate_options_time_column_noise_gates_alignment(runner, plant_files):
+    """A historian export: time column `t_h`, the feed stamped at the end of each interval
+    it acted on, per-channel noise and a lab channel that is never gated."""
+    import pandas as pd
+
+    d, truth = plant_files
+    frame = pd.read_csv(d / "plant.csv")
+    frame["F"] = np.r_[frame["F"].values[0], frame["F"].values[:-1]]  # end-of-interval stamps
+    frame.rename(columns={"time": "t_h"}).to_csv(d / "export.csv", index=False)
+    out_path = d / "est_export.nc"
+    out = runner.invoke(main, ["estimate", "bioreactor", "--data", str(d / "export.csv"),
+                               "--time-column", "t_h", "--inputs-apply", "previous",
+                               "--noise", "OUR=0.003", "--gate", "X=inf",
+                               "--estimate-param", "mu_max", "--out", str(out_path)])
+    assert out.exit_code == 0, out.output
+    est = pt.load(out_path)
+    assert int(est["X_rejected"].sum()) == 0
+    mu, sd = est["mu_max"].values[-1], est["mu_max_std"].values[-1]
+    assert abs(mu - truth.mu_max) < 3 * sd
+    out = runner.invoke(main, ["estimate", "bioreactor", "--data", str(d / "export.csv"),
+                               "--time-column", "t_h", "--gate", "XX=3"])
+    assert out.exit_code == 2 and "did you mean `X`" in out.output
+
+
 def test_estimate_bad_file(runner, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("t,V\n0,120\n")
