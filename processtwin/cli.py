@@ -231,13 +231,15 @@ def simulate_cmd(model: str | None, model_opt: str | None, until: float, every: 
               help="Measurement noise standard deviation of a channel [channel units].")
 @click.option("--gate", "gates", multiple=True, metavar="CHANNEL=NIS",
               help="Gate of a channel (NIS threshold; inf: never gated).")
+@click.option("--observability/--no-observability", default=True, show_default=True,
+              help="Check first which states the channels can determine.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the estimate Dataset here.")
 def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
                  estimate: tuple[str, ...], channels: tuple[str, ...], x0: tuple[str, ...],
                  params: tuple[str, ...], smooth: bool, method: str, time_column: str,
                  inputs_apply: str, noise: tuple[str, ...], gates: tuple[str, ...],
-                 out: Path | None) -> None:
+                 observability: bool, out: Path | None) -> None:
     """Estimate states (and parameters) of MODEL from plant data (EKF or UKF)."""
     import numpy as np
 
@@ -260,6 +262,14 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
     r = {k: number(v, k, "--noise") for k, v in parse_assignments(noise, "--noise").items()}
     gate = {k: number(v, k, "--gate") for k, v in parse_assignments(gates, "--gate").items()}
     ekf = kind(m, estimate=estimate, channels=channels, r=r or None, gate=gate or 15.13)
+    if observability:
+        times = np.unique(np.asarray(data["time"].values, dtype=float)) if np.issubdtype(
+            np.asarray(data["time"].values).dtype, np.number) else None
+        if times is not None and times.size > 1:
+            rep = ekf.observability(x, None, dt=float(np.median(np.diff(times))),
+                                    samples=int(min(times.size, 50)))
+            if rep.unobservable or rep.weak:
+                click.echo(str(rep))
     est = ekf.filter(data, x0=x, smooth=smooth, inputs_apply=inputs_apply).data
     t = est["time"].values
     click.echo(f"{m.name}: {t.size} samples, t = {t[0]:g} … {t[-1]:g} {m.time_unit}, "

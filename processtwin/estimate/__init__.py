@@ -3,6 +3,7 @@
 from .api import EstimationResult, ExtendedKalmanFilter, UnscentedKalmanFilter
 from .core import FLAGS, FilterSpec, FilterState, Record, ekf_step, init_state, run, transition
 from .live import LiveFilter
+from .observability import ObservabilityReport, observability
 from .ukf import run_ukf, ukf_step
 
 __all__ = [
@@ -12,10 +13,12 @@ __all__ = [
     "FilterSpec",
     "FilterState",
     "LiveFilter",
+    "ObservabilityReport",
     "UnscentedKalmanFilter",
     "Record",
     "ekf_step",
     "init_state",
+    "observability",
     "run",
     "run_ukf",
     "transition",

@@ -528,6 +528,33 @@ class ExtendedKalmanFilter:
         return Group(tuple, entries, "channel", self.model.name)
 
     # ---- live ----------------------------------------------------------------------
+    def observability(self, x0: Any = None, u: Mapping[str, Any] | None = None, *,
+                      dt: float, samples: int = 50) -> Any:
+        """Which states and tracked parameters the channels can determine, by name: the
+        observability Gramian along a nominal trajectory (see
+        :func:`processtwin.estimate.observability.observability`).
+
+        Parameters
+        ----------
+        x0 : mapping, optional
+            Initial state of the nominal trajectory [state units].
+        u : mapping, optional
+            Inputs held along it [input units].
+        dt : float
+            Sample period [model time unit].
+        samples : int
+            Number of samples.
+
+        Returns
+        -------
+        ObservabilityReport
+            ``.unobservable``, ``.weak``, ``.data`` (Cramér–Rao σ by name); ``str()`` says
+            what to add.
+        """
+        from .observability import observability
+
+        return observability(self, x0, u, dt=dt, samples=samples)
+
     def live_step_function(self) -> Any:
         """The compiled live step of this filter (built once, shared by its live filters):
         one buffer in (packed filter state), one row ``[t, y..., u...]``, one buffer out."""

@@ -325,7 +325,7 @@ def predict(spec: FilterSpec, z: Any, P: Any, u: Any, t0: Any, t1: Any
         Predicted mean and (symmetrised) covariance at ``t1`` and ``∂z(t1)/∂z(t0)``.
     """
     if spec.model.is_discrete:
-        z1, F = _value_and_jacfwd(lambda zz: transition(spec, zz, u, t0, t1), z)
+        z1, F = value_and_jacfwd(lambda zz: transition(spec, zz, u, t0, t1), z)
         Qd = noise_intensity(spec) * n_samples(spec, t0, t1)
         return z1, symmetrise(_mm(_mm(F, P), F.T) + Qd), F
     z1, F, Qd = propagate(spec, z, u, t0, t1)
@@ -359,7 +359,7 @@ def propagate(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> tuple[Any, 
     Qc = noise_intensity(spec).astype(z.dtype)
 
     def deriv(t, zz, S, Q):
-        dz, A = _value_and_jacfwd(lambda v: _vector_rhs(spec, t, v, u), zz)
+        dz, A = value_and_jacfwd(lambda v: _vector_rhs(spec, t, v, u), zz)
         AQ = _mm(A, Q)
         return dz, _mm(A, S), AQ + AQ.T + Qc
 
@@ -538,7 +538,7 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     # predict: z' = phi(z), P' = F P F^T + Q
     z_pred, P_pred, F = predict(spec, state.z, state.P, u, state.t, t)
     # measurement model at the prediction
-    y_hat, H = _value_and_jacfwd(lambda z: measure(spec, z, u, t), z_pred)
+    y_hat, H = value_and_jacfwd(lambda z: measure(spec, z, u, t), z_pred)
     s_diag = jnp.diag(_mm(_mm(H, P_pred), H.T)) + spec.r
     scr = screen(spec, state, y, y_hat, s_diag)
     z_new, P_new, nis = masked_update(z_pred, P_pred, H, jnp.diag(spec.r), scr.innov,
@@ -599,7 +599,7 @@ def _spd_solve(S: Any, B: Any) -> Any:
     return jnp.stack(x)
 
 
-def _value_and_jacfwd(f: Any, x: Any) -> tuple[Any, Any]:
+def value_and_jacfwd(f: Any, x: Any) -> tuple[Any, Any]:
     """f(x) and its Jacobian in one forward-mode pass (vmap of JVPs over the basis)."""
     basis = jnp.eye(x.shape[0], dtype=x.dtype)
     y, jac_t = jax.vmap(lambda v: jax.jvp(f, (x,), (v,)), out_axes=(None, 0))(basis)
