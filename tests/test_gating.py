@@ -76,3 +76,37 @@ def test_input_records_stamped_at_the_end_of_their_interval(clean):
     assert not np.array_equal(a["X"].values, c["X"].values)  # one interval late
     with pytest.raises(ConfigError, match="inputs_apply"):
         ekf.filter(data, inputs={"F": log}, inputs_apply="before")
+
+
+def test_the_filter_cannot_lock_itself_out():
+    """A biased oxygen analyser (+30 %) pulls the estimate away; the gate then rejects the
+    lab assays that would correct it. Without re-admission every biomass assay is rejected
+    and the estimate ends 9σ off; with it (after 3 rejections in a row, covariance
+    inflated) the assays get back in and the filter ends within 2σ of the truth."""
+    truth = Bioreactor(mu_max=0.026)
+    t = np.arange(0.5, 120.5, 0.5)
+    res = pt.simulate(truth, {"S": 1.0}, {"F": 0.03}, np.r_[0.0, t])
+    rng = np.random.default_rng(2)
+    cols = {"V": ("time", res["out:V"][1:] + rng.normal(0.0, 0.05, t.size)),
+            "OUR": ("time", res["out:OUR"][1:] * 1.3 + rng.normal(0.0, 0.002, t.size))}
+    lab = np.arange(t.size) % 12 == 11  # every 6 h
+    for c, s in (("X", 0.05), ("S", 0.02), ("P", 0.02)):
+        y = res["out:" + c][1:] + rng.normal(0.0, s, t.size)
+        y[~lab] = np.nan
+        cols[c] = ("time", y)
+    data = xr.Dataset(cols, coords={"time": t})
+
+    def run(readmit_after):
+        ekf = ExtendedKalmanFilter(Bioreactor(), estimate=["mu_max"],
+                                   readmit_after=readmit_after)
+        return ekf.filter(data, x0={"S": 1.0}, inputs={"F": 0.03}, t0=0.0).data
+
+    locked = run(10**9)
+    assert int(locked["X_rejected"].sum()) == lab.sum()  # every assay shut out
+    assert abs(locked["X"].values[-1] - res["X"][-1]) > 5 * locked["X_std"].values[-1]
+    out = run(3)
+    assert int(out["X_rejected"].sum()) <= lab.sum() // 2
+    for name, true in (("X", res["X"][-1]), ("mu_max", 0.026)):
+        assert abs(out[name].values[-1] - true) < 2 * out[f"{name}_std"].values[-1], name
+    readmitted = (out["X_flag"].values & FLAGS["mismatch"]) > 0
+    assert readmitted.any()  # the re-admissions are flagged, not silent

@@ -3,12 +3,11 @@
 The reference was written by ``tests/data/make_bioreactor_reference.py`` at the last
 commit before the redesign; the same script, run on today's code, must reproduce it. The
 simulation and the ensemble are compared. The EKF/RTS estimates in the file matched to
-1e-12 as well until the filter's prediction became exact (the process noise propagated
-through the dynamics, ``tests/test_exact_prediction.py``), a deliberate change of
-results; they stay in the file as the record of the old filter and are compared loosely:
-the estimates moved by less than two of their standard deviations (the data were filtered
-with a feed that differs from the plant's on purpose, so neither version is "the truth";
-the exact prediction is checked against Van Loan and the Riccati solution instead).
+1e-12 as well when the redesign landed (commit d81943b); the filter has since changed on
+purpose — the process noise is propagated exactly (``tests/test_exact_prediction.py``) and a
+channel gated three times in a row is re-admitted (``tests/test_gating.py``) — and the
+reference run filters with a feed that differs from the plant's, where those changes move
+the estimates most, so they stay in the file only as the record of the old filter.
 """
 
 import importlib.util
@@ -33,5 +32,3 @@ def test_bioreactor_results_unchanged_by_the_redesign():
         a, b = now[name].values, ref[name].values
         scale = np.maximum(np.abs(b), 1.0)
         np.testing.assert_array_less(np.abs(a - b) / scale, 1e-12, err_msg=name)
-    moved = np.abs(now["est_z"].values - ref["est_z"].values) / ref["est_std"].values
-    assert np.max(moved) < 2.0, np.max(moved)

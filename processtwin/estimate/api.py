@@ -109,6 +109,11 @@ class ExtendedKalmanFilter:
         Limit on the EWMA of NIS per degree of freedom (1 when consistent).
     dt_max : float
         Longest RK4 sub-step of the prediction [model time unit].
+    readmit_after : int
+        A channel rejected by its gate that many times in a row has its next
+        out-of-gate sample taken, with the prediction covariance inflated to match, and
+        flagged ``mismatch`` — the filter, not the sensor, is then the likely culprit, and
+        rejecting on would lock it out of the data that can correct it (default 3).
     """
 
     method = "ekf"
@@ -119,9 +124,12 @@ class ExtendedKalmanFilter:
                  stuck_n: int = 6,
                  drift_lambda: float = 0.05, drift_limit: float = 5.0,
                  mismatch_lambda: float = 0.02, mismatch_limit: float = 3.0,
-                 dt_max: float = 0.25) -> None:
+                 dt_max: float = 0.25, readmit_after: int = 3) -> None:
         if not isinstance(model, Model):
             raise ConfigError(f"`model` must be a processtwin Model, got {model!r}.")
+        if isinstance(readmit_after, bool) or int(readmit_after) < 1:
+            raise ConfigError(f"`readmit_after` must be a positive number of samples, got "
+                              f"{readmit_after!r}.")
         params = parameter_info(model)
         for k in estimate:
             if k not in params:
@@ -197,7 +205,7 @@ class ExtendedKalmanFilter:
             jnp.asarray(lower, dtype=float), jnp.asarray(upper, dtype=float),
             self._gates(gate, channels, outputs),
             f(drift_lambda), f(drift_limit), f(mismatch_lambda), f(mismatch_limit),
-            tuple(estimate), channels, int(stuck_n), float(dt_max))
+            tuple(estimate), channels, int(stuck_n), float(dt_max), int(readmit_after))
         self.channels = channels
         #: One name per measured value (``T[0]`` for the elements of a vector channel).
         self.flat_channels = tuple(n for c in channels for n in outputs.leaf(c).flat_names())

@@ -54,6 +54,11 @@ class FilterSpec(eqx.Module):
         measured element for per-channel gates (``inf``: never gated).
     stuck_n : int
         That many consecutive identical values on a channel flag it as stuck (rejected).
+    readmit_n : int
+        After that many consecutive gate rejections of a channel its next out-of-gate
+        sample is taken, with the prediction's covariance inflated, and flagged
+        ``mismatch``: a filter that has drifted cannot lock itself out of the data that
+        would correct it (default 3).
     drift_lambda, drift_limit : float
         EWMA factor and limit on the EWMA of normalised innovations (bias / drift).
     mismatch_lambda, mismatch_limit : float
@@ -76,6 +81,7 @@ class FilterSpec(eqx.Module):
     channels: tuple[str, ...] = eqx.field(static=True)
     stuck_n: int = eqx.field(static=True)
     dt_max: float = eqx.field(static=True)
+    readmit_n: int = eqx.field(static=True, default=3)
 
     @property
     def nx(self) -> int:
@@ -124,6 +130,8 @@ class FilterState(NamedTuple):
     nis_avg : float
         EWMA of NIS per degree of freedom [-] (mismatch monitor, factor
         ``spec.mismatch_lambda``); 1 at the start.
+    gated : array (ny,) of int32
+        Consecutive samples per channel rejected by the gate (see ``spec.readmit_n``).
     """
 
     t: Any
@@ -133,6 +141,7 @@ class FilterState(NamedTuple):
     same: Any
     ewma: Any
     nis_avg: Any
+    gated: Any
 
 
 class Record(NamedTuple):
@@ -416,7 +425,7 @@ def init_state(spec: FilterSpec, t0: Any, z0: Any, P0: Any) -> FilterState:
     z0 = jnp.asarray(z0, dtype=float)
     return FilterState(jnp.asarray(t0, dtype=float), z0, jnp.asarray(P0, dtype=float),
                        jnp.full(ny, jnp.nan), jnp.zeros(ny, jnp.int32), jnp.zeros(ny),
-                       jnp.asarray(1.0))
+                       jnp.asarray(1.0), jnp.zeros(ny, jnp.int32))
 
 
 def symmetrise(P: Any) -> Any:
@@ -434,6 +443,8 @@ class Screen(NamedTuple):
     stuck: Any  # (ny,) bool: stuck sensor
     spike: Any  # (ny,) bool: gated out
     used: Any  # (ny,) bool: enters the update
+    readmit: Any  # (ny,) bool: gated, but after a run of rejections taken with inflation
+    gated: Any  # (ny,) int32 consecutive gate rejections after this sample
 
 
 def screen(spec: FilterSpec, state: FilterState, y: Any, y_hat: Any, s_diag: Any) -> Screen:
@@ -446,9 +457,33 @@ def screen(spec: FilterSpec, state: FilterState, y: Any, y_hat: Any, s_diag: Any
                      state.same).astype(jnp.int32)
     last_y = jnp.where(present, y, state.last_y)
     stuck = present & (same >= spec.stuck_n)
-    spike = present & (nis_ch > spec.gate)
+    over = present & ~stuck & (nis_ch > spec.gate)
+    # a channel gated `readmit_n` times in a row says the filter, not the sensor, is off:
+    # its next sample is taken, with the prediction's covariance inflated (lock-out guard)
+    readmit = over & (state.gated >= spec.readmit_n)
+    spike = over & ~readmit
     used = present & ~spike & ~stuck
-    return Screen(present, innov, nis_ch, same, last_y, stuck, spike, used)
+    gated = jnp.where(present, jnp.where(spike, state.gated + 1, 0), state.gated)
+    return Screen(present, innov, nis_ch, same, last_y, stuck, spike, used, readmit,
+                  gated.astype(jnp.int32))
+
+
+def inflate(spec: FilterSpec, scr: Screen, P_pred: Any) -> Any:
+    """The prediction covariance, scaled where a channel is re-admitted after a run of
+    rejections so that its NIS comes down to the gate (covariance inflation, as in
+    fading-memory filters: Jazwinski 1970, §7.7; Anderson & Moore 1979, §6.2).
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        Gate thresholds.
+    scr : Screen
+        The sample's screening.
+    P_pred : array (nz, nz)
+        Prediction covariance.
+    """
+    alpha = jnp.max(jnp.where(scr.readmit, scr.nis_ch / spec.gate, 1.0))
+    return P_pred * jnp.maximum(alpha, 1.0)
 
 
 def masked_update(z_pred: Any, P_pred: Any, H: Any, R: Any, innov: Any, used: Any
@@ -500,8 +535,9 @@ def finish(spec: FilterSpec, state: FilterState, t: Any, scr: Screen, s_diag: An
     flags = (jnp.where(spike, FLAGS["spike"], 0) + jnp.where(scr.stuck, FLAGS["stuck"], 0)
              + jnp.where(present & (jnp.abs(ewma) > spec.drift_limit * drift_sd),
                          FLAGS["drift"], 0)
-             + jnp.where(present & (nis_avg > spec.mismatch_limit), FLAGS["mismatch"], 0))
-    new = FilterState(t, z_new, P_new, scr.last_y, scr.same, ewma, nis_avg)
+             + jnp.where((present & (nis_avg > spec.mismatch_limit)) | scr.readmit,
+                         FLAGS["mismatch"], 0))
+    new = FilterState(t, z_new, P_new, scr.last_y, scr.same, ewma, nis_avg, scr.gated)
     rec = Record(t, z_new, P_new, z_pred, P_pred, F, jnp.where(present, scr.innov, jnp.nan),
                  s_diag, jnp.where(present, scr.nis_ch, jnp.nan), nis, dof,
                  flags.astype(jnp.int32), used)
@@ -541,8 +577,8 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     y_hat, H = value_and_jacfwd(lambda z: measure(spec, z, u, t), z_pred)
     s_diag = jnp.diag(_mm(_mm(H, P_pred), H.T)) + spec.r
     scr = screen(spec, state, y, y_hat, s_diag)
-    z_new, P_new, nis = masked_update(z_pred, P_pred, H, jnp.diag(spec.r), scr.innov,
-                                       scr.used)
+    z_new, P_new, nis = masked_update(z_pred, inflate(spec, scr, P_pred), H, jnp.diag(spec.r),
+                                      scr.innov, scr.used)
     return finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
 
 

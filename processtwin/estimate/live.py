@@ -26,17 +26,19 @@ def _pack(s: FilterState) -> Any:
     """The filter state as one flat vector."""
     f = s.z.dtype
     return jnp.concatenate([jnp.reshape(s.t, (1,)).astype(f), s.z, s.P.ravel(), s.last_y,
-                            s.same.astype(f), s.ewma, jnp.reshape(s.nis_avg, (1,)).astype(f)])
+                            s.same.astype(f), s.ewma, jnp.reshape(s.nis_avg, (1,)).astype(f),
+                            s.gated.astype(f)])
 
 
 def _unpack(v: Any, nz: int, ny: int) -> FilterState:
-    i = np.cumsum([1, nz, nz * nz, ny, ny, ny])
+    i = np.cumsum([1, nz, nz * nz, ny, ny, ny, 1])
     return FilterState(v[0], v[1:i[1]], v[i[1]:i[2]].reshape(nz, nz), v[i[2]:i[3]],
-                       v[i[3]:i[4]].astype(np.int32), v[i[4]:i[5]], v[i[5]])
+                       v[i[3]:i[4]].astype(np.int32), v[i[4]:i[5]], v[i[5]],
+                       v[i[6]:i[6] + ny].astype(np.int32))
 
 
 def _state_size(nz: int, ny: int) -> int:
-    return 2 + nz + nz * nz + 3 * ny
+    return 2 + nz + nz * nz + 4 * ny
 
 
 _STEPS = {"ekf": ekf_step, "ukf": ukf_step}

@@ -72,6 +72,7 @@ from .core import (
     FilterState,
     Record,
     finish,
+    inflate,
     masked_update,
     measure,
     process_noise,
@@ -211,8 +212,8 @@ def ukf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     lin_err = symmetrise(P_zz - H @ P_xz)  # Λ = P_zz - H P H^T ⪰ 0
     s_diag = jnp.diag(P_zz) + spec.r
     scr = screen(spec, state, y, y_hat, s_diag)
-    z_new, P_new, nis = masked_update(z_pred, P_pred, H, lin_err + jnp.diag(spec.r),
-                                       scr.innov, scr.used)
+    z_new, P_new, nis = masked_update(z_pred, inflate(spec, scr, P_pred), H,
+                                      lin_err + jnp.diag(spec.r), scr.innov, scr.used)
     return finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
 
 
