@@ -287,6 +287,8 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
                        f"σ up to {np.max(std):.3g}")
     nis = float(np.nansum(est["nis"])) / max(int(est["nis_dof"].sum()), 1)
     click.echo(f"  NIS per degree of freedom: {nis:.2f} (1 when the filter is consistent)")
+    if est.attrs.get("divergence"):
+        click.secho(f"  DIVERGENCE {est.attrs['divergence']}", fg="red")
     for c in channels:
         flags = np.asarray(est[f"{c}_flag"].values)
         hit = (flags > 0).reshape(flags.shape[0], -1).any(axis=1)  # any element of a vector

@@ -16,6 +16,7 @@ from ..dataset import build, dim_coords, leaf_items
 from ..errors import ConfigError, DataError, suggest
 from ..model import Model, parameter_info
 from .core import FLAGS, FilterSpec, Record, init_state, run
+from .health import divergence
 from .live import LiveFilter, live_step_fn
 from .ukf import run_ukf
 
@@ -502,6 +503,12 @@ class ExtendedKalmanFilter:
             "units": "1", "long_name": "normalised innovation squared", "role": "diagnostic"})
         data["nis_dof"] = (("time",), np.asarray(rec.dof).astype(np.int32),
                            {"units": "1", "role": "diagnostic"})
+        flags, reasons = divergence(np.asarray(rec.nis), np.asarray(rec.dof), z, sd,
+                                    np.asarray(self.spec.lower), np.asarray(self.spec.upper),
+                                    self.flat_names)
+        data["divergence"] = (("time",), flags.astype(np.int8), {
+            "role": "diagnostic", "long_name": "filter looks diverged (NIS over a window, "
+            "an estimate pinned at a bound, or a standard deviation growing)"})
         coords: dict[str, Any] = {"time": ("time", times, {"units": self.model.time_unit}),
                                   **dim_coords(lay.dims)}
         if full_covariance:
@@ -511,6 +518,8 @@ class ExtendedKalmanFilter:
         return build(data, coords, {
             "model": self.model.name, "estimator": self.method.upper(),
             "estimated_parameters": " ".join(self.spec.estimate),
+            "divergence": next((f"first at t={times[k]:g}: {reasons[k]}"
+                                for k in np.flatnonzero(flags)), ""),
             "rejected_samples": int(rejected.sum())})
 
     def _augmented_group(self) -> Any:

@@ -1,0 +1,67 @@
+"""Filter health without the truth: divergence from NIS windows, pinned estimates and
+growing standard deviations."""
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.stats import chi2
+
+import processtwin as pt
+from processtwin.estimate import ExtendedKalmanFilter
+from processtwin.estimate.health import divergence
+from processtwin.models import Bioreactor
+
+
+@pytest.fixture(scope="module")
+def plant():
+    truth = Bioreactor(mu_max=0.026)
+    t = np.arange(0.5, 120.5, 0.5)
+    res = pt.simulate(truth, {"S": 1.0}, {"F": 0.03}, np.r_[0.0, t])
+    rng = np.random.default_rng(3)
+    return xr.Dataset({c: ("time", res["out:" + c][1:] + rng.normal(0.0, s, t.size))
+                       for c, s in (("V", 0.05), ("OUR", 0.002))}, coords={"time": t})
+
+
+def test_clean_run_is_healthy(plant):
+    ekf = ExtendedKalmanFilter(Bioreactor(), estimate=["mu_max"], channels=["V", "OUR"])
+    out = ekf.filter(plant, x0={"S": 1.0}, inputs={"F": 0.03}, t0=0.0).data
+    assert int(out["divergence"].sum()) == 0 and out.attrs["divergence"] == ""
+
+
+def test_a_wrong_model_that_cannot_adapt_is_flagged_within_the_window(plant):
+    """μmax 40 % low and (nearly) no process noise: the innovations grow and the window's
+    NIS leaves its χ² band; flagged within 2 windows of 20 samples (20 h)."""
+    ekf = ExtendedKalmanFilter(Bioreactor(mu_max=0.015), channels=["V", "OUR"],
+                               q={k: 1e-12 for k in "XSPV"})
+    out = ekf.filter(plant, x0={"S": 1.0}, inputs={"F": 0.03}, t0=0.0).data
+    first = int(np.argmax(out["divergence"].values))
+    assert out["divergence"].values.any() and first < 40
+    assert out.attrs["divergence"].startswith(f"first at t={plant['time'].values[first]:g}")
+    assert "NIS" in out.attrs["divergence"]
+
+
+def test_each_symptom_on_synthetic_statistics():
+    n, w = 60, 20
+    dof = np.full(n, 2.0)
+    nis = np.full(n, 2.0)  # consistent: mean NIS = dof
+    z = np.ones((n, 2))
+    sd = np.full((n, 2), 0.1)
+    lo, hi = np.array([0.0, -np.inf]), np.array([np.inf, np.inf])
+    flags, _ = divergence(nis, dof, z, sd, lo, hi, ["a", "b"], window=w)
+    assert not flags.any()
+    big = nis.copy()
+    big[30:] = 6.0  # NIS three times its dof: the 20-sample window leaves χ²(40) 99.9 %
+    flags, why = divergence(big, dof, z, sd, lo, hi, ["a", "b"], window=w)
+    k = int(np.argmax(flags))
+    assert 30 < k < 50 and 6.0 * (k - 29) + 2.0 * (w - (k - 29)) > chi2.ppf(0.999, 2 * w)
+    assert why[k].startswith("NIS")
+    pinned = z.copy()
+    pinned[10:, 0] = 0.0
+    flags, why = divergence(nis, dof, pinned, sd, lo, hi, ["a", "b"], window=w)
+    assert int(np.argmax(flags)) == 10 + w // 2 - 1 and "`a` pinned at its bound 0" in why[-1]
+    grow = sd.copy()
+    grow[40:, 1] = 2.0
+    flags, why = divergence(nis, dof, z, grow, lo, hi, ["a", "b"], window=w)
+    assert int(np.argmax(flags)) == 40 and "σ of `b` grew" in why[40]
+    with pytest.raises(ValueError, match="window"):
+        divergence(nis, dof, z, sd, lo, hi, ["a", "b"], window=1)
