@@ -22,6 +22,7 @@ import numpy as np
 
 from .declare import Var, check_value
 from .errors import ConfigError, ModelError, suggest
+from .ops import numpy_ops
 
 __all__ = ["Group", "Layout", "Leaf"]
 
@@ -425,18 +426,20 @@ class Group:
         """
         vec = self.defaults()
         if given is not None:
-            if isinstance(given, tuple) and hasattr(given, "_fields"):
-                given = dict(zip(self.names, self.leaf_values(given), strict=True))
-            elif not isinstance(given, Mapping):
+            if isinstance(given, Mapping) or (isinstance(given, tuple)
+                                              and hasattr(given, "_fields")):
+                given = self.as_mapping(given, f"{self.what} values")
+            else:
                 seq = np.asarray(given, dtype=float).reshape(-1)
                 if seq.size != self.size:
                     raise ModelError(f"{self.what} of `{self.owner}` needs {self.size} values "
                                      f"({', '.join(self.flat_names())}), got {seq.size}.")
-                given = dict(zip(self.names, self.unravel_leaves(seq, _NUMPY), strict=True))
+                given = dict(zip(self.names, self.unravel_leaves(seq, numpy_ops),
+                                 strict=True))
             kw = {**given, **kw}
         for k, v in kw.items():
             lf = self.leaf(k)
-            arr = np.asarray(v, dtype=float) if not _is_traced(v) else v
+            arr = np.asarray(v, dtype=float)
             if lf.shape and np.ndim(arr) not in (0, 1):
                 raise ModelError(f"{self.what} `{k}` of `{self.owner}` is a vector over "
                                  f"`{lf.dim}` of length {lf.size}, got shape {np.shape(arr)}.")
@@ -460,17 +463,6 @@ class Group:
     def __repr__(self) -> str:
         return f"<{self.what}s of {self.owner}: {', '.join(self.flat_names()[:8])}" + (
             ", ...>" if self.size > 8 else ">")
-
-
-class _NumpyName:
-    name = "numpy"
-
-
-_NUMPY = _NumpyName()
-
-
-def _is_traced(v: Any) -> bool:
-    return type(v).__module__.split(".")[0] in ("jax", "jaxlib", "casadi", "pyomo")
 
 
 def _casadi_numel(v: Any) -> int:

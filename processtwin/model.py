@@ -31,6 +31,7 @@ from .declare import (
     variables,
 )
 from .errors import ConfigError, ModelError, suggest
+from .ops import numpy_ops
 
 __all__ = [
     "SCALARS",
@@ -283,13 +284,13 @@ class Model(eqx.Module):
         """Validated ``State`` tuple (numpy values) from defaults, a mapping by name, a
         tuple or a flat sequence, and keywords."""
         g = self.layout.states
-        return g.unravel(g.values(values, **kw), _numpy_ops())
+        return g.unravel(g.values(values, **kw), numpy_ops)
 
     def input_values(self, values: Mapping[str, Any] | Any | None = None, /,
                      **kw: Any) -> Any:
         """Validated ``Inputs`` tuple of constants from defaults and overrides."""
         g = self.layout.inputs
-        return g.unravel(g.values(values, **kw), _numpy_ops())
+        return g.unravel(g.values(values, **kw), numpy_ops)
 
 
 def parameter_info(model: Model) -> Mapping[str, ParamInfo]:
@@ -301,9 +302,3 @@ def parameter_info(model: Model) -> Mapping[str, ParamInfo]:
 def parameter_values(model: Model) -> dict[str, Any]:
     """Parameter values of a model instance by (dotted) name."""
     return type(model).params(model)
-
-
-def _numpy_ops() -> Any:
-    from .ops import numpy_ops
-
-    return numpy_ops

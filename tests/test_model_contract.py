@@ -62,3 +62,32 @@ def test_initial_state_forms_agree():
         np.testing.assert_allclose(other, a, rtol=1e-7)
     with pytest.raises(ModelError, match="needs 3 values over `tank`"):
         pt.simulate(model, {"c": [1.0, 2.0]}, None, t)
+
+
+@pytest.mark.parametrize("kind", ["simulate", "ensemble"])
+def test_dataset_from_the_template_equals_one_built_afresh(kind, monkeypatch):
+    """A second result of the same structure is written into a copy of the first one's
+    Dataset; it must equal the Dataset built from nothing (values, attrs, coordinates)."""
+    import xarray as xr
+
+    from processtwin import dataset
+
+    model = TankCascade(n_tanks=3)
+    t = np.linspace(0.0, 10.0, 6)
+    if kind == "simulate":
+        first = pt.simulate(model, {"c": [1.0, 2.0, 3.0]}, {"q": 0.4}, t)
+        second = pt.simulate(model.replace(V=3.0), {"c": [0.5, 0.0, 1.0]}, {"q": 0.7}, t)
+    else:
+        first = pt.ensemble(model, None, None, t, params={"V": np.array([2.0, 3.0])})
+        second = pt.ensemble(model, None, {"q": 0.7}, t, params={"V": np.array([1.5, 2.5])})
+    dataset._TEMPLATES.clear()
+    builds = []
+    real_build = dataset.build
+    monkeypatch.setattr(dataset, "build", lambda *a: builds.append(1) or real_build(*a))
+    first.data  # noqa: B018  (builds and stores the template)
+    from_template = second.data
+    assert len(builds) == 1  # the second came from the first's template, not a build
+    dataset._TEMPLATES.clear()
+    afresh = dataset.to_dataset(second)
+    xr.testing.assert_identical(from_template, afresh)
+    assert from_template.attrs == afresh.attrs

@@ -71,16 +71,17 @@ def divergence(nis: np.ndarray, dof: np.ndarray, z: np.ndarray, sd: np.ndarray,
     at_lo = np.isfinite(lower) & np.isclose(z, lower, rtol=1e-12, atol=0.0)
     at_hi = np.isfinite(upper) & np.isclose(z, upper, rtol=1e-12, atol=0.0)
     at_bound = at_lo | at_hi
-    run = np.zeros(at_bound.shape, dtype=int)
-    for k in range(n):
-        run[k] = np.where(at_bound[k], (run[k - 1] if k else 0) + 1, 0)
-    pinned = run >= w // 2
+    # length of the run of samples at a bound ending at each sample (vectorised: the
+    # distance to the last sample off the bound)
+    k_idx = np.arange(n)[:, None]
+    last_off = np.maximum.accumulate(np.where(at_bound, -1, k_idx), axis=0)
+    pinned = (k_idx - last_off) >= w // 2
     grew = np.zeros(sd.shape, dtype=bool)
     if n > w:
         grew[w:] = sd[w:] > growth * np.maximum(sd[:-w], 1e-300)
     flags = bad_nis | pinned.any(axis=1) | grew.any(axis=1)
-    reasons = []
-    for k in range(n):
+    reasons = [""] * n
+    for k in np.flatnonzero(flags):  # texts only where needed: a healthy run costs none
         parts = []
         if bad_nis[k]:
             parts.append(f"NIS {win_nis[k]:.3g} > {limit[k]:.3g} over {w} samples")
@@ -89,5 +90,5 @@ def divergence(nis: np.ndarray, dof: np.ndarray, z: np.ndarray, sd: np.ndarray,
             parts.append(f"`{names[j]}` pinned at its bound {b:g}")
         for j in np.flatnonzero(grew[k]):
             parts.append(f"σ of `{names[j]}` grew over {growth:g}× in {w} samples")
-        reasons.append("; ".join(parts))
+        reasons[k] = "; ".join(parts)
     return flags, reasons
