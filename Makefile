@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python experiments/bench/bench_vector.py
 	$(BIN)/python experiments/bench/bench_estimate.py
 	$(BIN)/python -W ignore experiments/bench/bench_nmpc.py
+	$(BIN)/python -W ignore experiments/bench/bench_mhe.py
 
 clean:
 	rm -rf $(VENV) report build *.egg-info

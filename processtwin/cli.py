@@ -219,8 +219,11 @@ def simulate_cmd(model: str | None, model_opt: str | None, until: float, every: 
               help="Nominal parameter value.")
 @click.option("--smooth/--no-smooth", default=False, show_default=True,
               help="Also compute RTS-smoothed estimates.")
-@click.option("--method", default="ekf", show_default=True, type=click.Choice(["ekf", "ukf"]),
-              help="Extended or unscented Kalman filter.")
+@click.option("--method", default="ekf", show_default=True,
+              type=click.Choice(["ekf", "ukf", "mhe"]),
+              help="Extended or unscented Kalman filter, or moving-horizon estimation.")
+@click.option("--window", default=20, show_default=True, type=click.IntRange(min=1),
+              help="MHE: samples in the estimation window.")
 @click.option("--time-column", default="time", show_default=True,
               help="Name of the time column (CSV) or variable (netCDF).")
 @click.option("--inputs-apply", default="next", show_default=True,
@@ -237,10 +240,11 @@ def simulate_cmd(model: str | None, model_opt: str | None, until: float, every: 
               help="Write the estimate Dataset here.")
 def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
                  estimate: tuple[str, ...], channels: tuple[str, ...], x0: tuple[str, ...],
-                 params: tuple[str, ...], smooth: bool, method: str, time_column: str,
+                 params: tuple[str, ...], smooth: bool, method: str, window: int,
+                 time_column: str,
                  inputs_apply: str, noise: tuple[str, ...], gates: tuple[str, ...],
                  observability: bool, out: Path | None) -> None:
-    """Estimate states (and parameters) of MODEL from plant data (EKF or UKF)."""
+    """Estimate states (and parameters) of MODEL from plant data (EKF, UKF or MHE)."""
     import numpy as np
 
     from .estimate import ExtendedKalmanFilter, UnscentedKalmanFilter
@@ -258,10 +262,20 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
                 f"{data_path} has none of the outputs of `{m.name}` "
                 f"({', '.join(m.layout.outputs.names) or 'none declared'}); name the data "
                 "variables after them, or pick them with --channel.")
-    kind = UnscentedKalmanFilter if method == "ukf" else ExtendedKalmanFilter
+    if smooth and method == "mhe":
+        raise click.UsageError("--smooth is for the Kalman filters; the MHE window is its own "
+                               "smoother (use --method ekf or ukf).")
     r = {k: number(v, k, "--noise") for k, v in parse_assignments(noise, "--noise").items()}
     gate = {k: number(v, k, "--gate") for k, v in parse_assignments(gates, "--gate").items()}
-    ekf = kind(m, estimate=estimate, channels=channels, r=r or None, gate=gate or 15.13)
+    options = {"estimate": estimate, "channels": channels, "r": r or None,
+               "gate": gate or 15.13}
+    if method == "mhe":
+        from .solvers import MovingHorizonEstimator
+
+        ekf = MovingHorizonEstimator(m, window=window, **options)
+    else:
+        kind = UnscentedKalmanFilter if method == "ukf" else ExtendedKalmanFilter
+        ekf = kind(m, **options)
     if observability:
         times = np.unique(np.asarray(data["time"].values, dtype=float)) if np.issubdtype(
             np.asarray(data["time"].values).dtype, np.number) else None
@@ -270,10 +284,18 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
                                     samples=int(min(times.size, 50)))
             if rep.unobservable or rep.weak:
                 click.echo(str(rep))
-    est = ekf.filter(data, x0=x, smooth=smooth, inputs_apply=inputs_apply).data
+    result = ekf.filter(data, x0=x, smooth=smooth, inputs_apply=inputs_apply)
+    est = result.data
     t = est["time"].values
     click.echo(f"{m.name}: {t.size} samples, t = {t[0]:g} … {t[-1]:g} {m.time_unit}, "
                f"channels {', '.join(channels)}; {est.attrs['rejected_samples']} rejected")
+    if method == "mhe":
+        st = result.stats
+        outcomes = ", ".join(f"{n} {k}" for k, n in st["solver_status"].items())
+        click.echo(f"  MHE window {st['window']}: {st['step_time_s'] * 1e3:.2f} ms per "
+                   f"sample (median), {outcomes}"
+                   + (f"; {st['fallback_steps']} samples kept the EKF's estimate"
+                      if st["fallback_steps"] else ""))
     states = m.layout.states
     width = max(len(label(states.leaf(n)) if n in states else n) for n in ekf.names)
     for name in ekf.names:

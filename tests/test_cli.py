@@ -112,6 +112,23 @@ def test_estimate_options_time_column_noise_gates_alignment(runner, plant_files)
     assert out.exit_code == 2 and "did you mean `X`" in out.output
 
 
+def test_estimate_with_moving_horizon(runner, plant_files):
+    d, truth = plant_files
+    out_path = d / "est_mhe.nc"
+    out = runner.invoke(main, ["estimate", "bioreactor", "--data", str(d / "plant.nc"),
+                               "--method", "mhe", "--window", "8", "--estimate-param",
+                               "mu_max", "--out", str(out_path)])
+    assert out.exit_code == 0, out.output
+    est = pt.load(out_path)
+    mu, sd = est["mu_max"].values[-1], est["mu_max_std"].values[-1]
+    assert abs(mu - truth.mu_max) < 3 * sd and sd < 0.003
+    assert est.attrs["estimator"] == "MHE" and est["S"].values.min() >= 0.0
+    assert "MHE window 8:" in out.output and "converged" in out.output
+    out = runner.invoke(main, ["estimate", "bioreactor", "--data", str(d / "plant.nc"),
+                               "--method", "mhe", "--smooth"])
+    assert out.exit_code == 2 and "own smoother" in out.output
+
+
 def test_estimate_bad_file(runner, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("t,V\n0,120\n")

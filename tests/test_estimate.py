@@ -42,7 +42,7 @@ def test_ekf_equals_kalman_filter_on_linear_model(rng, textbook_kf):
                      inputs={"a": 0.3}, full_covariance=True, smooth=True).data
     zs, Ps, preds = textbook_kf(times, Y, 0.3, q, r, z0, P0)
     np.testing.assert_allclose(np.c_[out["p"], out["v"]], zs, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(out["P"].values, Ps, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out["covariance"].values, Ps, rtol=1e-10, atol=1e-12)
     # and the RTS smoother equals the textbook smoother
     zs_s, Ps_s = _textbook_rts(zs, Ps, preds)
     np.testing.assert_allclose(np.c_[out["p_smooth"], out["v_smooth"]], zs_s, rtol=1e-9,

@@ -103,7 +103,7 @@ def test_ekf_on_linear_vector_model_equals_kalman_filter(cascade_data):
                      np.eye(N_TANKS), np.eye(N_TANKS) * 0.1**2, x0,
                      np.eye(N_TANKS) * 0.25)
     np.testing.assert_allclose(est["c"].values, zs, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(est["P"].values, Ps, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(est["covariance"].values, Ps, rtol=0, atol=1e-10)
     np.testing.assert_allclose(est["c_std"].values,
                                np.sqrt(np.diagonal(Ps, axis1=1, axis2=2)), atol=1e-10)
     assert int(est["nis_dof"][9]) == 0 and int(est["nis_dof"][5]) == N_TANKS - 1
@@ -149,7 +149,7 @@ def test_filter_on_discrete_linear_model_equals_kalman_filter(kind):
                      lambda dt: np.eye(3) * q * round(dt), np.eye(3), np.eye(3) * 0.002**2,
                      x0, np.eye(3) * 1e-4)
     np.testing.assert_allclose(est["h"].values, zs, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(est["P"].values, Ps, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(est["covariance"].values, Ps, rtol=0, atol=1e-12)
 
 
 def test_discrete_filter_refuses_samples_off_the_grid():

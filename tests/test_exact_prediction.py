@@ -61,7 +61,7 @@ def test_steady_state_covariance_equals_riccati_with_exact_q(kind, dt):
     prior = solve_discrete_are(F.T, H.T, Qd, np.array([[R]]))
     S = H @ prior @ H.T + R
     posterior = prior - prior @ H.T @ np.linalg.solve(S, H @ prior)
-    np.testing.assert_allclose(est["P"].values[-1], posterior, rtol=1e-9)
+    np.testing.assert_allclose(est["covariance"].values[-1], posterior, rtol=1e-9)
 
 
 def test_the_old_approximation_is_far_off():
@@ -96,6 +96,6 @@ def test_covariance_stays_positive_definite_through_a_stiff_phase():
                        for c, s in (("V", 0.05), ("OUR", 0.002))}, coords={"time": t})
     ekf = ExtendedKalmanFilter(model, channels=["V", "OUR"], gate=1e12, stuck_n=10**9)
     P = ekf.filter(data, x0={"S": 1.0}, inputs={"F": 0.03, "S_in": 100.0}, t0=0.0,
-                   full_covariance=True).data["P"].values
+                   full_covariance=True).data["covariance"].values
     assert float(res["S"][-1]) < 2e-3  # the stiff regime was reached
     assert np.linalg.eigvalsh(P).min() > 0.0

@@ -344,7 +344,7 @@ def test_filter_step_gives_finite_estimate_and_pd_covariance(case: Case, simulat
     for name in model.layout.states.names:
         assert np.all(np.isfinite(est[name].values)), name
         assert np.all(np.isfinite(est[f"{name}_std"].values)), name
-    P = est["P"].values
+    P = est["covariance"].values
     assert P.shape == (2, model.layout.states.size, model.layout.states.size)
     for Pk in P:
         np.testing.assert_allclose(Pk, Pk.T, rtol=1e-12, atol=1e-14 * np.max(np.abs(Pk)))

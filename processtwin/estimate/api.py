@@ -311,7 +311,8 @@ class ExtendedKalmanFilter:
         smooth : bool
             Also return RTS-smoothed estimates (``<name>_smooth``, ``<name>_smooth_std``).
         full_covariance : bool
-            Include the covariance ``P`` (time, row, col).
+            Include the covariance as ``covariance`` (time, row, col) [products of the
+            units of the row and column quantities].
         inputs_apply : {"next", "previous"}
             How an input record over ``time`` is aligned: ``"next"`` — the value stamped at
             a time is applied from then on, until the next record (a setpoint log);
@@ -341,13 +342,23 @@ class ExtendedKalmanFilter:
         z0, P0 = self.initial(x0, std)
         self.check_grid(times, start)
         state = init_state(self.spec, start, z0, P0)
-        _, rec = _RUNS[self.method](self.spec, state, jnp.asarray(times), jnp.asarray(Y),
-                          jnp.asarray(U))
+        if smooth and self.method not in _RUNS:
+            raise ConfigError(f"`smooth=True` is not available for {self.method.upper()}; "
+                              "use an ExtendedKalmanFilter or UnscentedKalmanFilter.")
+        rec, extra = self._run(state, times, Y, U)
         smoothed = _rts_jit(rec) if smooth else None
         ds = self._to_dataset(times, Y, rec, smoothed, full_covariance)
         return EstimationResult(ds, {
             "samples": int(times.size), "rejected_samples": int(ds.attrs["rejected_samples"]),
-            "method": self.method, "wall_time_s": _time.perf_counter() - wall})
+            "method": self.method, **extra, "wall_time_s": _time.perf_counter() - wall})
+
+    def _run(self, state: Any, times: np.ndarray, Y: np.ndarray, U: np.ndarray
+             ) -> tuple[Record, dict]:
+        """The filter over a validated history: the per-sample records stacked over time
+        and any method-specific statistics."""
+        _, rec = _RUNS[self.method](self.spec, state, jnp.asarray(times), jnp.asarray(Y),
+                                    jnp.asarray(U))
+        return rec, {}
 
     def check_grid(self, times: np.ndarray, t0: float) -> None:
         """A discrete-time model is sampled on its own grid: every time a whole number of
@@ -512,7 +523,10 @@ class ExtendedKalmanFilter:
         coords: dict[str, Any] = {"time": ("time", times, {"units": self.model.time_unit}),
                                   **dim_coords(lay.dims)}
         if full_covariance:
-            data["P"] = (("time", "row", "col"), P, {"long_name": "estimate covariance",
+            if "covariance" in data:
+                raise ConfigError(f"model `{self.model.name}` has a variable named "
+                                  "`covariance`: `full_covariance=True` cannot add its own.")
+            data["covariance"] = (("time", "row", "col"), P, {"long_name": "estimate covariance",
                                                      "role": "diagnostic"})
             coords.update(row=("row", list(self.flat_names)), col=("col", list(self.flat_names)))
         return build(data, coords, {

@@ -21,7 +21,8 @@ from ..model import Model
 from ..ops import jax_ops
 
 __all__ = ["FLAGS", "FilterSpec", "FilterState", "Record", "ekf_step", "init_state",
-           "noise_intensity", "predict", "process_noise", "propagate", "transition"]
+           "noise_intensity", "predict", "process_noise", "propagate", "substeps",
+           "transition"]
 
 #: Anomaly flag bits (CF ``flag_masks``), per channel and sample.
 FLAGS = {"spike": 1, "stuck": 2, "drift": 4, "mismatch": 8}
@@ -287,6 +288,27 @@ def _substeps(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any, rate: float = 
     return n, dt_total / n
 
 
+def substeps(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> Any:
+    """Number of steps :func:`predict` takes over ``(t0, t1]``: RK4 sub-steps of the
+    mean and covariance (continuous time, see :func:`transition`), or samples of a
+    discrete-time model's map.
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        Model and ``dt_max``.
+    z : array (nz,)
+        Augmented state at ``t0``.
+    u : array (nu,)
+        Inputs held over the interval [input units].
+    t0, t1 : float
+        Start and end of the interval [model time unit].
+    """
+    if spec.model.is_discrete:
+        return n_samples(spec, t0, t1)
+    return _substeps(spec, z, u, t0, t1, rate=2.0)[0]
+
+
 def noise_intensity(spec: FilterSpec) -> Any:
     """The process-noise intensity as a full (nz, nz) matrix."""
     q = spec.q
@@ -486,8 +508,8 @@ def inflate(spec: FilterSpec, scr: Screen, P_pred: Any) -> Any:
     return P_pred * jnp.maximum(alpha, 1.0)
 
 
-def masked_update(z_pred: Any, P_pred: Any, H: Any, R: Any, innov: Any, used: Any
-                   ) -> tuple[Any, Any, Any]:
+def masked_update(z_pred: Any, P_pred: Any, H: Any, R: Any, innov: Any, used: Any,
+                  return_gain: bool = False) -> tuple[Any, ...]:
     """Joseph-form Kalman update on the ``used`` channels only.
 
     Unused rows of ``H`` are zeroed and their block of ``S`` is the identity, so their
@@ -498,7 +520,8 @@ def masked_update(z_pred: Any, P_pred: Any, H: Any, R: Any, innov: Any, used: An
     -------
     z_new, P_new, nis
         Updated (unprojected) estimate, symmetric covariance and the NIS of the used
-        channels.
+        channels; with ``return_gain`` also the gain ``K`` (nz, ny), zero in the columns
+        of unused channels.
     """
     nz = z_pred.shape[0]
     Hm = jnp.where(used[:, None], H, 0.0)
@@ -511,6 +534,8 @@ def masked_update(z_pred: Any, P_pred: Any, H: Any, R: Any, innov: Any, used: An
     IKH = jnp.eye(nz) - _mm(K, Hm)
     P_new = symmetrise(_mm(_mm(IKH, P_pred), IKH.T) + _mm(_mm(K, Rm), K.T))
     nis = jnp.sum(r_used * _spd_solve(S, r_used[:, None])[:, 0])
+    if return_gain:
+        return z_new, P_new, nis, K
     return z_new, P_new, nis
 
 
@@ -544,8 +569,8 @@ def finish(spec: FilterSpec, state: FilterState, t: Any, scr: Screen, s_diag: An
     return new, rec
 
 
-def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
-             ) -> tuple[FilterState, Record]:
+def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any,
+             explain: bool = False) -> tuple[Any, ...]:
     """Predict from ``state.t`` to ``t`` with inputs ``u`` held, then update with ``y``.
 
     ``y`` has one entry per channel, NaN where not measured. Pure: use under ``jit``,
@@ -565,11 +590,16 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     u : array (nu,)
         Inputs held over ``(state.t, t]`` [input units], flat in the order of
         ``model.layout.inputs``; also used by the measurement at ``t``.
+    explain : bool
+        Also return the update's innovation covariance ``S`` (ny, ny) over every channel
+        and gain ``K`` (nz, ny), zero for channels not used (see
+        :meth:`LiveFilter.last_update <processtwin.estimate.LiveFilter.last_update>`).
 
     Returns
     -------
     FilterState, Record
-        Estimate at ``t`` and the step's report.
+        Estimate at ``t`` and the step's report (and, with ``explain``, the
+        ``(S, K)`` pair).
     """
     # predict: z' = phi(z), P' = F P F^T + Q
     z_pred, P_pred, F = predict(spec, state.z, state.P, u, state.t, t)
@@ -577,9 +607,12 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     y_hat, H = value_and_jacfwd(lambda z: measure(spec, z, u, t), z_pred)
     s_diag = jnp.diag(_mm(_mm(H, P_pred), H.T)) + spec.r
     scr = screen(spec, state, y, y_hat, s_diag)
-    z_new, P_new, nis = masked_update(z_pred, inflate(spec, scr, P_pred), H, jnp.diag(spec.r),
-                                      scr.innov, scr.used)
-    return finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
+    P_used = inflate(spec, scr, P_pred)
+    R = jnp.diag(spec.r)
+    z_new, P_new, nis, K = masked_update(z_pred, P_used, H, R, scr.innov, scr.used,
+                                         return_gain=True)
+    out = finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
+    return (*out, (symmetrise(_mm(_mm(H, P_used), H.T) + R), K)) if explain else out
 
 
 def process_noise(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any) -> Any:

@@ -19,25 +19,30 @@ from .ukf import ukf_step
 if TYPE_CHECKING:
     from .api import ExtendedKalmanFilter
 
-__all__ = ["LiveFilter"]
+__all__ = ["LastUpdate", "LiveFilter", "pack_state", "parse_sample", "state_size", "unpack_state"]
 
 
-def _pack(s: FilterState) -> Any:
-    """The filter state as one flat vector."""
+def pack_state(s: FilterState) -> Any:
+    """The filter state as one flat vector: ``t``, ``z``, ``P`` (row-major), then the
+    monitoring memory."""
     f = s.z.dtype
     return jnp.concatenate([jnp.reshape(s.t, (1,)).astype(f), s.z, s.P.ravel(), s.last_y,
                             s.same.astype(f), s.ewma, jnp.reshape(s.nis_avg, (1,)).astype(f),
                             s.gated.astype(f)])
 
 
-def _unpack(v: Any, nz: int, ny: int) -> FilterState:
+def unpack_state(v: Any, nz: int, ny: int) -> FilterState:
+    """The :class:`FilterState` of a packed vector (see :func:`pack_state`); ``nz``
+    estimated quantities, ``ny`` measured values."""
     i = np.cumsum([1, nz, nz * nz, ny, ny, ny, 1])
     return FilterState(v[0], v[1:i[1]], v[i[1]:i[2]].reshape(nz, nz), v[i[2]:i[3]],
                        v[i[3]:i[4]].astype(np.int32), v[i[4]:i[5]], v[i[5]],
                        v[i[6]:i[6] + ny].astype(np.int32))
 
 
-def _state_size(nz: int, ny: int) -> int:
+def state_size(nz: int, ny: int) -> int:
+    """Length of a packed filter state; the live buffer appends the step summary
+    (innovation, NIS, flags, used per value; NIS and its degrees of freedom)."""
     return 2 + nz + nz * nz + 4 * ny
 
 
@@ -54,13 +59,13 @@ def live_step_fn(spec: FilterSpec, method: str) -> Any:
     """
     nz = spec.nz
     ny = spec.ny
-    n_state = _state_size(nz, ny)
+    n_state = state_size(nz, ny)
 
     def update(buf, row):
-        state = _unpack(buf[:n_state], nz, ny)
+        state = unpack_state(buf[:n_state], nz, ny)
         new, rec = _STEPS[method](spec, state, row[0], row[1:1 + ny], row[1 + ny:])
         f = buf.dtype
-        return jnp.concatenate([_pack(new), rec.innovation, rec.nis_channel,
+        return jnp.concatenate([pack_state(new), rec.innovation, rec.nis_channel,
                                 rec.flags.astype(f), rec.used.astype(f),
                                 jnp.stack([rec.nis, rec.dof.astype(f)])])
 
@@ -77,6 +82,91 @@ def live_step_fn(spec: FilterSpec, method: str) -> Any:
         return lax.while_loop(lambda c: c[0] < trips, body, (jnp.int32(0), buf))[1]
 
     return jax.jit(step)
+
+
+def parse_sample(ekf: ExtendedKalmanFilter, t: Any, y: Mapping[str, Any]
+                 ) -> tuple[float, np.ndarray]:
+    """A live sample as a time and a row in the filter's channel order, validated.
+
+    Parameters
+    ----------
+    ekf : ExtendedKalmanFilter
+        The filter whose channels the sample is read against.
+    t : float
+        Sampling time [model time unit].
+    y : mapping
+        Channel -> value [channel units]; a vector channel takes one value per element;
+        missing channels are omitted (or NaN).
+
+    Returns
+    -------
+    t, row : float, array (ny,)
+        NaN where a channel is not measured.
+
+    Raises
+    ------
+    DataError
+        A time or value that is not a finite number (NaN: missing), an unknown channel,
+        or a vector channel of the wrong length.
+    """
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        raise DataError(f"sample time must be a number, got {t!r}.") from None
+    if not math.isfinite(t):
+        raise DataError(f"sample time must be finite, got {t}.")
+    values = [math.nan] * ekf.spec.ny
+    index = ekf.channel_slots
+    for k, v in y.items():
+        j = index.get(k)
+        if j is None:
+            raise DataError(f"unknown channel `{k}`" + suggest(k, ekf.channels))
+        if isinstance(j, slice):  # a vector channel: one value per element
+            try:
+                arr = np.asarray(v, dtype=float).reshape(-1)
+            except (TypeError, ValueError):
+                raise DataError(f"channel `{k}` must be numbers, got {v!r} at "
+                                f"t={t:g}.") from None
+            if arr.size != j.stop - j.start:
+                raise DataError(f"channel `{k}` has {j.stop - j.start} elements, got "
+                                f"{arr.size} values at t={t:g}.")
+            if np.isinf(arr).any():
+                raise DataError(f"channel `{k}` is infinite at t={t:g}; use NaN for "
+                                "missing.")
+            values[j] = arr.tolist()
+            continue
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            raise DataError(f"channel `{k}` must be a number, got {v!r} at t={t}.") from None
+        if math.isinf(v):
+            raise DataError(f"channel `{k}` is {v} at t={t:g}; use NaN for missing.")
+        values[j] = v
+    row = np.array(values)
+    return t, row
+
+
+class LastUpdate(dict):
+    """What :meth:`LiveFilter.last_update` returns: per-channel results by flat channel
+    name, plus the update's ``innovation_covariance`` (ny, ny) and ``gain`` (nz, ny)
+    (``None`` before the first sample), indexed by ``names`` (rows of the gain) and
+    ``channels``."""
+
+    def __init__(self, per_channel: dict, S: Any, K: Any, names: tuple[str, ...],
+                 channels: tuple[str, ...]) -> None:
+        super().__init__(per_channel)
+        self.innovation_covariance = S
+        self.gain = K
+        self.names = names
+        self.channels = channels
+
+
+def _explain_fn(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any, method: str
+                ) -> tuple[Any, Any]:
+    return _STEPS[method](spec, state, t, y, u, explain=True)[2]
+
+
+_explain = jax.jit(_explain_fn, static_argnames="method")
 
 
 class LiveFilter:
@@ -125,9 +215,9 @@ class LiveFilter:
         self._before: list[np.ndarray] = []  # host copy of the buffer before each sample
         self._nz = nz = ekf.spec.nz
         self._ny = ny = ekf.spec.ny
-        self._n_state = _state_size(nz, ny)
+        self._n_state = state_size(nz, ny)
         self._index = ekf.channel_slots
-        self._host = np.concatenate([np.asarray(_pack(state)), np.full(4 * ny + 2, np.nan)])
+        self._host = np.concatenate([np.asarray(pack_state(state)), np.full(4 * ny + 2, np.nan)])
         self._buf = jnp.asarray(self._host)
         self._t0 = float(state.t)
         self._stepped = False
@@ -158,23 +248,42 @@ class LiveFilter:
     @property
     def state(self) -> FilterState:
         """The current filter state (estimate, covariance, monitoring memory)."""
-        return _unpack(self._read()[:self._n_state], self._nz, self._ny)
+        return unpack_state(self._read()[:self._n_state], self._nz, self._ny)
 
     def set_inputs(self, u: Mapping[str, float]) -> None:
         """Inputs applied from the latest sample time on (e.g. a new feed setpoint)."""
         self.u = self.ekf.input_vector(u)
 
-    def last_update(self) -> dict[str, dict[str, float]]:
-        """Innovation, NIS, flags and use of each channel in the latest step."""
+    def last_update(self) -> LastUpdate:
+        """The latest step: innovation, NIS, flags and use of each channel, and the
+        update's innovation covariance and Kalman gain.
+
+        Returns
+        -------
+        LastUpdate
+            A mapping flat channel name → ``{"innovation", "nis", "flags", "used"}``
+            (empty before the first sample), with attributes ``innovation_covariance``
+            ``S`` (ny, ny) [channel units²] of every channel at the prediction and
+            ``gain`` ``K`` (nz, ny) [state units / channel units], zero in the columns of
+            channels that did not enter the update; rows ``names`` (:attr:`ekf.flat_names`),
+            columns ``channels`` (:attr:`ekf.flat_channels`). Both are recomputed on
+            demand from the state before the step, so the live path does not pay for
+            them.
+        """
+        ekf = self.ekf
         if not self._stepped:
-            return {}
+            return LastUpdate({}, None, None, ekf.flat_names, ekf.flat_channels)
         v = self._read()[self._n_state:]
         ny = self._ny
         out = {}
-        for j, c in enumerate(self.ekf.flat_channels):
+        for j, c in enumerate(ekf.flat_channels):
             out[c] = {"innovation": float(v[j]), "nis": float(v[ny + j]),
                       "flags": int(v[2 * ny + j]), "used": bool(v[3 * ny + j])}
-        return out
+        before = unpack_state(jnp.asarray(self._before[-1][:self._n_state]), self._nz, ny)
+        S, K = _explain(ekf.spec, before, self._t[-1], self._y[-1], self._u[-1],
+                        ekf.method)
+        return LastUpdate(out, np.asarray(S), np.asarray(K), ekf.flat_names,
+                          ekf.flat_channels)
 
     def step(self, t: float, y: Mapping[str, float], u: Mapping[str, float] | None = None
              ) -> None:
@@ -201,41 +310,8 @@ class LiveFilter:
             missing), a sample before the start or older than the history kept, off a
             discrete model's sample grid, or a second value of a channel at the same time.
         """
-        try:
-            t = float(t)
-        except (TypeError, ValueError):
-            raise DataError(f"sample time must be a number, got {t!r}.") from None
-        if not math.isfinite(t):
-            raise DataError(f"sample time must be finite, got {t}.")
+        t, row = parse_sample(self.ekf, t, y)
         u_new = None if u is None else self.ekf.input_vector(u)
-        values = [math.nan] * self._ny
-        index = self._index
-        for k, v in y.items():
-            j = index.get(k)
-            if j is None:
-                raise DataError(f"unknown channel `{k}`" + suggest(k, self.ekf.channels))
-            if isinstance(j, slice):  # a vector channel: one value per element
-                try:
-                    arr = np.asarray(v, dtype=float).reshape(-1)
-                except (TypeError, ValueError):
-                    raise DataError(f"channel `{k}` must be numbers, got {v!r} at "
-                                    f"t={t:g}.") from None
-                if arr.size != j.stop - j.start:
-                    raise DataError(f"channel `{k}` has {j.stop - j.start} elements, got "
-                                    f"{arr.size} values at t={t:g}.")
-                if np.isinf(arr).any():
-                    raise DataError(f"channel `{k}` is infinite at t={t:g}; use NaN for "
-                                    "missing.")
-                values[j] = arr.tolist()
-                continue
-            try:
-                v = float(v)
-            except (TypeError, ValueError):
-                raise DataError(f"channel `{k}` must be a number, got {v!r} at t={t}.") from None
-            if math.isinf(v):
-                raise DataError(f"channel `{k}` is {v} at t={t:g}; use NaN for missing.")
-            values[j] = v
-        row = np.array(values)
         self.ekf.check_grid(np.array([t]), self._t0)
         if self._t and t <= self._t[-1]:
             self._insert_late(t, row)

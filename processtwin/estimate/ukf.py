@@ -153,8 +153,8 @@ def _weighted_cov(wc: Any, dA: Any, dB: Any) -> Any:
 # The filter
 
 
-def ukf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
-             ) -> tuple[FilterState, Record]:
+def ukf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any,
+             explain: bool = False) -> tuple[Any, ...]:
     """Predict from ``state.t`` to ``t`` with inputs ``u`` held, then update with ``y``.
 
     Same contract as :func:`~processtwin.estimate.core.ekf_step`, with the unscented
@@ -172,6 +172,8 @@ def ukf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
         Sample of ``spec.channels`` [channel units]; NaN where not measured.
     u : array (nu,)
         Inputs held over ``(state.t, t]`` [input units].
+    explain : bool
+        Also return the innovation covariance and gain ``(S, K)`` of the update.
 
     Returns
     -------
@@ -212,9 +214,12 @@ def ukf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any
     lin_err = symmetrise(P_zz - H @ P_xz)  # Λ = P_zz - H P H^T ⪰ 0
     s_diag = jnp.diag(P_zz) + spec.r
     scr = screen(spec, state, y, y_hat, s_diag)
-    z_new, P_new, nis = masked_update(z_pred, inflate(spec, scr, P_pred), H,
-                                      lin_err + jnp.diag(spec.r), scr.innov, scr.used)
-    return finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
+    P_used = inflate(spec, scr, P_pred)
+    R = lin_err + jnp.diag(spec.r)
+    z_new, P_new, nis, K = masked_update(z_pred, P_used, H, R, scr.innov, scr.used,
+                                         return_gain=True)
+    out = finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
+    return (*out, (symmetrise(H @ P_used @ H.T + R), K)) if explain else out
 
 
 def run_ukf(spec: FilterSpec, state: FilterState, times: Any, Y: Any, U: Any
