@@ -15,8 +15,8 @@ Transcriptions differ as each tool offers them: do-mpc uses its default Radau co
     python experiments/bench/bench_mhe.py [--window 10] [--steps 60]
 
 Prints the median wall time of one estimator step (do-mpc ``make_step`` vs
-``LiveMHE.step``, first step excluded), the ratio, and each estimator's RMSE against the
-true states. Requires ``pip install do-mpc`` (the ``bench`` extra).
+``LiveMHE.step``, first step excluded), the ratio, the time to build the problem and take
+the first step, and each estimator's RMSE against the true states. Requires ``pip install do-mpc`` (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ def run_do_mpc(times, Y, sd, window):
     mhe.set_default_objective(P_x, P_v=P_v, P_w=P_w)
     for k in STATES:
         mhe.bounds["lower", "_x", f"{k}_s"] = 0.0
+    t_setup = time.perf_counter()
     mhe.setup()
+    t_setup = time.perf_counter() - t_setup
     mhe.x0 = np.array([GUESS[k] for k in STATES])
     mhe.set_initial_guess()
     est, wall = [], []
@@ -95,7 +97,7 @@ def run_do_mpc(times, Y, sd, window):
         xe = mhe.make_step(np.r_[y, FEED].reshape(-1, 1))
         wall.append(time.perf_counter() - t0)
         est.append(np.asarray(xe).ravel())
-    return np.array(est), wall
+    return np.array(est), wall, t_setup
 
 
 def run_processtwin(times, Y, window):
@@ -118,7 +120,7 @@ def main() -> None:
     args = ap.parse_args()
     pt.configure()
     times, truth, Y, sd = plant(args.steps)
-    e_dm, t_dm = run_do_mpc(times, Y, sd, args.window)
+    e_dm, t_dm, setup_dm = run_do_mpc(times, Y, sd, args.window)
     e_pt, t_pt = run_processtwin(times, Y, args.window)
     med_dm, med_pt = float(np.median(t_dm[1:])), float(np.median(t_pt[1:]))
     after = slice(args.window, None)  # once the window is full
@@ -131,8 +133,8 @@ def main() -> None:
     print(f"window {args.window}, {args.steps} samples (1 h apart)")
     print(f"median time per estimator step (first excluded): processtwin "
           f"{med_pt * 1e3:.2f} ms, do-mpc {med_dm * 1e3:.2f} ms, ratio {med_pt / med_dm:.2f}")
-    print(f"first step (includes building): processtwin {t_pt[0] * 1e3:.0f} ms, do-mpc "
-          f"{t_dm[0] * 1e3:.0f} ms")
+    print(f"building + first step: processtwin {t_pt[0] * 1e3:.0f} ms, do-mpc "
+          f"{(setup_dm + t_dm[0]) * 1e3:.0f} ms")
     print("RMSE once the window is full [g/L, L]:")
     for k in STATES:
         print(f"  {k}: processtwin {r_pt[k]:.4g}, do-mpc {r_dm[k]:.4g}")
@@ -141,8 +143,8 @@ def main() -> None:
     (out / "mhe.json").write_text(json.dumps({
         "window": args.window, "steps": args.steps,
         "median_step_s_processtwin": med_pt, "median_step_s_do_mpc": med_dm,
-        "ratio": med_pt / med_dm, "first_step_s_processtwin": t_pt[0],
-        "first_step_s_do_mpc": t_dm[0], "rmse_processtwin": r_pt, "rmse_do_mpc": r_dm},
+        "ratio": med_pt / med_dm, "build_and_first_step_s_processtwin": t_pt[0],
+        "build_and_first_step_s_do_mpc": setup_dm + t_dm[0], "rmse_processtwin": r_pt, "rmse_do_mpc": r_dm},
         indent=2) + "\n")
 
 
