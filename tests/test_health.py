@@ -8,7 +8,7 @@ from scipy.stats import chi2
 
 import processtwin as pt
 from processtwin.estimate import ExtendedKalmanFilter
-from processtwin.estimate.health import divergence
+from processtwin.estimate.health import LiveHealth, divergence
 from processtwin.models import Bioreactor
 
 
@@ -65,3 +65,64 @@ def test_each_symptom_on_synthetic_statistics():
     assert int(np.argmax(flags)) == 40 and "σ of `b` grew" in why[40]
     with pytest.raises(ValueError, match="window"):
         divergence(nis, dof, z, sd, lo, hi, ["a", "b"], window=1)
+
+
+def test_live_health_equals_the_batch_check_sample_by_sample():
+    rng = np.random.default_rng(8)
+    n, w = 90, 12
+    dof = rng.integers(0, 3, n).astype(float)
+    nis = rng.chisquare(np.maximum(dof, 1)) * (dof > 0)
+    nis[50:60] *= 8.0  # an NIS excursion
+    z = np.abs(rng.normal(1.0, 0.1, (n, 2)))
+    z[20:32, 0] = 0.0  # pinned at the bound
+    sd = np.full((n, 2), 0.1)
+    sd[70:, 1] = 1.5  # growth
+    lo, hi = np.array([0.0, -np.inf]), np.array([np.inf, 3.0])
+    flags, why = divergence(nis, dof, z, sd, lo, hi, ["a", "b"], window=w)
+    live = LiveHealth(lo, hi, ["a", "b"], window=w)
+    verdicts = [live.update(*row) for row in zip(nis, dof, z, sd**2, strict=True)]
+    assert verdicts == why and flags.sum() > 10
+    # rebuilt from the tail of the history, the verdict on the newest sample is the same
+    for k in (30, 55, 75, n - 1):
+        assert LiveHealth(lo, hi, ["a", "b"], window=w).rebuild(
+            nis[:k + 1], dof[:k + 1], z[:k + 1], sd[:k + 1]) == why[k]
+
+
+def test_live_filter_flags_divergence_like_the_batch_filter_and_can_reset(plant):
+    ekf = ExtendedKalmanFilter(Bioreactor(mu_max=0.015), channels=["V", "OUR"],
+                               q={k: 1e-12 for k in "XSPV"})
+    batch = ekf.filter(plant, x0={"S": 1.0}, inputs={"F": 0.03}, t0=0.0).data
+    flagged = batch["divergence"].values.astype(bool)
+    rows = [{c: float(plant[c].values[k]) for c in ("V", "OUR")}
+            for k in range(plant.sizes["time"])]
+    times = plant["time"].values
+    live = ekf.live(0.0, x0={"S": 1.0}, u={"F": 0.03})
+    seen = []
+    for t, y in zip(times, rows, strict=True):
+        live.step(t, y)
+        seen.append(bool(live.divergence))
+    np.testing.assert_array_equal(seen, flagged)
+    assert live.divergences == flagged.sum() and live.resets == 0
+    # a late sample re-filters; the check's memory is rebuilt from the log and agrees with
+    # the batch filter on the merged record
+    t_late, v_late = times[-3] + 0.25, float(plant["V"].values[-3])
+    live.step(t_late, {"V": v_late})
+    extra = xr.Dataset({"V": ("time", [v_late]), "OUR": ("time", [np.nan])},
+                       coords={"time": [t_late]})
+    merged = xr.concat([plant, extra], dim="time").sortby("time")
+    again = ekf.filter(merged, x0={"S": 1.0}, inputs={"F": 0.03}, t0=0.0).data
+    assert bool(live.divergence) == bool(again["divergence"].values[-1])
+    assert live.refiltered == 2
+    # the reset policy re-initialises the covariance at the first flag, once per episode
+    reset = ekf.live(0.0, x0={"S": 1.0}, u={"F": 0.03}, on_divergence="reset")
+    first = int(np.argmax(flagged))
+    for k, (t, y) in enumerate(zip(times, rows, strict=True)):
+        reset.step(t, y)
+        if k == first:
+            assert reset.resets == 1 and reset.reset_log[0][0] == t
+            z0, P0 = ekf.initial({"S": 1.0})
+            np.testing.assert_allclose(reset.state.P, P0)
+            assert int(reset.state.gated.sum()) == 0 and float(reset.state.nis_avg) == 1.0
+    assert reset.resets >= 1
+    with pytest.raises(pt.ConfigError, match="on_divergence"):
+        ekf.live(0.0, on_divergence="panic")

@@ -16,7 +16,8 @@ Transcriptions differ as each tool offers them: do-mpc uses its default Radau co
 
 Prints the median wall time of one estimator step (do-mpc ``make_step`` vs
 ``LiveMHE.step``, first step excluded), the ratio, the time to build the problem and take
-the first step, and each estimator's RMSE against the true states. Requires ``pip install do-mpc`` (the ``bench`` extra).
+the first step, and each estimator's RMSE against the true states. Requires
+``pip install do-mpc`` (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def main() -> None:
         "window": args.window, "steps": args.steps,
         "median_step_s_processtwin": med_pt, "median_step_s_do_mpc": med_dm,
         "ratio": med_pt / med_dm, "build_and_first_step_s_processtwin": t_pt[0],
-        "build_and_first_step_s_do_mpc": setup_dm + t_dm[0], "rmse_processtwin": r_pt, "rmse_do_mpc": r_dm},
+        "build_and_first_step_s_do_mpc": setup_dm + t_dm[0], "rmse_processtwin": r_pt,
+        "rmse_do_mpc": r_dm},
         indent=2) + "\n")
 
 

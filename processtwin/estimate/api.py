@@ -594,16 +594,20 @@ class ExtendedKalmanFilter:
         return self._live_fn
 
     def live(self, t0: float, *, x0: Any = None, std: Mapping[str, float] | None = None,
-             u: Mapping[str, float] | None = None, history: int = 100_000) -> LiveFilter:
+             u: Mapping[str, float] | None = None, history: int = 100_000,
+             on_divergence: str = "flag") -> LiveFilter:
         """A stateful filter for live data starting at ``t0`` [model time unit].
 
         ``x0``/``std`` as in :meth:`initial`; ``u`` are the inputs held from ``t0`` on.
         The last ``history`` samples (and the filter state before each) are kept so that
         a late sample can be re-filtered exactly; an older one raises :class:`DataError`.
+        ``on_divergence``: ``"flag"`` (default) reports a divergence in
+        :attr:`LiveFilter.divergence`; ``"reset"`` also re-initialises the covariance to
+        the initial one; ``"off"`` skips the check (see :class:`LiveFilter`).
         """
         z0, P0 = self.initial(x0, std)
         return LiveFilter(self, init_state(self.spec, float(t0), z0, P0),
-                          self.input_vector(u), history=history)
+                          self.input_vector(u), history=history, on_divergence=on_divergence)
 
 
 def _merge_same_times(times: np.ndarray, Y: np.ndarray, channels: Sequence[str]):

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..errors import DataError, suggest
-from .core import FilterSpec, FilterState, ekf_step
+from ..errors import ConfigError, DataError, suggest
+from .core import FilterSpec, FilterState, ekf_step, init_state
+from .health import LiveHealth
 from .ukf import ukf_step
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def parse_sample(ekf: ExtendedKalmanFilter, t: Any, y: Mapping[str, Any]
         raise DataError(f"sample time must be a number, got {t!r}.") from None
     if not math.isfinite(t):
         raise DataError(f"sample time must be finite, got {t}.")
-    values = [math.nan] * ekf.spec.ny
+    values = [math.nan] * len(ekf.flat_channels)
     index = ekf.channel_slots
     for k, v in y.items():
         j = index.get(k)
@@ -201,13 +202,38 @@ class LiveFilter:
         re-filtering late samples, at least 1; the log is trimmed back to this length
         once it reaches twice it, and a sample older than what is kept raises
         :class:`~processtwin.errors.DataError`.
+    on_divergence : {"flag", "reset"}
+        Every sample is checked for divergence without the truth (a window of NIS, an
+        estimate pinned at a bound, a standard deviation growing; see
+        :class:`~processtwin.estimate.health.LiveHealth`): :attr:`divergence` holds the
+        reason (``""`` when healthy) and :attr:`divergences` counts flagged samples.
+        ``"reset"`` also re-initialises the filter when it is flagged: the covariance back
+        to the initial one (the estimate kept), the monitoring memory cleared, the reset
+        counted in :attr:`resets` and logged in :attr:`reset_log` as ``(t, reason)``;
+        ``"off"`` skips the check (it costs ~3–5 µs of a ~20 µs step; the batch
+        ``filter`` always reports it).
+    health_window : int
+        Samples in the divergence check's window (default 20).
     """
 
     def __init__(self, ekf: ExtendedKalmanFilter, state: FilterState, u: np.ndarray, *,
-                 history: int = 100_000) -> None:
+                 history: int = 100_000, on_divergence: str = "flag",
+                 health_window: int = 20) -> None:
         if int(history) < 1:
             raise ValueError(f"`history` must be at least 1 sample, got {history}.")
+        if on_divergence not in ("flag", "reset", "off"):
+            raise ConfigError(f"`on_divergence` must be 'flag', 'reset' or 'off', got "
+                              f"{on_divergence!r}.")
         self.ekf = ekf
+        self._discrete = ekf.model.is_discrete
+        self.on_divergence = on_divergence
+        self._health = LiveHealth(np.asarray(ekf.spec.lower), np.asarray(ekf.spec.upper),
+                                  ekf.flat_names, window=health_window)
+        self._P_reset = np.asarray(state.P, dtype=float)
+        self.divergence = ""
+        self.divergences = 0
+        self.resets = 0
+        self.reset_log: list[tuple[float, str]] = []
         self.history = int(history)
         self._t: list[float] = []
         self._y: list[np.ndarray] = []
@@ -312,7 +338,8 @@ class LiveFilter:
         """
         t, row = parse_sample(self.ekf, t, y)
         u_new = None if u is None else self.ekf.input_vector(u)
-        self.ekf.check_grid(np.array([t]), self._t0)
+        if self._discrete:
+            self.ekf.check_grid(np.array([t]), self._t0)
         if self._t and t <= self._t[-1]:
             self._insert_late(t, row)
         else:
@@ -323,7 +350,7 @@ class LiveFilter:
         if u_new is not None:
             self.u = u_new
 
-    def _advance(self, t: float, row: np.ndarray, u: np.ndarray) -> None:
+    def _advance(self, t: float, row: np.ndarray, u: np.ndarray, check: bool = True) -> None:
         self._t.append(t)
         self._y.append(row)
         self._u.append(u)
@@ -333,6 +360,11 @@ class LiveFilter:
         # a host copy (not a view) lets the device buffer be reused by the next call
         self._host = np.array(self._buf)
         self._stepped = True
+        if check and self.on_divergence != "off":
+            h, nz = self._host, self._nz
+            o = self._n_state + 4 * self._ny
+            self._verdict(self._health.update(h[o], h[o + 1], h[1:1 + nz],
+                                              h[1 + nz:1 + nz + nz * nz:nz + 1]))
         if len(self._t) >= 2 * self.history:
             n = len(self._t) - self.history
             del self._t[:n], self._y[:n], self._u[:n], self._before[:n]
@@ -364,8 +396,35 @@ class LiveFilter:
         self._buf = jnp.asarray(self._host)
         del self._t[k:], self._y[k:], self._u[k:], self._before[k:]
         for tt, yy, uu in tail:
-            self._advance(tt, yy, uu)
+            self._advance(tt, yy, uu, check=False)
         self.refiltered += len(tail) - 1
+        # the health check's memory spans the last window: rebuilt from the log
+        n = len(self._t)
+        m = min(self._health.window + self._health.window // 2, n)
+        # the buffer after sample j is the one before sample j + 1 (the newest: _host)
+        B = np.array([*self._before[n - m + 1:], self._host])
+        o, nz = self._n_state + 4 * self._ny, self._nz
+        sd = np.sqrt(np.maximum(B[:, 1 + nz:1 + nz + nz * nz:nz + 1], 0.0))
+        if self.on_divergence != "off":
+            self._verdict(self._health.rebuild(B[:, o], B[:, o + 1], B[:, 1:1 + nz], sd))
+
+    def _verdict(self, reason: str) -> None:
+        """Record the divergence check of the latest sample; apply the reset policy."""
+        self.divergence = reason
+        if not reason:
+            return
+        self.divergences += 1
+        if self.on_divergence == "reset":
+            nz = self._nz
+            fresh = pack_state(init_state(self.ekf.spec, self.t, self.z, self._P_reset))
+            host = self._host.copy()
+            host[:self._n_state] = np.asarray(fresh)
+            host[1:1 + nz] = self.z
+            self._host = host
+            self._buf = jnp.asarray(host)
+            self.resets += 1
+            self.reset_log.append((self.t, reason))
+            self._health.reset()
 
     def estimate(self) -> dict[str, tuple[float, float]]:
         """Current estimate and standard deviation per state/parameter (a vector state's
