@@ -25,7 +25,13 @@ import numpy as np
 
 from processtwin.errors import ConfigError, DataError
 from processtwin.estimate.api import ExtendedKalmanFilter
-from processtwin.estimate.core import FilterState, Record, process_noise, substeps
+from processtwin.estimate.core import (
+    FilterState,
+    Record,
+    measurement_noise,
+    process_noise,
+    substeps,
+)
 from processtwin.estimate.live import (
     live_step_fn,
     pack_state,
@@ -173,7 +179,8 @@ class LiveMHE:
         self._host = self._init
         self._t0 = float(state.t)
         self._fn = mhe.live_step_function()
-        self._sd_r = 1.0 / np.sqrt(np.asarray(mhe.spec.r, dtype=float))
+        self._R = np.asarray(measurement_noise(mhe.spec), dtype=float)
+        self._whiten: dict[bytes, np.ndarray] = {}  # by the mask of used channels
         self._lower = np.asarray(mhe.spec.lower, dtype=float)
         self._upper = np.asarray(mhe.spec.upper, dtype=float)
         self.u = np.asarray(u, dtype=float)
@@ -332,13 +339,13 @@ class LiveMHE:
         zbar = prior[1:1 + nz]
         T = np.concatenate([np.full(pad + 1, prior[0]), self._t[first:]])
         used_off = self._n_state + 3 * ny
-        used = np.zeros((N, ny))
+        W = np.zeros((N, ny, ny))
         Y = np.zeros((N, ny))
         U = np.tile(self._u[first], (N, 1))
         L = np.zeros((N, nz, nz))
         for j, i in enumerate(range(first, K + 1), start=pad):
             mask = (buf if i == K else self._after[i])[used_off:used_off + ny] > 0.5
-            used[j] = mask
+            W[j] = self._whitening(mask)
             Y[j] = np.where(mask, self._y[i], 0.0)
             U[j] = self._u[i]
             L[j] = self._L[i]
@@ -353,13 +360,12 @@ class LiveMHE:
             Zg = np.vstack([*nodes, z_new])
             Vg = np.zeros((N, nz))
         wall = _time.perf_counter()
-        W = used * self._sd_r
         Z, V, info = nlp.solve(zbar, P0, T, Y, W, U, L, (Zg, Vg), mhe.solver)
         if not info["success"] and mhe.solver != "ipopt":  # IPOPT as the second opinion
             Z, V, info = nlp.solve(zbar, P0, T, Y, W, U, L, (Zg, Vg), "ipopt")
         ok = info["success"]
         if ok:
-            P = nlp.last_covariance(Z, U, T, L, P0, used)
+            P = nlp.last_covariance(Z, U, T, L, P0, W)
             buf[1:1 + nz] = np.clip(Z[-1], self._lower, self._upper)
             buf[1 + nz:1 + nz + nz * nz] = P.ravel()
             self._guess = (K, Z, V)
@@ -368,6 +374,18 @@ class LiveMHE:
         info["solve_s"] = _time.perf_counter() - wall
         info["fallback"] = not ok
         return info
+
+    def _whitening(self, mask: np.ndarray) -> np.ndarray:
+        """``W`` with ``W R Wᵀ = I`` on the used channels and zero columns elsewhere."""
+        key = mask.tobytes()
+        if key not in self._whiten:
+            W = np.zeros_like(self._R)
+            idx = np.flatnonzero(mask)
+            if idx.size:
+                C = np.linalg.cholesky(self._R[np.ix_(idx, idx)])
+                W[np.ix_(idx, idx)] = np.linalg.solve(C, np.eye(idx.size))
+            self._whiten[key] = W
+        return self._whiten[key]
 
     # ---- results ---------------------------------------------------------------------
     def record(self) -> Record:

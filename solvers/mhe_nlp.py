@@ -10,8 +10,9 @@ normalised process-noise vector per interval,
     + \\sum_{j=1}^{N} \\|W_j (y_j - h(z_j))\\|^2 + \\sum_{j=1}^{N} \\|v_j\\|^2
     \\quad\\text{s.t.}\\quad z_j = \\phi_j(z_{j-1}) + L_j v_j,\\ \\ \\ell \\le z_j \\le u,
 
-with ``A Aᵀ`` the prior covariance, ``W_j`` the inverse measurement standard deviations
-of the channels used at sample ``j`` (0 for the others), ``φ_j`` the model over the
+with ``A Aᵀ`` the prior covariance, ``W_j`` the whitening of the measurement noise of the
+channels used at sample ``j`` (``W_j R W_jᵀ = I`` on them, zero columns for the others;
+``diag(1/σ)`` for independent channels), ``φ_j`` the model over the
 interval (RK4, or a discrete model's own map) and ``L_j L_jᵀ`` the process-noise
 covariance the interval adds. ``v`` rather than ``w = L v`` keeps the cost's Hessian regular
 where the noise covariance is singular (a parameter held constant). Every interval has the
@@ -132,14 +133,16 @@ class WindowNLP:
         Ainv = ca.SX.sym("Ainv", nz, nz)
         T = ca.SX.sym("T", 1, N + 1)
         Y = ca.SX.sym("Y", ny, N)
-        W = ca.SX.sym("W", ny, N)
+        W = ca.SX.sym("W", ny * ny, N)
         U = ca.SX.sym("U", nu, N)
         L = ca.SX.sym("L", nz * nz, N)
         Zn = phi.map(N)(Z[:, :N], U, T[:, :N], T[:, 1:] - T[:, :N])
         LV = ca.horzcat(*[ca.reshape(L[:, j], nz, nz) @ V[:, j] for j in range(N)])
         g = ca.vec(Z[:, 1:] - Zn - LV)
         Yh = hm.map(N)(Z[:, 1:], U, T[:, 1:])
-        J = (ca.sumsqr(Ainv @ (Z[:, 0] - zbar)) + ca.sumsqr(W * (Y - Yh)) + ca.sumsqr(V))
+        res = ca.vertcat(*[ca.reshape(W[:, j], ny, ny) @ (Y[:, j] - Yh[:, j])
+                           for j in range(N)])
+        J = ca.sumsqr(Ainv @ (Z[:, 0] - zbar)) + ca.sumsqr(res) + ca.sumsqr(V)
         # stage order (z_0, v_1, z_1, v_2, ..., z_N): what a structure-exploiting solver reads
         x = ca.vertcat(*[ca.vertcat(Z[:, j], V[:, j]) for j in range(N)], Z[:, N])
         p = ca.vertcat(zbar, ca.vec(Ainv), ca.vec(T), ca.vec(Y), ca.vec(W), ca.vec(U),
@@ -179,9 +182,10 @@ class WindowNLP:
 
     def _covariance_fn(self, spec: FilterSpec, phi: ca.Function, hm: ca.Function
                        ) -> ca.Function:
-        """``(Z, U, T, L, P0, M) -> P_N``: the Gauss–Newton covariance of the last node, i.e.
+        """``(Z, U, T, L, P0, W) -> P_N``: the Gauss–Newton covariance of the last node, i.e.
         the Kalman covariance recursion linearised along the solution ``Z`` from the prior
-        covariance ``P0``, with the channels marked in ``M`` (0/1) taken one at a time."""
+        covariance ``P0``, with the whitened measurements ``W_j y_j`` (unit noise) taken
+        one at a time."""
         nz, nu, N = self.nz, self.nu, self.N
         z = ca.SX.sym("z", nz)
         u = ca.SX.sym("u", nu)
@@ -194,23 +198,22 @@ class WindowNLP:
         T = ca.MX.sym("T", 1, N + 1)
         L = ca.MX.sym("L", nz * nz, N)
         P0 = ca.MX.sym("P0", nz, nz)
-        M = ca.MX.sym("M", self.ny, N)
+        W = ca.MX.sym("W", self.ny * self.ny, N)
         As = A(Z[:, :N], U, T[:, :N], T[:, 1:] - T[:, :N])
         Hs = H(Z[:, 1:], U, T[:, 1:])
-        r = [float(v) for v in np.asarray(spec.r)]
+        ny = self.ny
         P = P0
         for j in range(N):
             Aj = As[:, j * nz:(j + 1) * nz]
             Lj = ca.reshape(L[:, j], nz, nz)
             P = Aj @ P @ Aj.T + Lj @ Lj.T
-            Hj = Hs[:, j * nz:(j + 1) * nz]
-            for c in range(self.ny):
+            Hj = ca.reshape(W[:, j], ny, ny) @ Hs[:, j * nz:(j + 1) * nz]
+            for c in range(ny):  # whitened: unit noise; a zero row changes nothing
                 hc = Hj[c, :]
                 Ph = P @ hc.T
-                s = hc @ Ph + r[c]
-                P = P - M[c, j] * (Ph @ Ph.T) / s
+                P = P - (Ph @ Ph.T) / (hc @ Ph + 1.0)
             P = 0.5 * (P + P.T)
-        return ca.Function("P_N", [Z, U, T, L, P0, M], [P]).expand()
+        return ca.Function("P_N", [Z, U, T, L, P0, W], [P]).expand()
 
     def solve(self, zbar: np.ndarray, P0: np.ndarray, T: np.ndarray, Y: np.ndarray,
               W: np.ndarray, U: np.ndarray, L: np.ndarray,
@@ -224,8 +227,10 @@ class WindowNLP:
             Prior mean and covariance of node 0.
         T : array (N + 1,)
             Node times [model time unit], non-decreasing.
-        Y, W : arrays (N, ny)
-            Samples (0 where not used) and inverse standard deviations (0 where not used).
+        Y : array (N, ny)
+            Samples (0 where not used).
+        W : array (N, ny, ny)
+            Whitening of each sample's used channels (see the module notes).
         U : array (N, nu)
             Inputs held over each interval.
         L : array (N, nz, nz)
@@ -245,7 +250,8 @@ class WindowNLP:
         C = np.linalg.cholesky(P0)
         Ainv = np.linalg.solve(C, np.eye(self.nz))
         # CasADi is column-major: a matrix parameter's columns (one per node) are contiguous
-        p = np.concatenate([zbar, Ainv.ravel(order="F"), T, Y.ravel(), W.ravel(), U.ravel(),
+        p = np.concatenate([zbar, Ainv.ravel(order="F"), T, Y.ravel(),
+                            np.transpose(W, (0, 2, 1)).ravel(), U.ravel(),
                             np.transpose(L, (0, 2, 1)).ravel()])
         Zg, Vg = guess
         x0 = np.concatenate([np.hstack([Zg[:-1], Vg]).ravel(), Zg[-1]])
@@ -264,8 +270,9 @@ class WindowNLP:
                       "objective": float(sol["f"])}
 
     def last_covariance(self, Z: np.ndarray, U: np.ndarray, T: np.ndarray, L: np.ndarray,
-                        P0: np.ndarray, used: np.ndarray) -> np.ndarray:
+                        P0: np.ndarray, W: np.ndarray) -> np.ndarray:
         """Gauss–Newton covariance of the last node (see :meth:`_covariance_fn`)."""
-        P = self.covariance(Z.T, U.T, T[None, :], np.transpose(L, (0, 2, 1)).reshape(self.N, -1).T,
-                            P0, used.T.astype(float))
+        N = self.N
+        P = self.covariance(Z.T, U.T, T[None, :], np.transpose(L, (0, 2, 1)).reshape(N, -1).T,
+                            P0, np.transpose(W, (0, 2, 1)).reshape(N, -1).T)
         return np.asarray(P)

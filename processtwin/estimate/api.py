@@ -87,9 +87,11 @@ class ExtendedKalmanFilter:
         the linearised dynamics over each interval (``processtwin.estimate.predict``).
         Defaults: states ``(1e-3 · scale)²``, parameters ``(0.01 · value)²`` per time unit.
         For a discrete-time model: the covariance added per sample [units²].
-    r : mapping, optional
+    r : mapping or array, optional
         Measurement-noise standard deviation per channel [channel units] (default: the
-        output's ``noise``).
+        output's ``noise``); or the full covariance matrix (ny, ny) [channel units²] over
+        :attr:`flat_channels`, symmetric positive definite, for correlated channels (two
+        analysers sharing a sample line, the elements of a profile).
     gate : float or mapping
         NIS above which a channel's sample is rejected as a spike (chi²₁ 99.99 %: 15.13);
         a mapping channel → threshold gives per-channel gates (others keep 15.13;
@@ -180,13 +182,30 @@ class ExtendedKalmanFilter:
                              zip(self.names, q_default, sizes, strict=True)])
         if q_matrix is not None:
             qv = q_matrix
+        R_matrix = None
+        if r is not None and not isinstance(r, Mapping):
+            R_matrix = np.asarray(r, dtype=float)
+            flat = [n for c in channels for n in outputs.leaf(c).flat_names()]
+            ny = len(flat)
+            if R_matrix.shape != (ny, ny):
+                raise ConfigError(f"`r` as a matrix must be ({ny}, {ny}) over "
+                                  f"{', '.join(flat)}; got {R_matrix.shape}.")
+            if not np.allclose(R_matrix, R_matrix.T, rtol=1e-12, atol=0.0):
+                raise ConfigError("`r` as a matrix must be symmetric.")
+            if not np.all(np.isfinite(R_matrix)) or np.linalg.eigvalsh(R_matrix).min() <= 0:
+                raise ConfigError("`r` as a matrix must be positive definite (every channel "
+                                  "has some noise).")
+            r = None
         r_given = dict(r or {})
         for k in r_given:
             if k not in channels:
                 raise ConfigError(f"`r`: unknown channel `{k}`" + suggest(k, channels))
-        rv = np.concatenate([np.broadcast_to(np.asarray(r_given.get(c, outputs.leaf(c).var.noise),
-                                                        dtype=float) ** 2,
-                                             (outputs.leaf(c).size,)) for c in channels])
+        if R_matrix is not None:
+            rv = np.diag(R_matrix).copy()
+        else:
+            rv = np.concatenate([np.broadcast_to(np.asarray(
+                r_given.get(c, outputs.leaf(c).var.noise), dtype=float) ** 2,
+                (outputs.leaf(c).size,)) for c in channels])
         if rv.min() <= 0:
             bad = next(c for c in channels
                        if np.min(r_given.get(c, outputs.leaf(c).var.noise)) <= 0)
@@ -206,7 +225,8 @@ class ExtendedKalmanFilter:
             jnp.asarray(lower, dtype=float), jnp.asarray(upper, dtype=float),
             self._gates(gate, channels, outputs),
             f(drift_lambda), f(drift_limit), f(mismatch_lambda), f(mismatch_limit),
-            tuple(estimate), channels, int(stuck_n), float(dt_max), int(readmit_after))
+            tuple(estimate), channels, int(stuck_n), float(dt_max), int(readmit_after),
+            None if R_matrix is None else jnp.asarray(R_matrix, dtype=float))
         self.channels = channels
         #: One name per measured value (``T[0]`` for the elements of a vector channel).
         self.flat_channels = tuple(n for c in channels for n in outputs.leaf(c).flat_names())

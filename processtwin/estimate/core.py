@@ -21,8 +21,8 @@ from ..model import Model
 from ..ops import jax_ops
 
 __all__ = ["FLAGS", "FilterSpec", "FilterState", "Record", "ekf_step", "init_state",
-           "noise_intensity", "predict", "process_noise", "propagate", "substeps",
-           "transition"]
+           "measurement_noise", "noise_intensity", "predict", "process_noise", "propagate",
+           "substeps", "transition"]
 
 #: Anomaly flag bits (CF ``flag_masks``), per channel and sample.
 FLAGS = {"spike": 1, "stuck": 2, "drift": 4, "mismatch": 8}
@@ -46,7 +46,7 @@ class FilterSpec(eqx.Module):
         linearised dynamics (:func:`predict`). For a discrete-time model: the covariance
         added per sample [units²].
     r : array (ny,)
-        Measurement-noise variance per channel [units²].
+        Measurement-noise variance per measured value [units²] (the diagonal of ``R``).
     lower, upper : array (nz,)
         Bounds the estimate is projected onto (``±inf`` where unbounded).
     gate : float or array (ny,)
@@ -83,6 +83,9 @@ class FilterSpec(eqx.Module):
     stuck_n: int = eqx.field(static=True)
     dt_max: float = eqx.field(static=True)
     readmit_n: int = eqx.field(static=True, default=3)
+    #: Full measurement-noise covariance (ny, ny) [units²] for correlated channels; ``None``:
+    #: ``diag(r)``.
+    R: Any = None
 
     @property
     def nx(self) -> int:
@@ -450,6 +453,12 @@ def init_state(spec: FilterSpec, t0: Any, z0: Any, P0: Any) -> FilterState:
                        jnp.asarray(1.0), jnp.zeros(ny, jnp.int32))
 
 
+def measurement_noise(spec: FilterSpec) -> Any:
+    """The measurement-noise covariance (ny, ny) [channel units²]: ``spec.R``, or
+    ``diag(spec.r)`` for independent channels."""
+    return jnp.diag(spec.r) if spec.R is None else spec.R
+
+
 def symmetrise(P: Any) -> Any:
     return 0.5 * (P + P.T)
 
@@ -608,7 +617,7 @@ def ekf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any,
     s_diag = jnp.diag(_mm(_mm(H, P_pred), H.T)) + spec.r
     scr = screen(spec, state, y, y_hat, s_diag)
     P_used = inflate(spec, scr, P_pred)
-    R = jnp.diag(spec.r)
+    R = measurement_noise(spec)
     z_new, P_new, nis, K = masked_update(z_pred, P_used, H, R, scr.innov, scr.used,
                                          return_gain=True)
     out = finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)

@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ConfigError
-from .core import measure, transition, value_and_jacfwd
+from .core import measure, measurement_noise, transition, value_and_jacfwd
 
 if TYPE_CHECKING:
     from .api import ExtendedKalmanFilter
@@ -124,7 +124,7 @@ def observability(ekf: ExtendedKalmanFilter, x0: Any = None, u: Mapping[str, Any
     spec = ekf.spec
     z0, _ = ekf.initial(x0)
     uv = jnp.asarray(ekf.input_vector(u))
-    r = np.asarray(spec.r)
+    R_inv = np.linalg.inv(np.asarray(measurement_noise(spec)))
 
     @jax.jit
     def step(z, t):
@@ -138,7 +138,7 @@ def observability(ekf: ExtendedKalmanFilter, x0: Any = None, u: Mapping[str, Any
         z, F, H = step(z, jnp.asarray(k * dt))
         Phi = np.asarray(F) @ Phi
         HP = np.asarray(H) @ Phi
-        W += HP.T @ (HP / r[:, None])
+        W += HP.T @ R_inv @ HP
     scale = np.maximum(np.abs(z0), np.maximum(np.abs(np.asarray(z)), 1e-12))
     Ws = W * np.outer(scale, scale)  # information about z / scale
     lam, V = np.linalg.eigh(Ws)

@@ -75,6 +75,7 @@ from .core import (
     inflate,
     masked_update,
     measure,
+    measurement_noise,
     process_noise,
     screen,
     symmetrise,
@@ -215,7 +216,7 @@ def ukf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any,
     s_diag = jnp.diag(P_zz) + spec.r
     scr = screen(spec, state, y, y_hat, s_diag)
     P_used = inflate(spec, scr, P_pred)
-    R = lin_err + jnp.diag(spec.r)
+    R = lin_err + measurement_noise(spec)
     z_new, P_new, nis, K = masked_update(z_pred, P_used, H, R, scr.innov, scr.used,
                                          return_gain=True)
     out = finish(spec, state, t, scr, s_diag, z_pred, P_pred, F, z_new, P_new, nis)
