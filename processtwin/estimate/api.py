@@ -14,7 +14,7 @@ import xarray as xr
 
 from ..dataset import build, dim_coords, leaf_items
 from ..errors import ConfigError, DataError, suggest
-from ..model import Model, parameter_info
+from ..model import Model, parameter_info, time_factor
 from .core import FLAGS, FilterSpec, Record, init_state, run
 from .health import divergence
 from .live import LiveFilter, live_step_fn
@@ -85,8 +85,10 @@ class ExtendedKalmanFilter:
         or the full intensity matrix (nz, nz), symmetric positive semi-definite, in the
         order of :attr:`flat_names`, for correlated noise. It is propagated exactly through
         the linearised dynamics over each interval (``processtwin.estimate.predict``).
-        Defaults: states ``(1e-3 · scale)²``, parameters ``(0.01 · value)²`` per time unit.
-        For a discrete-time model: the covariance added per sample [units²].
+        Defaults: states ``(1e-3 · scale)²``, parameters ``(0.01 · value)²`` per hour
+        (converted to the model's time unit: a parameter drifts ~1 % per √h whether the
+        model counts in seconds or hours). For a discrete-time model: the covariance added
+        per sample [units²], defaults as above per sample.
     r : mapping or array, optional
         Measurement-noise standard deviation per channel [channel units] (default: the
         output's ``noise``); or the full covariance matrix (ny, ny) [channel units²] over
@@ -174,9 +176,13 @@ class ExtendedKalmanFilter:
                 raise ConfigError(f"`q`: unknown state or tracked parameter `{k}`"
                                   + suggest(k, self.names))
         default = states.defaults()
-        q_default = [(1e-3 * max(float(np.max(np.abs(default[lf.start:lf.stop]))), 1.0)) ** 2
-                     for lf in states.leaves]
-        q_default += [(0.01 * abs(float(model.get(k))) or 1e-6) ** 2 for k in estimate]
+        # defaults are per hour whatever the model's time unit: a thermal model in seconds
+        # must not let a parameter random-walk 60× faster than a bioreactor in hours
+        per_unit = 1.0 if model.is_discrete else float(time_factor(model.time_unit, "h"))
+        q_default = [per_unit * (1e-3 * max(float(np.max(np.abs(default[lf.start:lf.stop]))),
+                                            1.0)) ** 2 for lf in states.leaves]
+        q_default += [per_unit * (0.01 * abs(float(model.get(k))) or 1e-6) ** 2
+                      for k in estimate]
         qv = np.concatenate([np.broadcast_to(np.asarray(q_given.get(k, d), dtype=float),
                                              (n,)) for k, d, n in
                              zip(self.names, q_default, sizes, strict=True)])

@@ -66,6 +66,9 @@ class FilterSpec(eqx.Module):
         EWMA factor and limit on NIS per degree of freedom (model mismatch).
     dt_max : float
         Longest RK4 sub-step [time unit].
+    R : array (ny, ny) or None
+        Full measurement-noise covariance for correlated channels [units²]; ``None``:
+        ``diag(r)`` (see :func:`measurement_noise`).
     """
 
     model: Model
@@ -83,8 +86,6 @@ class FilterSpec(eqx.Module):
     stuck_n: int = eqx.field(static=True)
     dt_max: float = eqx.field(static=True)
     readmit_n: int = eqx.field(static=True, default=3)
-    #: Full measurement-noise covariance (ny, ny) [units²] for correlated channels; ``None``:
-    #: ``diag(r)``.
     R: Any = None
 
     @property
