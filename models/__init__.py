@@ -10,22 +10,35 @@ from collections.abc import Callable
 from processtwin.model import Model
 
 from .bioreactor import Bioreactor, BioreactorInputs, BioreactorOutputs, BioreactorState
+from .building import Building
+from .district_heating import district_heating
 from .double_integrator import DoubleIntegrator
 from .feed_vessel import FeedVessel
+from .hvac import AirHandlingUnit, Chiller, HeatPump, HydronicEmitters
 from .lti import DiscreteTripleTank
 from .plant import fed_batch_plant
 from .tank_cascade import TankCascade
+from .thermal import CounterflowHeatExchanger, Pipe, StorageTank
 
 __all__ = [
     "REGISTRY",
+    "AirHandlingUnit",
     "Bioreactor",
     "BioreactorInputs",
     "BioreactorOutputs",
     "BioreactorState",
+    "Building",
+    "Chiller",
+    "CounterflowHeatExchanger",
     "DiscreteTripleTank",
     "DoubleIntegrator",
     "FeedVessel",
+    "HeatPump",
+    "HydronicEmitters",
+    "Pipe",
+    "StorageTank",
     "TankCascade",
+    "district_heating",
     "fed_batch_plant",
 ]
 
@@ -33,6 +46,9 @@ __all__ = [
 #: with default parameters (a unit's class, or the factory of a composed system).
 REGISTRY: dict[str, Callable[[], Model]] = {
     **{cls.name: cls for cls in (Bioreactor, DoubleIntegrator, TankCascade, FeedVessel,
-                                 DiscreteTripleTank)},
+                                 DiscreteTripleTank, Pipe, CounterflowHeatExchanger,
+                                 StorageTank, HeatPump, Chiller, HydronicEmitters,
+                                 AirHandlingUnit, Building)},
     "fed_batch_plant": fed_batch_plant,
+    "district_heating": district_heating,
 }

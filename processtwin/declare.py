@@ -30,6 +30,7 @@ __all__ = [
     "dimension",
     "param",
     "scalar_ok",
+    "setting",
     "time_factor",
     "variables",
 ]
@@ -188,6 +189,33 @@ def dimension(default: int, *, doc: str = "") -> Any:
     if isinstance(default, bool) or not isinstance(default, int) or default < 1:
         raise ModelError(f"a dimension must be a positive int, got {default!r}.")
     return eqx.field(default=default, static=True, metadata={"dimension": True, "doc": doc})
+
+
+def setting(default: Any, *, units: str = "-", doc: str = "") -> Any:
+    """Declare a static configuration value of a model: a geometry, a layout, a choice
+    (zone floor areas, an adjacency list, a COP correlation).
+
+    Like a :func:`dimension` it is static (a new value compiles a new program) and is not a
+    parameter (not estimated, not varied in an ensemble); unlike one it may be any hashable
+    value, typically a tuple of numbers or a string. The model checks it in its
+    ``__check_init__``.
+
+    Parameters
+    ----------
+    default : hashable
+        Default value (tuples, not lists: it is part of the compiled program's key).
+    units : str
+        Units of the numbers it holds, ``"-"`` if none.
+    doc : str
+        One-line description.
+    """
+    try:
+        hash(default)
+    except TypeError:
+        raise ModelError(f"a setting must be hashable (a tuple, not a list), got "
+                         f"{default!r}.") from None
+    return eqx.field(default=default, static=True,
+                     metadata={"setting": True, "units": units, "doc": doc})
 
 
 def time_factor(from_unit: str, to_unit: str) -> Fraction:

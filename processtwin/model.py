@@ -27,6 +27,7 @@ from .declare import (
     dimension,
     param,
     scalar_ok,
+    setting,
     time_factor,
     variables,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "parameter_info",
     "parameter_values",
     "scalar_ok",
+    "setting",
     "time_factor",
     "variables",
 ]
@@ -213,7 +215,7 @@ class Model(eqx.Module):
             return cached
         out: dict[str, ParamInfo] = {}
         for f in cls.__dataclass_fields__.values():
-            if f.metadata.get("units") is None:
+            if f.metadata.get("units") is None or f.metadata.get("setting"):
                 continue
             out[f.name] = ParamInfo(
                 f.name, f.default, f.metadata["units"], f.metadata["bounds"],

@@ -17,6 +17,8 @@ passes as the longest feedthrough chain, which is exact (each pass settles one m
 
 from __future__ import annotations
 
+import keyword
+
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -120,6 +122,9 @@ class System(Model):
             uname, unit = entry
             if not isinstance(uname, str) or not uname.isidentifier():
                 raise ModelError(f"unit name {uname!r} must be an identifier (no dots).")
+            if keyword.iskeyword(uname):
+                raise ModelError(f"unit name `{uname}` is a Python keyword; name it e.g. "
+                                 f"`{uname}_{type(unit).__name__.lower()}`.")
             if uname in seen:
                 raise ModelError(f"duplicate unit name `{uname}` in system `{name}`.")
             if not isinstance(unit, Model):
@@ -342,6 +347,27 @@ class System(Model):
                 new.update({(k, lf.name): v for lf, v in zip(pg.leaves, pv, strict=True)})
             port_vals = new
         return {k: (xs[k], inputs_of(k)) for k in self.order}
+
+    def unit_values(self, t: Scalar, x: Any, u: Any, ops: Any) -> dict[str, tuple[Any, Any]]:
+        """Each unit's own state and complete inputs (connected ones from the ports) at
+        the system's state ``x`` and free inputs ``u``, by unit name: for per-unit
+        diagnostics such as energy balances.
+
+        Parameters
+        ----------
+        t : scalar
+            Time [model time unit].
+        x, u : State, Inputs
+            The system's state and inputs (as given to :meth:`rhs`).
+        ops : Ops
+            The backend namespace.
+
+        Returns
+        -------
+        dict
+            Unit name → ``(State, Inputs)`` of that unit.
+        """
+        return self._unit_args(t, x, u, ops)
 
     def rhs(self, t: Scalar, x: Any, u: Any, ops: Any) -> Any:
         """Every unit's rhs with its connected inputs taken from the ports."""
