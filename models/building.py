@@ -43,7 +43,7 @@ BuildingPorts = variables(
 
 class Building(Model):
     r"""Building of ``n_zones`` thermal zones, each an air node and an envelope node (the
-    TiTe grey-box of Bacher & Madsen 2011, *Energy Build.* 43, 1511), coupled through
+    TiTe grey-box of Bacher & Madsen (2011), *Energy Build.* 43, 1511), coupled through
     internal walls (time unit: s).
 
     Zone :math:`i` (floor area :math:`A_i`, windows :math:`A_{w,i}`, ground contact

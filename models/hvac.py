@@ -51,7 +51,8 @@ class HeatPump(Model):
     r"""Air-source heat pump heating water, with a temperature-dependent COP (time unit: s).
 
     The compressor delivers :math:`Q = y\,Q_{nom}\,(1 + c_Q (T_{src} - 7\,°C))` to the
-    condenser water (capacity falls as the source cools; EN 14511 rates at A7/W35), whose
+    condenser water (capacity falls as the source cools; EN 14511-2 (2018) rates at A7/W35),
+    whose
     hold-up :math:`M` mixes it into the supply:
     :math:`M c_p \dot T_{sup} = Q - \dot m_w c_p (T_{sup} - T_{ret})`. The electric power is
     :math:`P_{el} = Q / COP` with, by ``cop_model``,
@@ -180,7 +181,7 @@ class Chiller(Model):
     r"""Air-cooled chiller with a Carnot-fraction COP (time unit: s).
 
     Removes :math:`Q = y\,Q_{nom}\,(1 - c_Q (T_{src} - 35\,°C))` from the chilled water
-    (EN 14511 rates at 35 °C air, 12/7 °C water):
+    (EN 14511-2 (2018) rates at 35 °C air, 12/7 °C water):
     :math:`M c_p \dot T_{sup} = -Q + \dot m_w c_p (T_{ret} - T_{sup})`, drawing
     :math:`P_{el} = Q/COP`, :math:`COP = \eta\,T_e/(T_c - T_e)` with
     :math:`T_e = T_{sup} - \Delta T_e`, :math:`T_c = T_{src} + \Delta T_c` [K] — at most
@@ -277,7 +278,7 @@ EmitterPorts = variables(
 class HydronicEmitters(Model):
     r"""Radiators or floor heating in ``n_zones`` zones fed from one supply (time unit: s).
 
-    Each zone's emitter gives off the EN 442-2 characteristic
+    Each zone's emitter gives off the characteristic of EN 442-2 (2014)
     :math:`Q = s\,Q_{nom}\,(\Delta T/\Delta T_{nom})^{n}` with the excess temperature
     :math:`\Delta T = (T_{sup} + T_r)/2 - T_{room}` (arithmetic mean; floored smoothly at 0)
     and holds water and metal :math:`C`:
@@ -393,7 +394,8 @@ class AirHandlingUnit(Model):
     :math:`P_{min}` (smoothly: motor and drive losses).
 
     Defaults: a 2 m3/s unit with a 1.5 kW fan at nominal flow (specific fan power
-    750 W/(m3/s), EN 16798-3 class SFP 2), 150 W minimum, 60 s coil lag; air at 1.2 kg/m3
+    750 W/(m3/s), class SFP 2 of EN 16798-3 (2017)), 150 W minimum, 60 s coil lag; air at
+    1.2 kg/m3
     and 1006 J/(kg K).
     """
 

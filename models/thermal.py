@@ -71,8 +71,8 @@ class Pipe(Model):
     :math:`T_{amb} + (T_{in} - T_{amb}) (1 + UA/(N \dot m c_p))^{-N}`, which tends to the
     analytic :math:`T_{amb} + (T_{in} - T_{amb}) e^{-UA/(\dot m c_p)}` at first order in
     :math:`1/N`, with :math:`UA = L / (1/(h\pi D) + 1/U)` the series conductance of film and
-    insulation (Incropera et al. 2007, *Fundamentals of Heat and Mass Transfer*, 6th ed.,
-    §8.3.3).
+    insulation (Incropera, DeWitt, Bergman & Lavine (2007), *Fundamentals of Heat and Mass
+    Transfer*, 6th ed., §8.3.3).
 
     Defaults: a DN100 pre-insulated steel pipe, 1 km (inner diameter 107.1 mm, EN 10217
     114.3 × 3.6 mm); linear heat-loss coefficient 0.3 W/(m K), typical of series-2 insulation

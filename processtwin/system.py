@@ -18,7 +18,6 @@ passes as the longest feedthrough chain, which is exact (each pass settles one m
 from __future__ import annotations
 
 import keyword
-
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -288,11 +287,14 @@ class System(Model):
 
     # ---- parameters -----------------------------------------------------------------------
     def parameters(self) -> Mapping[str, ParamInfo]:  # type: ignore[override]
-        """Metadata of every unit's parameters under dotted names (``reactor.mu_max``)."""
+        """Metadata of every unit's parameters under dotted names (``reactor.mu_max``); a
+        parameter's default is its value in the unit as composed (a system's factory sizes
+        its units)."""
         out = {}
         for k in self.order:
-            for n, info in self.units[k].parameters().items():
-                out[f"{k}.{n}"] = ParamInfo(f"{k}.{n}", info.default, info.units,
+            unit = self.units[k]
+            for n, info in unit.parameters().items():
+                out[f"{k}.{n}"] = ParamInfo(f"{k}.{n}", unit.get(n), info.units,
                                             info.bounds, info.strict, info.doc)
         return out
 

@@ -30,6 +30,7 @@ from processtwin.estimate.core import (
     Record,
     measurement_noise,
     process_noise,
+    state_scale,
     substeps,
 )
 from processtwin.estimate.live import (
@@ -45,8 +46,9 @@ from .mhe_nlp import WindowNLP
 
 __all__ = ["LiveMHE", "MovingHorizonEstimator"]
 
-def _interval(spec: Any, z: Any, u: Any, t0: Any, t1: Any) -> tuple[Any, Any]:
-    return substeps(spec, z, u, t0, t1), process_noise(spec, z, u, t0, t1)
+def _interval(spec: Any, z: Any, P: Any, u: Any, t0: Any, t1: Any) -> tuple[Any, Any]:
+    scale = state_scale(z, P)
+    return substeps(spec, z, u, t0, t1, scale), process_noise(spec, z, u, t0, t1, scale)
 
 
 _interval_jit = jax.jit(_interval)
@@ -307,8 +309,9 @@ class LiveMHE:
         before = self._host
         nz = self._nz
         buf = np.array(self._fn(jnp.asarray(before), np.concatenate(((t,), row, u))))
-        n, Q = _interval_jit(self.mhe.spec, jnp.asarray(before[1:1 + nz]), jnp.asarray(u),
-                             float(before[0]), t)
+        n, Q = _interval_jit(self.mhe.spec, jnp.asarray(before[1:1 + nz]),
+                             jnp.asarray(before[1 + nz:1 + nz + nz * nz].reshape(nz, nz)),
+                             jnp.asarray(u), float(before[0]), t)
         self._t.append(t)
         self._y.append(row)
         self._u.append(u)

@@ -240,9 +240,9 @@ def _balance(model, schedule, span=86400.0, units=None):
     bounds = [s for s, _ in schedule] + [span]
     for (start, inputs), end in zip(schedule, bounds[1:], strict=True):
         uv = jnp.asarray(lay.inputs.values(inputs))
-        sol = solve_ivp(lambda t, y: np.asarray(f_jit(t, y, uv)), (start, end),
+        sol = solve_ivp(lambda t, y, uv=uv: np.asarray(f_jit(t, y, uv)), (start, end),
                         np.r_[x, 0.0, 0.0], method="Radau", rtol=1e-12, atol=1e-9,
-                        jac=lambda t, y: np.asarray(jac_jit(t, y, uv)))
+                        jac=lambda t, y, uv=uv: np.asarray(jac_jit(t, y, uv)))
         assert sol.success, sol.message
         x = sol.y[:-2, -1]
         total += sol.y[-2, -1]

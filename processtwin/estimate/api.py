@@ -112,8 +112,10 @@ class ExtendedKalmanFilter:
         mismatch monitor) [-], in ``(0, 1]``.
     mismatch_limit : float
         Limit on the EWMA of NIS per degree of freedom (1 when consistent).
-    dt_max : float
-        Longest RK4 sub-step of the prediction [model time unit].
+    dt_max : float, optional
+        Longest RK4 sub-step of the prediction [model time unit]; default a quarter of an
+        hour in the model's unit (0.25 h, 15 min, 900 s). Shorter sub-steps are taken
+        where the model is stiff (see :func:`processtwin.estimate.core.transition`).
     readmit_after : int
         A channel rejected by its gate that many times in a row has its next
         out-of-gate sample taken, with the prediction covariance inflated to match, and
@@ -129,7 +131,7 @@ class ExtendedKalmanFilter:
                  stuck_n: int = 6,
                  drift_lambda: float = 0.05, drift_limit: float = 5.0,
                  mismatch_lambda: float = 0.02, mismatch_limit: float = 3.0,
-                 dt_max: float = 0.25, readmit_after: int = 3) -> None:
+                 dt_max: float | None = None, readmit_after: int = 3) -> None:
         if not isinstance(model, Model):
             raise ConfigError(f"`model` must be a processtwin Model, got {model!r}.")
         if isinstance(readmit_after, bool) or int(readmit_after) < 1:
@@ -225,6 +227,12 @@ class ExtendedKalmanFilter:
             lo = -np.inf if lo is None else lo
             lower.append(lo + 1e-9 * max(abs(lo), 1.0) if params[k].strict else lo)
             upper.append(np.inf if hi is None else hi)
+        if dt_max is None:  # a quarter of an hour whatever the model's time unit
+            dt_max = 0.25 if model.is_discrete else 0.25 * float(time_factor("h",
+                                                                               model.time_unit))
+        if not float(dt_max) > 0:
+            raise ConfigError(f"`dt_max` must be a positive time [{model.time_unit}], got "
+                              f"{dt_max!r}.")
         f = float
         self.spec = FilterSpec(
             model, jnp.asarray(qv, dtype=float), jnp.asarray(rv, dtype=float),

@@ -39,6 +39,8 @@ __all__ = ["ObservabilityReport", "observability"]
 WEAK = 0.1
 #: Relative eigenvalue of the scaled Gramian below which a direction is unobservable.
 SINGULAR = 1e-10
+#: Weight of a state in an unobservable direction above which it is reported unobservable.
+UNOBSERVABLE_LOAD = 0.1
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,8 +150,12 @@ def observability(ekf: ExtendedKalmanFilter, x0: Any = None, u: Mapping[str, Any
     keep = ~null
     crb = np.sqrt(np.maximum(np.einsum("ij,j,ij->i", V[:, keep], 1.0 / lam[keep],
                                        V[:, keep]), 0.0))
+    # a state is unobservable when an unobservable direction is largely made of it (its
+    # weight there above 0.1); fast, quasi-static modes of a stiff model (a heat
+    # exchanger's segment temperatures, forgotten within one sample) leave small weights
+    # on every state they couple to, which do not make the slow ones undeterminable
     loads = np.abs(V[:, null]).max(axis=1) if null.any() else np.zeros(z0.size)
-    unobs = loads > 1e-6
+    unobs = loads > UNOBSERVABLE_LOAD
     relative = np.where(unobs, np.inf, crb)
     status = np.where(unobs, "unobservable", np.where(relative > WEAK, "weak", "observable"))
     names = list(ekf.flat_names)

@@ -78,6 +78,7 @@ from .core import (
     measurement_noise,
     process_noise,
     screen,
+    state_scale,
     symmetrise,
     transition,
 )
@@ -196,10 +197,11 @@ def ukf_step(spec: FilterSpec, state: FilterState, t: Any, y: Any, u: Any,
     # noise propagated along the mean (core.process_noise)
     L = _cholesky(state.P)
     X = sigma_points(state.z, L, c)
-    X_next = jax.vmap(lambda z: transition(spec, z, u, state.t, t))(X)
+    scale = state_scale(state.z, state.P)
+    X_next = jax.vmap(lambda z: transition(spec, z, u, state.t, t, scale=scale))(X)
     z_pred = wm @ X_next
     dX_next = X_next - z_pred
-    Q = process_noise(spec, state.z, u, state.t, t)
+    Q = process_noise(spec, state.z, u, state.t, t, scale=scale)
     P_pred = symmetrise(_weighted_cov(wc, dX_next, dX_next) + Q)
     D = _weighted_cov(wc, X - state.z, dX_next)  # cov(z_k, z_k+1)
     F = cho_solve((L, True), D).T  # statistical linearisation D^T P^-1
