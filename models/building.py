@@ -42,9 +42,10 @@ BuildingPorts = variables(
 
 
 class Building(Model):
-    r"""Building of ``n_zones`` thermal zones, each an air node and an envelope node (the
-    TiTe grey-box of Bacher & Madsen (2011), *Energy Build.* 43, 1511), coupled through
-    internal walls (time unit: s).
+    r"""Multi-zone building: an air and an envelope node per zone, coupled by internal walls.
+
+    ``n_zones`` zones, each the TiTe grey-box of Bacher & Madsen (2011), *Energy Build.*
+    43, 1511 (time unit: s).
 
     Zone :math:`i` (floor area :math:`A_i`, windows :math:`A_{w,i}`, ground contact
     :math:`A_{g,i}`):

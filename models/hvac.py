@@ -276,7 +276,9 @@ EmitterPorts = variables(
 
 
 class HydronicEmitters(Model):
-    r"""Radiators or floor heating in ``n_zones`` zones fed from one supply (time unit: s).
+    r"""Radiators or floor heating, one per zone, fed from one supply (EN 442).
+
+    ``n_zones`` zones (time unit: s).
 
     Each zone's emitter gives off the characteristic of EN 442-2 (2014)
     :math:`Q = s\,Q_{nom}\,(\Delta T/\Delta T_{nom})^{n}` with the excess temperature

@@ -50,8 +50,10 @@ PipePorts = variables(
 
 
 class Pipe(Model):
-    r"""District-heating or process pipe: plug flow in ``n_cells`` finite volumes with a wall
-    that stores heat and loses it to the ground (time unit: s).
+    r"""District-heating pipe: plug flow in N finite volumes, wall capacity, ground loss.
+
+    ``n_cells`` finite volumes; the wall stores heat and loses it to the ground (time
+    unit: s).
 
     For cell :math:`i` of length :math:`\Delta x = L / N`, water mass
     :math:`m = \rho A \Delta x` and wall heat capacity :math:`c_w \Delta x`, with the flow
@@ -176,8 +178,10 @@ HXPorts = variables(
 
 
 class CounterflowHeatExchanger(Model):
-    r"""Counter-flow heat exchanger in ``n_segments`` segments with a fouling resistance
-    that grows (time unit: s) — a district-heating substation's plate exchanger.
+    r"""Counter-flow heat exchanger in N segments whose fouling resistance grows.
+
+    ``n_segments`` segments (time unit: s) — a district-heating substation's plate
+    exchanger.
 
     The hot stream enters segment 1 and the cold stream segment N; in segment :math:`i`
     (area :math:`A/N`, hold-ups :math:`M_h/N`, :math:`M_c/N`) the exchanged heat is
@@ -295,7 +299,9 @@ TankPorts = variables(
 
 
 class StorageTank(Model):
-    r"""Stratified hot-water storage tank in ``n_layers`` layers (time unit: s).
+    r"""Stratified hot-water storage tank in N layers with charge and discharge flows.
+
+    ``n_layers`` layers, top first (time unit: s).
 
     A flow :math:`\dot m_{top}` enters the top layer and leaves the bottom one (charging);
     :math:`\dot m_{bot}` enters the bottom and leaves the top (discharging into a load).
