@@ -310,3 +310,7 @@ def test_bad_configurations_name_the_unit_and_the_port():
         System({"p": Pipe(), "e": HydronicEmitters()}, [("p.T_sup", "e.T_sup")])
     with pytest.raises(ModelError, match="keyword"):
         System({"return": Pipe()})
+    from processtwin.model import setting
+
+    with pytest.raises(ModelError, match="hashable"):
+        setting([1.0, 2.0])  # a list would not key the compiled program
