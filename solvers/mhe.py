@@ -28,12 +28,14 @@ from processtwin.estimate.api import ExtendedKalmanFilter
 from processtwin.estimate.core import (
     FilterState,
     Record,
+    init_state,
     measurement_noise,
     process_noise,
     state_scale,
     substeps,
 )
 from processtwin.estimate.live import (
+    late_tail,
     live_step_fn,
     pack_state,
     parse_sample,
@@ -134,8 +136,6 @@ class MovingHorizonEstimator(ExtendedKalmanFilter):
         :meth:`ExtendedKalmanFilter.live
         <processtwin.estimate.ExtendedKalmanFilter.live>`)."""
         z0, P0 = self.initial(x0, std)
-        from processtwin.estimate.core import init_state
-
         return LiveMHE(self, init_state(self.spec, float(t0), z0, P0), self.input_vector(u),
                        history=history)
 
@@ -276,19 +276,7 @@ class LiveMHE:
             where = (f"older than the {self.history} samples kept" if self.dropped
                      else f"before the estimator start t={float(start[0]):g}")
             raise DataError(f"late sample at t={t:g} is {where}.")
-        if k < len(self._t) and self._t[k] == t:
-            merged = self._y[k].copy()
-            clash = np.isfinite(merged) & np.isfinite(row)
-            if clash.any():
-                name = self.mhe.flat_channels[int(np.argmax(clash))]
-                raise DataError(f"two samples of `{name}` at t={t:g}.")
-            merged[np.isfinite(row)] = row[np.isfinite(row)]
-            tail = [(t, merged, self._u[k])] + list(zip(self._t[k + 1:], self._y[k + 1:],
-                                                        self._u[k + 1:], strict=True))
-        else:
-            u_k = self._u[k] if k < len(self._u) else self.u
-            tail = [(t, row, u_k)] + list(zip(self._t[k:], self._y[k:], self._u[k:],
-                                              strict=True))
+        tail = late_tail(self._t, self._y, self._u, k, t, row, self.u, self.mhe.flat_channels)
         for log in (self._t, self._y, self._u, self._after, self._L, self._n, self._info):
             del log[k:]
         self._host = start

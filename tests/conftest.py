@@ -93,3 +93,29 @@ def textbook_kf():
     """Kalman filter of the double integrator (the linear reference of the EKF/UKF tests);
     returns estimates, covariances and (F, predicted mean, predicted covariance) per step."""
     return _textbook_kf
+
+
+def _bioreactor_records(n: int = 120, seed: int = 0):
+    """A noisy bioreactor record: online V and OUR every 0.5 h, lab assays every 4 h (NaN
+    between), the feed at 0.03 L/h from S = 1 g/L; returns ``(model, times, columns)``."""
+    import processtwin as pt
+    from processtwin.models import Bioreactor
+
+    model = Bioreactor()
+    t = np.arange(1, n + 1) * 0.5
+    res = pt.simulate(model, {"S": 1.0}, {"F": 0.03}, np.r_[0.0, t])
+    rng = np.random.default_rng(seed)
+    cols = {}
+    for c, spec in model.outputs().items():
+        y = res["out:" + c][1:] + rng.normal(0, spec.noise, n)
+        if spec.kind == "offline":
+            y[np.arange(1, n + 1) % 8 != 0] = np.nan
+        cols[c] = y
+    return model, t, cols
+
+
+@pytest.fixture
+def bio_records():
+    """``bio_records(n=120, seed=0)``: the bioreactor record shared by the estimation
+    tests (see :func:`_bioreactor_records`)."""
+    return _bioreactor_records

@@ -143,22 +143,8 @@ def test_drifting_parameter_is_tracked():
     assert out["mu_max"].attrs["units"] == "1/h"
 
 
-def _bio_data(n=120, seed=0):
-    model = Bioreactor()
-    t = np.arange(1, n + 1) * DT
-    res = pt.simulate(model, {"S": 1.0}, {"F": FEED}, np.r_[0.0, t])
-    rng = np.random.default_rng(seed)
-    cols = {}
-    for c, spec in model.outputs().items():
-        y = res["out:" + c][1:] + rng.normal(0, spec.noise, n)
-        if spec.kind == "offline":
-            y[np.arange(1, n + 1) % LAB_EVERY != 0] = np.nan
-        cols[c] = y
-    return model, t, cols
-
-
-def test_missing_and_late_samples_equal_in_order_processing():
-    model, t, cols = _bio_data()
+def test_missing_and_late_samples_equal_in_order_processing(bio_records):
+    model, t, cols = bio_records()
     ekf = ExtendedKalmanFilter(model, estimate=["mu_max"])
     ds = xr.Dataset({c: ("time", v) for c, v in cols.items()}, coords={"time": t})
     ref = ekf.filter(ds, x0={"S": 1.0}, inputs={"F": FEED}, t0=0.0).data
@@ -181,8 +167,8 @@ def test_missing_and_late_samples_equal_in_order_processing():
         np.testing.assert_allclose(est[name][1], ref[f"{name}_std"].values[-1], rtol=1e-10)
 
 
-def test_live_history_is_bounded_and_late_samples_within_it_stay_exact():
-    model, t, cols = _bio_data(n=60)
+def test_live_history_is_bounded_and_late_samples_within_it_stay_exact(bio_records):
+    model, t, cols = bio_records(n=60)
     ekf = ExtendedKalmanFilter(model)
     online = [{c: cols[c][k] for c in ("V", "OUR")} for k in range(t.size)]
     full = ekf.live(0.0, x0={"S": 1.0}, u={"F": FEED})
@@ -214,16 +200,16 @@ def _flags(ekf, cols, t):
     return ekf.filter(ds, x0={"S": 1.0}, inputs={"F": FEED}).data
 
 
-def test_clean_run_raises_no_alarm():
-    model, t, cols = _bio_data(n=240, seed=1)  # 120 h
+def test_clean_run_raises_no_alarm(bio_records):
+    model, t, cols = bio_records(n=240, seed=1)  # 120 h
     out = _flags(ExtendedKalmanFilter(model), cols, t)
     for c in model.outputs():
         assert int((out[f"{c}_flag"] > 0).sum()) == 0, c
     assert out.attrs["rejected_samples"] == 0
 
 
-def test_injected_faults_are_flagged():
-    model, t, cols = _bio_data(n=200, seed=2)
+def test_injected_faults_are_flagged(bio_records):
+    model, t, cols = bio_records(n=200, seed=2)
     ekf = ExtendedKalmanFilter(model)
     spike_at, stuck_from, bias_from = 40, 90, 140
     cols["OUR"] = cols["OUR"].copy()
@@ -245,8 +231,8 @@ def test_injected_faults_are_flagged():
     assert not np.any(f_our[:spike_at]) and not np.any(f_v[:stuck_from])
 
 
-def test_bad_data_errors():
-    model, t, cols = _bio_data(n=20)
+def test_bad_data_errors(bio_records):
+    model, t, cols = bio_records(n=20)
     ekf = ExtendedKalmanFilter(model)
     ds = xr.Dataset({c: ("time", v) for c, v in cols.items()}, coords={"time": t})
     with pytest.raises(pt.DataError, match="unknown channel `OURR`.*did you mean `OUR`"):

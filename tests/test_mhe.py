@@ -168,22 +168,8 @@ def test_mhe_is_consistent_on_the_bioreactor(bio_mhe, check_consistency):
     check_consistency(np.array(nees), np.array(nis), np.array(dof), np.array(flags), nx=4)
 
 
-def _bio_records(n=48, seed=1):
-    model = Bioreactor()
-    t = np.arange(1, n + 1) * DT
-    res = pt.simulate(model, {"S": 1.0}, {"F": FEED}, np.r_[0.0, t])
-    rng = np.random.default_rng(seed)
-    cols = {}
-    for c, spec in model.outputs().items():
-        y = res["out:" + c][1:] + rng.normal(0, spec.noise, n)
-        if spec.kind == "offline":
-            y[np.arange(1, n + 1) % 8 != 0] = np.nan
-        cols[c] = y
-    return t, cols
-
-
-def test_live_mhe_with_late_lab_assays_equals_in_order_processing(bio_mhe):
-    t, cols = _bio_records()
+def test_live_mhe_with_late_lab_assays_equals_in_order_processing(bio_mhe, bio_records):
+    _, t, cols = bio_records(n=48, seed=1)
     ds = xr.Dataset({c: ("time", v) for c, v in cols.items()}, coords={"time": t})
     ref = bio_mhe.filter(ds, x0={"S": 1.0}, inputs={"F": FEED}, t0=0.0).data
     live = bio_mhe.live(0.0, x0={"S": 1.0}, u={"F": FEED})
@@ -222,8 +208,8 @@ def test_live_mhe_step_is_atomic(bio_mhe):
     assert live.t == 1.0 and live.u[0] == 0.05
 
 
-def test_failed_windows_fall_back_to_the_screening_filter_and_are_counted():
-    t, cols = _bio_records(n=12)
+def test_failed_windows_fall_back_to_the_screening_filter_and_are_counted(bio_records):
+    _, t, cols = bio_records(n=12, seed=1)
     ds = xr.Dataset({c: ("time", v) for c, v in cols.items()}, coords={"time": t})
     mhe = MovingHorizonEstimator(Bioreactor(), window=4, max_iter=1, solver="ipopt")
     out = mhe.filter(ds, x0={"S": 1.0}, inputs={"F": FEED}, t0=0.0)

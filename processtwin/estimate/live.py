@@ -20,7 +20,8 @@ from .ukf import ukf_step
 if TYPE_CHECKING:
     from .api import ExtendedKalmanFilter
 
-__all__ = ["LastUpdate", "LiveFilter", "pack_state", "parse_sample", "state_size", "unpack_state"]
+__all__ = ["LastUpdate", "LiveFilter", "late_tail", "pack_state", "parse_sample", "state_size",
+           "unpack_state"]
 
 
 def pack_state(s: FilterState) -> Any:
@@ -145,6 +146,47 @@ def parse_sample(ekf: ExtendedKalmanFilter, t: Any, y: Mapping[str, Any]
         values[j] = v
     row = np.array(values)
     return t, row
+
+
+def late_tail(times: list[float], rows: list[np.ndarray], inputs: list[np.ndarray], k: int,
+              t: float, row: np.ndarray, u_now: np.ndarray, channels: tuple[str, ...]
+              ) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """The samples to process again, in order, when a late sample ``row`` at ``t`` goes in
+    at position ``k`` of a log (``times``, ``rows``, ``inputs``): merged into the logged
+    sample of the same time, or inserted before position ``k`` (with the inputs that were
+    held then).
+
+    Parameters
+    ----------
+    times, rows, inputs : lists
+        The log: sample times [model time unit], channel rows, inputs held over the
+        interval ending at each sample.
+    k : int
+        ``bisect_left(times, t)``.
+    t : float
+        Time of the late sample.
+    row : array (ny,)
+        Its values, NaN where not measured.
+    u_now : array (nu,)
+        The inputs held now (for a sample after the whole log).
+    channels : tuple of str
+        Flat channel names, for the error.
+
+    Raises
+    ------
+    DataError
+        A channel already logged at the same time.
+    """
+    if k < len(times) and times[k] == t:
+        merged = rows[k].copy()
+        clash = np.isfinite(merged) & np.isfinite(row)
+        if clash.any():
+            raise DataError(f"two samples of `{channels[int(np.argmax(clash))]}` at t={t:g}.")
+        merged[np.isfinite(row)] = row[np.isfinite(row)]
+        return [(t, merged, inputs[k])] + list(zip(times[k + 1:], rows[k + 1:],
+                                                   inputs[k + 1:], strict=True))
+    u_k = inputs[k] if k < len(inputs) else u_now
+    return [(t, row, u_k)] + list(zip(times[k:], rows[k:], inputs[k:], strict=True))
 
 
 class LastUpdate(dict):
@@ -379,19 +421,8 @@ class LiveFilter:
                          "keep more with `history=`)" if self.dropped
                          else f"before the filter start t={t_first:g}")
                 raise DataError(f"late sample at t={t:g} is {where}.")
-        if k < len(self._t) and self._t[k] == t:
-            merged = self._y[k].copy()
-            clash = np.isfinite(merged) & np.isfinite(row)
-            if clash.any():
-                raise DataError(f"two samples of `{self.ekf.flat_channels[int(np.argmax(clash))]}`"
-                                f" at t={t:g}.")
-            merged[np.isfinite(row)] = row[np.isfinite(row)]
-            tail = [(t, merged, self._u[k])] + list(zip(self._t[k + 1:], self._y[k + 1:],
-                                                        self._u[k + 1:], strict=True))
-        else:
-            u_k = self._u[k] if k < len(self._u) else self.u
-            tail = [(t, row, u_k)] + list(zip(self._t[k:], self._y[k:], self._u[k:],
-                                              strict=True))
+        tail = late_tail(self._t, self._y, self._u, k, t, row, self.u,
+                         self.ekf.flat_channels)
         self._host = self._before[k]
         self._buf = jnp.asarray(self._host)
         del self._t[k:], self._y[k:], self._u[k:], self._before[k:]
