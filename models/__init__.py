@@ -11,6 +11,7 @@ from processtwin.model import Model
 
 from .bioreactor import Bioreactor, BioreactorInputs, BioreactorOutputs, BioreactorState
 from .building import Building
+from .building_iso import Building5R1C
 from .district_heating import district_heating
 from .double_integrator import DoubleIntegrator
 from .feed_vessel import FeedVessel
@@ -28,6 +29,7 @@ __all__ = [
     "BioreactorOutputs",
     "BioreactorState",
     "Building",
+    "Building5R1C",
     "Chiller",
     "CounterflowHeatExchanger",
     "DiscreteTripleTank",
@@ -48,7 +50,7 @@ REGISTRY: dict[str, Callable[[], Model]] = {
     **{cls.name: cls for cls in (Bioreactor, DoubleIntegrator, TankCascade, FeedVessel,
                                  DiscreteTripleTank, Pipe, CounterflowHeatExchanger,
                                  StorageTank, HeatPump, Chiller, HydronicEmitters,
-                                 AirHandlingUnit, Building)},
+                                 AirHandlingUnit, Building, Building5R1C)},
     "fed_batch_plant": fed_batch_plant,
     "district_heating": district_heating,
 }

@@ -1,6 +1,11 @@
 """Multi-zone building: a grey-box thermal network of air and envelope nodes per zone
 (time unit: s).
 
+:class:`AbstractBuilding` holds what building models share: the zones, their floor, window
+and ground areas, the internal walls between them, and the inputs, outputs and ports — so
+one building model replaces another in a system. :class:`Building` is the TiTe grey box;
+:class:`~models.building_iso.Building5R1C` the ISO 13790 5R1C network.
+
 Only :mod:`processtwin.model` is imported here (backend-free equations).
 """
 
@@ -10,7 +15,7 @@ from typing import Any, ClassVar
 
 from processtwin.model import Model, ModelError, Var, dimension, param, setting, variables
 
-__all__ = ["Building"]
+__all__ = ["AbstractBuilding", "Building"]
 
 BuildingState = variables(
     "BuildingState",
@@ -41,7 +46,80 @@ BuildingPorts = variables(
 )
 
 
-class Building(Model):
+class AbstractBuilding(Model):
+    """Zones of a building: their count, geometry and the internal walls between them.
+
+    What every building model shares (Bacher & Madsen (2011) TiTe, ISO 13790:2008 5R1C):
+    settings per zone (tuples; empty: the defaults) ``floor_area`` [m2] (default 100),
+    ``window_area`` [m2] (default 15 % of the floor), ``ground_area`` [m2] (default the
+    floor: single storey) and ``adjacency`` [(zone, zone, m2), ...]; and the inputs, outputs
+    and ports, so that one building model replaces another in a system.
+    """
+
+    n_zones: int = dimension(1, doc="thermal zones")
+    floor_area: tuple = setting((), units="m2", doc="floor area of each zone (default 100)")
+    window_area: tuple = setting((), units="m2",
+                                 doc="window area of each zone (default 15 % of the floor)")
+    ground_area: tuple = setting((), units="m2",
+                                 doc="slab area of each zone (default its floor)")
+    adjacency: tuple = setting((), units="m2",
+                               doc="internal walls as (zone, zone, area) triples")
+
+    Inputs: ClassVar[type] = BuildingInputs
+    Outputs: ClassVar[type] = BuildingOutputs
+    Ports: ClassVar[type] = BuildingPorts
+    time_unit: ClassVar[str] = "s"
+
+    def __check_init__(self) -> None:
+        n = self.n_zones
+        for key in ("floor_area", "window_area", "ground_area"):
+            v = getattr(self, key)
+            if v and len(v) != n:
+                raise ModelError(f"`{self.name}`: `{key}` has {len(v)} values but the "
+                                 f"building has {n} zones.")
+            if v and any(not float(a) >= 0 for a in v):
+                raise ModelError(f"`{self.name}`: `{key}` must be areas ≥ 0 [m2], got {v!r}.")
+        if self.floor_area and any(not float(a) > 0 for a in self.floor_area):
+            raise ModelError(f"`{self.name}`: every `floor_area` must be > 0 [m2], got "
+                             f"{self.floor_area!r}.")
+        for k, wall in enumerate(self.adjacency):
+            if len(wall) != 3:
+                raise ModelError(f"`{self.name}`: adjacency entry {k} must be (zone, zone, "
+                                 f"area), got {wall!r}.")
+            i, j, area = wall
+            for z in (i, j):
+                if isinstance(z, bool) or not isinstance(z, int) or not 0 <= z < n:
+                    raise ModelError(f"`{self.name}`: adjacency entry {k} names zone {z!r}; "
+                                     f"the building has zones 0 … {n - 1}.")
+            if i == j or not float(area) > 0:
+                raise ModelError(f"`{self.name}`: adjacency entry {k} must join two "
+                                 f"different zones by an area > 0 [m2], got {wall!r}.")
+
+    # ---- geometry (static) ------------------------------------------------------------
+    def areas(self) -> dict[str, tuple[float, ...]]:
+        """Floor, window and ground areas of each zone [m2], defaults filled in."""
+        n = self.n_zones
+        floor = tuple(float(a) for a in self.floor_area) or (100.0,) * n
+        window = tuple(float(a) for a in self.window_area) or tuple(0.15 * a for a in floor)
+        ground = tuple(float(a) for a in self.ground_area) or floor
+        return {"floor": floor, "window": window, "ground": ground}
+
+    def coupling(self) -> list[list[float]]:
+        """The internal-wall area Laplacian (n × n) [m2]: ``(L T)_i = Σ_j A_ij (T_j - T_i)``."""
+        n = self.n_zones
+        L = [[0.0] * n for _ in range(n)]
+        for i, j, area in self.adjacency:
+            L[i][j] += float(area)
+            L[j][i] += float(area)
+            L[i][i] -= float(area)
+            L[j][j] -= float(area)
+        return L
+
+    def _vec(self, values: tuple[float, ...], ops: Any) -> Any:
+        return ops.concat(list(values))
+
+
+class Building(AbstractBuilding):
     r"""Multi-zone building: an air and an envelope node per zone, coupled by internal walls.
 
     ``n_zones`` zones, each the TiTe grey-box of Bacher & Madsen (2011), *Energy Build.*
@@ -104,69 +182,8 @@ class Building(Model):
                          doc="air density")
     cp_a: float = param(1006.0, units="J/(kg K)", bounds=(0.0, None), strict=True,
                         doc="air isobaric heat capacity")
-    n_zones: int = dimension(1, doc="thermal zones")
-    floor_area: tuple = setting((), units="m2", doc="floor area of each zone (default 100)")
-    window_area: tuple = setting((), units="m2",
-                                 doc="window area of each zone (default 15 % of the floor)")
-    ground_area: tuple = setting((), units="m2",
-                                 doc="slab area of each zone (default its floor)")
-    adjacency: tuple = setting((), units="m2",
-                               doc="internal walls as (zone, zone, area) triples")
-
     name: ClassVar[str] = "building"
     State: ClassVar[type] = BuildingState
-    Inputs: ClassVar[type] = BuildingInputs
-    Outputs: ClassVar[type] = BuildingOutputs
-    Ports: ClassVar[type] = BuildingPorts
-    time_unit: ClassVar[str] = "s"
-
-    def __check_init__(self) -> None:
-        n = self.n_zones
-        for key in ("floor_area", "window_area", "ground_area"):
-            v = getattr(self, key)
-            if v and len(v) != n:
-                raise ModelError(f"`{self.name}`: `{key}` has {len(v)} values but the "
-                                 f"building has {n} zones.")
-            if v and any(not float(a) >= 0 for a in v):
-                raise ModelError(f"`{self.name}`: `{key}` must be areas ≥ 0 [m2], got {v!r}.")
-        if self.floor_area and any(not float(a) > 0 for a in self.floor_area):
-            raise ModelError(f"`{self.name}`: every `floor_area` must be > 0 [m2], got "
-                             f"{self.floor_area!r}.")
-        for k, wall in enumerate(self.adjacency):
-            if len(wall) != 3:
-                raise ModelError(f"`{self.name}`: adjacency entry {k} must be (zone, zone, "
-                                 f"area), got {wall!r}.")
-            i, j, area = wall
-            for z in (i, j):
-                if isinstance(z, bool) or not isinstance(z, int) or not 0 <= z < n:
-                    raise ModelError(f"`{self.name}`: adjacency entry {k} names zone {z!r}; "
-                                     f"the building has zones 0 … {n - 1}.")
-            if i == j or not float(area) > 0:
-                raise ModelError(f"`{self.name}`: adjacency entry {k} must join two "
-                                 f"different zones by an area > 0 [m2], got {wall!r}.")
-
-    # ---- geometry (static) ------------------------------------------------------------
-    def areas(self) -> dict[str, tuple[float, ...]]:
-        """Floor, window and ground areas of each zone [m2], defaults filled in."""
-        n = self.n_zones
-        floor = tuple(float(a) for a in self.floor_area) or (100.0,) * n
-        window = tuple(float(a) for a in self.window_area) or tuple(0.15 * a for a in floor)
-        ground = tuple(float(a) for a in self.ground_area) or floor
-        return {"floor": floor, "window": window, "ground": ground}
-
-    def coupling(self) -> list[list[float]]:
-        """The internal-wall area Laplacian (n × n) [m2]: ``(L T)_i = Σ_j A_ij (T_j - T_i)``."""
-        n = self.n_zones
-        L = [[0.0] * n for _ in range(n)]
-        for i, j, area in self.adjacency:
-            L[i][j] += float(area)
-            L[j][i] += float(area)
-            L[i][i] -= float(area)
-            L[j][j] -= float(area)
-        return L
-
-    def _vec(self, values: tuple[float, ...], ops: Any) -> Any:
-        return ops.concat(list(values))
 
     def _conductances(self, ops: Any) -> dict[str, Any]:
         a = self.areas()
