@@ -357,7 +357,8 @@ def optimise_cmd(model: str | None, model_opt: str | None, until: float, interva
     res = golden_batch(m, horizon=until, intervals=intervals, objective=objective, x0=x,
                        F_max=f_max, X_max=x_max, V_max=v_max, method=method)
     plan = res.plan
-    click.echo(f"{m.name}: {res.status} in {res.stats['iterations']} iterations "
+    click.echo(f"{m.name}: {res.status} ({res.solver_status}) in "
+               f"{res.stats['iterations']} iterations "
                f"({res.stats['wall_time_s']:.2f} s, {method})")
     click.echo(f"  {plan.attrs['objective_doc']}: {outcome_value(objective, plan):.5g}")
     F = plan["F"].values

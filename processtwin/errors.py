@@ -21,7 +21,23 @@ class ConfigError(ValueError):
 
 
 class SolverError(RuntimeError):
-    """A numerical solver failed (integration, optimisation)."""
+    """A numerical solver failed (integration, optimisation).
+
+    Parameters
+    ----------
+    message : str
+        What failed and why.
+    status : str
+        Class of the failure: ``"infeasible"`` (only when a softened re-solve needs
+        slack), ``"limit"`` (iteration or time limit), ``"numerical"`` or ``"failed"``.
+    result : object, optional
+        The failed solve's result (its stats, the last iterate), for inspection.
+    """
+
+    def __init__(self, message: str, *, status: str = "failed", result: object = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.result = result
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

@@ -30,6 +30,8 @@ import numpy as np
 from processtwin.estimate.core import FilterSpec
 from processtwin.ops import casadi_ops
 
+from .status import classify
+
 __all__ = ["WindowNLP"]
 
 
@@ -94,11 +96,6 @@ def _measure_map(spec: FilterSpec) -> ca.Function:
     idx = [int(i) for i in lay.outputs.indices(spec.channels)]
     return ca.Function("h", [z, u, t], [y[idx]])
 
-
-# CasADi's solver-independent return codes, in the words the optimisers use
-_STATUS = {"SOLVER_RET_SUCCESS": "converged", "SOLVER_RET_LIMITED": "limit",
-           "SOLVER_RET_INFEASIBLE": "infeasible", "SOLVER_RET_NAN": "numerical",
-           "SOLVER_RET_EXCEPTION": "numerical"}
 
 
 class WindowNLP:
@@ -264,8 +261,10 @@ class WindowNLP:
         Z = np.vstack([stages[:, :nz], x[2 * nz * N:]])
         V = stages[:, nz:]
         ok = bool(st["success"]) and bool(np.all(np.isfinite(x)))
-        return Z, V, {"status": _STATUS.get(st.get("unified_return_status"), "failed")
-                      if not ok else "converged", "success": ok, "solver": solver,
+        status = "converged" if ok else classify(st).rstrip("?")
+        if not ok and status == "converged":  # "succeeded" on non-finite values
+            status = "numerical"
+        return Z, V, {"status": status, "success": ok, "solver": solver,
                       "iterations": int(st.get("iter_count", -1)),
                       "objective": float(sol["f"])}
 

@@ -35,7 +35,9 @@ class Recommendation:
     expected : float
         Predicted batch outcome under the plan (objective units, see ``objective``).
     benefit : float
-        ``expected`` minus the predicted outcome of holding the current setpoints.
+        ``expected`` minus the outcome of holding the current setpoints, both re-simulated
+        with the accurate simulator; NaN when holding would break a limit (then it is
+        not an alternative) or on a fallback.
     objective : str
         Description of the outcome with units.
     active : list of str
@@ -81,9 +83,14 @@ class Recommendation:
 
     def __str__(self) -> str:
         sp = ", ".join(f"{k} = {v:.4g} {u}" for k, (v, u) in self.setpoints.items())
-        lines = [f"t = {self.t:g}: set {sp}",
-                 f"  expected {self.objective}: {self.expected:.4g} "
-                 f"({self.benefit:+.3g} vs holding the current setpoints)"]
+        head = "FALLBACK, not an optimised plan: " if self.fallback else ""
+        lines = [f"t = {self.t:g}: {head}set {sp}"]
+        if np.isfinite(self.benefit):
+            lines.append(f"  expected {self.objective}: {self.expected:.4g} "
+                         f"({self.benefit:+.3g} vs holding the current setpoints)")
+        else:
+            lines.append(f"  expected {self.objective}: {self.expected:.4g} (holding the "
+                         "current setpoints is not an allowed alternative)")
         if self.hold_violations:
             lines.append("  holding the current setpoints would violate "
                          + "; ".join(self.hold_violations))
@@ -200,28 +207,36 @@ class BatchNMPC:
         F0 = float(np.clip(res.plan["F"].values[0], 0.0, self.F_max))
         expected = float(OBJECTIVES[self.objective][1](res.plan.isel(time=-1)))
         hold, violations = self._hold_outcome(ocp, x, u_now)
-        return Recommendation(t, {"F": (F0, units)}, res.plan, expected, expected - hold,
-                              doc, res.active, res.status,
+        return Recommendation(t, {"F": (F0, units)}, res.plan, expected,
+                              float("nan") if hold is None else expected - hold,
+                              doc, res.active, f"{res.status} ({res.solver_status})",
                               solve_time_s=_time.perf_counter() - start,
                               hold_violations=violations)
 
     def _hold_outcome(self, ocp: OCP, x: Mapping[str, float], u_now: float
-                      ) -> tuple[float, list[str]]:
-        """Predicted outcome if the current feed is held to the end (RK4 on the same grid),
-        and the constraints that would break."""
-        x0 = ocp.x0_vector()
-        traj = ocp.simulate_guess(x0, np.full((1, 1), float(np.clip(u_now, 0, self.F_max))))
-        last = ocp.model.layout.states.unravel(traj[-1], numpy_ops)
+                      ) -> tuple[float | None, list[str]]:
+        """Predicted outcome if the current feed is held to the end — re-simulated with
+        the accurate simulator — and the constraints that would break; the outcome is
+        ``None`` when holding breaks a limit (no allowed alternative to compare with)."""
+        from .check import resimulate, violations_of
+
+        plan = ocp._last_plan.copy()
+        plan["F"] = plan["F"] * 0.0 + float(np.clip(u_now, 0.0, self.F_max))
+        p = ocp.p_values()
+        r = resimulate(ocp, plan, p)
+        last = ocp.model.layout.states.unravel(r["X"][-1], numpy_ops)
+        viol = violations_of(ocp, plan, p, r)
         units = ocp.model.states()
         violations = []
-        X = traj[:, ocp.model.layout.states.leaf("X").start]
+        X = r["X"][:, ocp.model.layout.states.leaf("X").start]
         if self.X_max is not None and X.max() > self.X_max * (1 + 1e-6):
             violations.append(f"`X` ≤ {self.X_max:g} {units['X'].units} (up to "
                               f"{X.max():.4g})")
-        if self.V_max is not None and last.V > self.V_max * (1 + 1e-6):
+        if self.V_max is not None and viol.get(f"`V` ≤ {self.V_max:g} at end", 0.0) > 1e-9:
             violations.append(f"`V` ≤ {self.V_max:g} {units['V'].units} at the end "
                               f"({last.V:.4g})")
-        return float(OBJECTIVES[self.objective][1](last)), violations
+        value = float(OBJECTIVES[self.objective][1](last))
+        return (None if violations else value), violations
 
     def _fallback(self, t: float, u_now: float, units: str, doc: str, why: str,
                   elapsed: float) -> Recommendation:
@@ -234,5 +249,5 @@ class BatchNMPC:
                                             side="right") - 1, 0, plan.sizes["time"] - 1))
             F0 = float(np.clip(plan["F"].values[k], 0.0, self.F_max))
             expected = float(OBJECTIVES[self.objective][1](plan.isel(time=-1)))
-        return Recommendation(t, {"F": (F0, units)}, plan, expected, 0.0, doc, [],
+        return Recommendation(t, {"F": (F0, units)}, plan, expected, float("nan"), doc, [],
                               "failed", True, why, elapsed)

@@ -1,83 +1,32 @@
 """Optimal-control problems on a processtwin model, solved by IPOPT (CasADi).
 
-:class:`OCP` states the problem (horizon, controls and their bounds and rate limits, path
-and terminal constraints, soft constraints, objective, forecasts) and solves it, with a
-primal-dual warm start and a diagnosis of infeasibility. The NLP itself is built in
-:mod:`.transcription` (multiple shooting or Radau collocation from the model's own ``rhs``
-as CasADi SX — the same equations the JAX simulator and the EKF use). IPOPT (bundled with
-casadi) solves with exact derivatives. CasADi's ``highs`` plugin is never loaded here (it
-clashes with highspy; see DESIGN.md).
+:class:`OCP` states the problem (horizon — fixed or free —, controls and their bounds and
+rate limits, path and terminal constraints, soft constraints, objective, forecasts); the NLP
+is built in :mod:`.transcription` (multiple shooting or Radau collocation with several
+elements per interval, from one CasADi ``Function`` of the model's own equations mapped
+over the horizon), started from :mod:`.guess` and solved in :mod:`.nlpsolve` (guesses,
+multistart, primal-dual warm start, honest failure classes, a diagnosis of infeasibility
+checked by re-simulation). CasADi's ``highs`` plugin is never loaded here (it clashes with
+highspy; see DESIGN.md).
 """
 
 from __future__ import annotations
 
 import re
-import time as _time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import casadi as ca
 import numpy as np
-import xarray as xr
 
-from processtwin.errors import ConfigError, SolverError, suggest
+from processtwin.errors import ConfigError, suggest
 from processtwin.model import Model, parameter_info
 
-from .transcription import initial_guess, plan_dataset, transcribe
+from .nlpsolve import OCPResult, solve_ocp
+from .transcription import NLP, transcribe
 
 __all__ = ["OCP", "OCPResult"]
 
 Bounds = tuple[float | None, float | None]
-
-
-@dataclass
-class OCPResult:
-    """Outcome of :meth:`OCP.solve`.
-
-    Attributes
-    ----------
-    success : bool
-        IPOPT converged (``Solve_Succeeded`` or ``Solved_To_Acceptable_Level``).
-    status : str
-        IPOPT's return status.
-    objective : float
-        Optimal objective value (without slack penalties).
-    data : xarray.Dataset
-        The plan: states and outputs at the nodes (``time``, N+1), controls per interval
-        (held from each node, last value repeated at the final node), slacks of soft
-        constraints. Also available as :attr:`plan`.
-    active : list of str
-        Constraints at their bound (``name`` at time ``t``) at the optimum.
-    stats : dict
-        Wall time, iterations.
-    w_opt : numpy.ndarray or None
-        Optimal NLP decision vector in the order of the transcription (states at the
-        nodes, controls per interval, collocation states, slacks) [each variable's
-        units]; with ``lam_g`` and ``lam_x`` the warm start of a later solve
-        (``OCP.solve(warm_start=...)``).
-    lam_g : numpy.ndarray or None
-        Lagrange multipliers of the NLP constraints ``g`` at the optimum [objective units
-        per constraint unit].
-    lam_x : numpy.ndarray or None
-        Lagrange multipliers of the bounds on the decision variables at the optimum
-        [objective units per variable unit].
-    """
-
-    success: bool
-    status: str
-    objective: float
-    data: xr.Dataset
-    active: list[str] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)
-    w_opt: Any = None
-    lam_g: Any = None
-    lam_x: Any = None
-
-    @property
-    def plan(self) -> xr.Dataset:
-        """The planned trajectory (the same Dataset as :attr:`data`)."""
-        return self.data
 
 
 class OCP:
@@ -94,10 +43,16 @@ class OCP:
     controls : sequence of str
         Manipulated inputs optimised (default: all manipulated inputs).
     method : {"collocation", "shooting"}
-        Orthogonal collocation (Radau, ``degree`` points) or multiple shooting (RK4 with
-        ``substeps`` per interval).
-    degree, substeps : int
-        Collocation degree; RK4 sub-steps per interval.
+        Orthogonal collocation (Radau IIA, ``elements`` elements of ``degree`` points per
+        control interval; path constraints hold at every collocation point) or multiple
+        shooting (RK4 with ``substeps`` per interval; path constraints at the nodes). A
+        discrete-time model always uses its own map.
+    degree : int
+        Collocation points per element.
+    elements : int
+        Collocation elements per control interval.
+    substeps : int
+        RK4 sub-steps per interval (shooting, and the simulated initial guess).
     control_horizon : int, optional
         Move blocking: controls are free on the first ``control_horizon`` intervals and
         held afterwards.
@@ -105,18 +60,40 @@ class OCP:
         Parameters that become NLP parameters: change them with :meth:`parameter` (and the
         initial state and previous inputs) between solves without rebuilding the NLP —
         the receding-horizon case, where IPOPT is also warm-started (primal and dual).
+        Every parameter set with :meth:`parameter` is one too.
+    free_time : (float, float), optional
+        Free final time within ``(T_min, T_max)`` [model time unit]: the horizon becomes a
+        decision variable (``horizon`` is its initial guess), for time-optimal and
+        productivity objectives (``minimise(mayer=lambda x, T: ...)`` or
+        ``time_weight``).
     """
 
     def __init__(self, model: Model, horizon: float, intervals: int, *,
                  controls: tuple[str, ...] | None = None, method: str = "collocation",
-                 degree: int = 3, substeps: int = 8, control_horizon: int | None = None,
-                 runtime: tuple[str, ...] = ()) -> None:
+                 degree: int = 3, elements: int = 1, substeps: int = 8,
+                 control_horizon: int | None = None, runtime: tuple[str, ...] = (),
+                 free_time: tuple[float, float] | None = None) -> None:
         if method not in ("collocation", "shooting"):
             raise ConfigError(f"unknown method `{method}`" + suggest(method,
                                                                      ["collocation", "shooting"]))
-        if not horizon > 0 or intervals < 1:
-            raise ConfigError(f"`horizon` must be > 0 and `intervals` ≥ 1, got {horizon}, "
-                              f"{intervals}.")
+        for key, v in (("intervals", intervals), ("degree", degree),
+                       ("elements", elements), ("substeps", substeps)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"`{key}` must be a whole number ≥ 1, got {v!r}.")
+        if not (isinstance(horizon, (int, float, np.number)) and np.isfinite(horizon)
+                and horizon > 0):
+            raise ConfigError(f"`horizon` must be a finite time > 0 [{model.time_unit}], "
+                              f"got {horizon!r}.")
+        if free_time is not None:
+            lo_T, hi_T = (float(v) for v in free_time)
+            if not 0 < lo_T <= hi_T < np.inf:
+                raise ConfigError(f"`free_time` must be (T_min, T_max) with 0 < T_min ≤ "
+                                  f"T_max < inf [{model.time_unit}], got {free_time!r}.")
+            if model.is_discrete:
+                raise ConfigError(f"discrete-time model `{model.name}` has a fixed sample "
+                                  "time: its horizon cannot be free.")
+            free_time = (lo_T, hi_T)
+        self.free_time = free_time
         lay = model.layout
         inputs = lay.inputs
         if controls is None:
@@ -128,6 +105,7 @@ class OCP:
         self.h = self.T / self.N
         self.controls = tuple(controls)
         self.method, self.degree, self.substeps = method, int(degree), int(substeps)
+        self.elements = int(elements)
         self.M = self.N if control_horizon is None else max(1, min(int(control_horizon),
                                                                   self.N))
         self.states = lay.states.names
@@ -140,6 +118,15 @@ class OCP:
             self.control_slots[c] = slice(pos, pos + n)
             pos += n
         self.nu = pos
+        #: Every other input (disturbances, fixed inputs) → its slice of the vector ``d``
+        #: of one interval (an NLP parameter: forecasts change without a rebuild).
+        self.other_slots: dict[str, slice] = {}
+        pos = 0
+        for lf in inputs.leaves:
+            if lf.name not in self.control_slots:
+                self.other_slots[lf.name] = slice(pos, pos + lf.size)
+                pos += lf.size
+        self.nd = pos
         if model.is_discrete:
             ratio = self.h / model.sample_time
             if abs(ratio - round(ratio)) > 1e-9 * max(ratio, 1.0) or round(ratio) < 1:
@@ -160,6 +147,7 @@ class OCP:
         self.mayer: Callable[..., Any] | None = None
         self.stage: Callable[..., Any] | None = None
         self.du_weight: dict[str, float] = {}
+        self.time_weight = 0.0
         # parameters that are NLP parameters (changed between solves without rebuilding)
         params = parameter_info(model)
         for k in runtime:
@@ -167,10 +155,11 @@ class OCP:
                 raise ConfigError(f"unknown runtime parameter `{k}`" + suggest(k, params))
         self.runtime = tuple(runtime)
         self.runtime_values = {k: float(model.get(k)) for k in self.runtime}
-        self.steps: list[Any] | None = None  # interval maps, built with the NLP
-        self._compiled: dict[bool, Any] = {}
-        self._prob: dict[str, Any] | None = None
-        self._last_w: np.ndarray | None = None
+        self._compiled: dict[tuple, Any] = {}
+        self._prob: NLP | None = None
+        self._diag_nlp: NLP | None = None  # the softened NLP of the last diagnosis
+        self._last_plan: Any = None
+        self.expand = True
 
     # ---- problem set-up (chainable) -------------------------------------------------
     def _check_name(self, name: str, where: tuple[str, ...], what: str) -> None:
@@ -254,7 +243,7 @@ class OCP:
         return self
 
     def _invalidate(self) -> None:
-        self._compiled, self._prob, self.steps = {}, None, None
+        self._compiled, self._prob = {}, None
 
     def constrain(self, name: str, lower: float | None = None, upper: float | None = None, *,
                   terminal: bool = False, soft: float | None = None) -> OCP:
@@ -306,8 +295,18 @@ class OCP:
             ``self``, for chaining.
         """
         self._check_name(name, self.model.layout.inputs.names, "input")
-        self.disturbances[name] = values
-        self._invalidate()
+        if name in self.control_slots:
+            raise ConfigError(f"`{name}` is a control of this OCP; a disturbance is an "
+                              "input the optimiser does not choose.")
+        lf = self.model.layout.inputs.leaf(name)
+        a = np.asarray(values, dtype=float)
+        shapes = [(), (self.N,)] + ([lf.shape, (self.N, *lf.shape)] if lf.shape else [])
+        if a.shape not in shapes or not np.all(np.isfinite(a)):
+            raise ConfigError(f"disturbance `{name}` must be finite, a constant or one value "
+                              f"per interval ({self.N}) [{lf.var.units}]"
+                              + (f", or {lf.size} over `{lf.dim}`" if lf.shape else "")
+                              + f"; got shape {a.shape}.")
+        self.disturbances[name] = a  # an NLP parameter: no rebuild
         return self
 
     def parameter(self, name: str, values: Any) -> OCP:
@@ -327,59 +326,98 @@ class OCP:
             ``self``, for chaining.
         """
         self._check_name(name, tuple(parameter_info(self.model)), "parameter")
+        a = np.asarray(values, dtype=float)
+        if a.shape not in ((), (self.N,)) or not np.all(np.isfinite(a)):
+            raise ConfigError(f"parameter `{name}` must be a finite constant or one value "
+                              f"per interval ({self.N}), got shape {a.shape}.")
         if name in self.runtime:
-            self.runtime_values[name] = float(values)  # an NLP parameter: no rebuild
+            if a.ndim:
+                raise ConfigError(f"runtime parameter `{name}` takes one value, got "
+                                  f"{a.size}.")
+            self.runtime_values[name] = float(a)  # an NLP parameter: no rebuild
             return self
-        self.params[name] = values
-        self._invalidate()
+        if name not in self.params:
+            self._invalidate()  # a new NLP parameter
+        self.params[name] = a
         return self
 
     def minimise(self, mayer: Callable[..., Any] | None = None,
                  stage: Callable[..., Any] | None = None,
-                 du_weight: Mapping[str, float] | None = None) -> OCP:
-        """Objective: ``mayer(x_N)`` + Σ_k ``stage(x_k, u_k)`` h + Σ w (Δu)².
+                 du_weight: Mapping[str, float] | None = None,
+                 time_weight: float = 0.0) -> OCP:
+        """Objective: ``mayer(x(T)[, T])`` + ∫ ``stage(x, u)`` dt + Σ w (Δu)² + w_T T.
 
         ``x`` are the model's ``State`` tuples, ``u`` its ``Inputs`` tuples (CasADi SX).
 
         Parameters
         ----------
         mayer : callable, optional
-            ``mayer(x) -> SX``: terminal cost of the state at the end of the horizon
+            ``mayer(x) -> SX`` or ``mayer(x, T) -> SX``: terminal cost of the state at the
+            end of the horizon, and of the final time ``T`` [model time unit] itself
+            (e.g. ``-x.P * x.V / T``, productivity with a free final time)
             [objective units].
         stage : callable, optional
-            ``stage(x, u) -> SX``: running cost rate at the start of each interval
-            [objective units per model time unit], multiplied by the interval length h.
+            ``stage(x, u) -> SX``: running cost rate [objective units per model time
+            unit], integrated over the horizon (RK4 with the state in shooting, Radau
+            quadrature on the collocation points).
         du_weight : mapping, optional
             Control → weight ``w`` of its squared moves between intervals (and from
             ``previous`` of :meth:`bound_input` when given) [objective units per (input
             units)²].
+        time_weight : float
+            Cost per unit of final time [objective units per model time unit]: with a
+            free final time, ``time_weight=1`` and nothing else is the minimum-time
+            problem.
 
         Returns
         -------
         OCP
             ``self``, for chaining.
         """
+        for c in du_weight or {}:
+            self._check_name(c, self.controls, "control")
         self.mayer, self.stage = mayer, stage
         self.du_weight = dict(du_weight or {})
+        self.time_weight = float(time_weight)
         self._invalidate()
         return self
 
-    # ---- the NLP (built in .transcription) ------------------------------------------
-    def interval_model(self, k: int, P: Any = None) -> Model:
-        """The model on interval ``k``: time-varying parameters at their value there and
-        runtime parameters from the NLP parameter vector ``P`` (numeric values if
-        ``None``)."""
-        vals: dict[str, Any] = {n: float(np.broadcast_to(v, (self.N,))[k])
-                                for n, v in self.params.items()}
-        for i, n in enumerate(self.runtime):
-            vals[n] = P[i] if P is not None else self.runtime_values[n]
-        return self.model.with_params(vals) if vals else self.model
+    # ---- the NLP (built in .transcription, solved in .nlpsolve) ----------------------
+    @property
+    def theta_names(self) -> tuple[str, ...]:
+        """Parameters that are NLP parameters (``runtime`` and those set with
+        :meth:`parameter`), in the order of the per-interval vector θ."""
+        return self.runtime + tuple(n for n in self.params if n not in self.runtime)
+
+    @property
+    def substeps_per_interval(self) -> int:
+        """RK4 sub-steps per interval; for a discrete-time model its samples per interval."""
+        if self.model.is_discrete:
+            return int(round(self.h / self.model.sample_time))
+        return self.substeps
 
     def p_values(self) -> np.ndarray:
-        """Numeric NLP parameters: runtime parameters, previous inputs, horizon length."""
+        """Numeric NLP parameters: θ per interval, the other inputs per interval, the
+        previous controls, the horizon length."""
+        N = self.N
+        th = np.zeros((N, len(self.theta_names)))
+        for i, n in enumerate(self.theta_names):
+            th[:, i] = (self.runtime_values[n] if n in self.runtime
+                        else np.broadcast_to(self.params[n], (N,)))
+        lay = self.model.layout
+        d = np.zeros((N, self.nd))
+        for name, sl in self.other_slots.items():
+            lf = lay.inputs.leaf(name)
+            if name in self.disturbances:
+                v = self.disturbances[name]
+                v = v[:, None] if (v.ndim == 1 and v.shape[0] == N and not
+                                   (lf.shape and v.shape == lf.shape)) else v
+                d[:, sl] = np.broadcast_to(v, (N, lf.size))
+            else:
+                d[:, sl] = np.broadcast_to(np.asarray(lf.var.default, float), (N, lf.size))
         prev = [np.broadcast_to(np.asarray(self.u_prev.get(c, 0.0), dtype=float),
-                                 (sl.stop - sl.start,)) for c, sl in self.control_slots.items()]
-        return np.concatenate([[self.runtime_values[n] for n in self.runtime], *prev, [self.T]])
+                                (sl.stop - sl.start,)) for c, sl in self.control_slots.items()]
+        return np.concatenate([th.ravel(), d.ravel(), *prev, [self.T]])
 
     def set_horizon(self, horizon: float) -> OCP:
         """Change the horizon length (same number of intervals) without rebuilding: the
@@ -395,8 +433,8 @@ class OCP:
         OCP
             ``self``, for chaining.
         """
-        if not horizon > 0:
-            raise ConfigError(f"`horizon` must be > 0, got {horizon}.")
+        if not (np.isfinite(horizon) and horizon > 0):
+            raise ConfigError(f"`horizon` must be a finite time > 0, got {horizon!r}.")
         model = self.model
         if model.is_discrete and abs(float(horizon) / self.N - self.h) > 1e-12 * self.h:
             # the NLP applies the model's map a fixed number of times per interval
@@ -412,75 +450,99 @@ class OCP:
     @staticmethod
     def at_node(pos: float) -> str:
         # constraint labels carry the node position; times are filled in with the
-        # current interval length when reported (the horizon is an NLP parameter)
+        # current interval length when reported (the horizon may change between solves)
         return f"t=<{float(pos)!r}>"
 
-    def label(self, label: str) -> str:
-        """A constraint label with node positions turned into times [model time unit]."""
-        return self._fmt(label)
+    def label(self, label: str, h: float | None = None) -> str:
+        """A constraint label with node positions turned into times [model time unit].
 
-    def _fmt(self, label: str) -> str:
-        return re.sub(r"t=<([^>]+)>", lambda m: f"t={float(m.group(1)) * self.h:g}", label)
-
-    def inputs_at(self, k: int, u: Any) -> Any:
-        """The model's ``Inputs`` on interval ``k`` with the controls from ``u`` (one
-        interval's control vector), disturbances from their forecast, others at their
-        defaults."""
-        group = self.model.layout.inputs
-        vals = []
-        for lf in group.leaves:
-            if lf.name in self.control_slots:
-                sl = self.control_slots[lf.name]
-                vals.append(u[sl.start] if not lf.shape else u[sl])
-            elif lf.name in self.disturbances:
-                d = np.asarray(self.disturbances[lf.name], dtype=float)
-                vals.append(float(np.broadcast_to(d, (self.N,))[k]) if not lf.shape else
-                            np.broadcast_to(d, (self.N, *lf.shape))[k] if d.ndim > 1 else
-                            np.broadcast_to(d, lf.shape))
-            else:
-                vals.append(lf.var.default)
-        return group.from_leaves(vals)
-
-    def simulate_guess(self, x0: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """States at the nodes under the controls ``u`` (intervals × control vector),
-        with the NLP's interval maps."""
-        if self._prob is None:
-            self._prob = self.build()
-        return initial_guess(self, x0, u)
+        Parameters
+        ----------
+        label : str
+            A constraint label from the NLP (``t=<k>`` node positions).
+        h : float, optional
+            Interval length [model time unit] (default the current one).
+        """
+        h = self.h if h is None else h
+        return re.sub(r"t=<([^>]+)>", lambda m: f"t={float(m.group(1)) * h:g}", label)
 
     def x0_vector(self) -> np.ndarray:
         """The fixed initial state as a flat vector [state units]."""
         return self.model.layout.states.values(self.x0)
 
-    def build(self, soften_all: bool = False) -> dict[str, Any]:
-        """Build the NLP; with ``soften_all`` every constraint gets a slack (diagnosis)."""
-        prob = transcribe(self, soften_all)
-        self.steps = prob["steps"]
-        return prob
-
-    def solve(self, *, tol: float = 1e-10, max_iter: int = 3000, warm_start: OCPResult | None
-              = None, diagnose: bool = True, max_wall_time: float | None = None) -> OCPResult:
-        """Solve with IPOPT. On failure, re-solve with every constraint softened and raise a
-        :class:`~processtwin.errors.SolverError` naming the violated constraints.
-
-        ``max_wall_time`` [s] stops IPOPT at a deadline (then :class:`SolverError`).
+    def build(self, soften_all: bool = False) -> NLP:
+        """Build the NLP; with ``soften_all`` every constraint gets a slack (diagnosis).
 
         Parameters
         ----------
+        soften_all : bool
+            Give every state/output constraint a slack (the least-violation problem).
+
+        Returns
+        -------
+        NLP
+        """
+        return transcribe(self, soften_all)
+
+    def initial_point(self, guess: Any = None) -> np.ndarray:
+        """The NLP decision vector a solve starts from (see ``guess`` of :meth:`solve`).
+
+        Parameters
+        ----------
+        guess : mapping, OCPResult or xarray.Dataset, optional
+            As for :meth:`solve`.
+
+        Returns
+        -------
+        numpy.ndarray
+            The start, inside the variable bounds [each variable's units].
+        """
+        from .guess import make_start, start_vector
+
+        if self._prob is None:
+            self._prob = self.build()
+        return start_vector(self, self._prob, make_start(self, guess), self.x0_vector(),
+                            self.p_values())
+
+    def solve(self, *, guess: Any = None, starts: Any = 1, seed: int = 0,
+              warm_start: OCPResult | None = None, tol: float = 1e-10, max_iter: int = 3000,
+              diagnose: bool = True, max_wall_time: float | None = None,
+              raise_on_failure: bool = True) -> OCPResult:
+        """Solve with IPOPT, from a guess or several starts, and classify the outcome.
+
+        Parameters
+        ----------
+        guess : mapping, OCPResult or xarray.Dataset, optional
+            Initial guess: control and state names → constants or profiles (one value
+            per interval for a control, per node for a state; ``"T"`` for a free final
+            time), or a previous plan interpolated onto this grid. Unnamed states are
+            simulated from the guessed controls. Default: the previous (else default)
+            inputs held, states simulated.
+        starts : int or sequence
+            Multistart: an int ``n`` runs the guess plus ``n - 1`` starts sampled within
+            the control bounds; a sequence runs each of its guesses. All reuse one built
+            NLP; the best converged solve is returned, every start's outcome is in
+            ``stats["starts"]``.
+        seed : int
+            Seed of the sampled starts.
+        warm_start : OCPResult, optional
+            A previous result of this same NLP: primal-dual warm start from its
+            ``w_opt``, ``lam_x`` and ``lam_g``. A result of a differently sized problem is
+            a :class:`~processtwin.errors.ConfigError` (use ``guess=`` to interpolate it).
         tol : float
             IPOPT's convergence tolerance on the scaled NLP error [-] (``ipopt.tol``).
         max_iter : int
             IPOPT's iteration limit.
-        warm_start : OCPResult, optional
-            A previous result of this problem: primal-dual warm start from its
-            ``w_opt``, ``lam_x`` and ``lam_g`` (ignored if the NLP size changed).
-            Otherwise IPOPT starts from the last solution of this OCP, or the simulated
-            initial guess.
         diagnose : bool
-            On failure, re-solve with every constraint softened to name the violated ones
-            (not after a wall-time limit).
+            On a failure that may be infeasibility, re-solve with every constraint
+            softened: only if that needs slack is the problem called infeasible, naming
+            the constraints, each checked by re-simulating the softened plan.
         max_wall_time : float, optional
-            Wall-time limit of IPOPT [s].
+            Wall-time limit of each IPOPT run [s].
+        raise_on_failure : bool
+            Raise :class:`~processtwin.errors.SolverError` (with ``status`` and the failed
+            ``result``) when no start converged; otherwise return the failed result
+            (``success`` False).
 
         Returns
         -------
@@ -489,85 +551,36 @@ class OCP:
         Raises
         ------
         SolverError
-            IPOPT did not converge (or ran out of time).
+            No start converged (``status``: ``"infeasible"``, ``"limit"``,
+            ``"numerical"`` or ``"failed"``).
         """
-        if self._prob is None:
-            self._prob = self.build()
-        prob = self._prob
-        warm = warm_start is not None and warm_start.w_opt.size == prob["w0"].size
-        opts = {"ipopt.print_level": 0, "print_time": False, "ipopt.sb": "yes",
-                "ipopt.tol": tol, "ipopt.max_iter": max_iter}
-        if max_wall_time is not None:
-            opts["ipopt.max_wall_time"] = float(max_wall_time)
-        if warm:  # primal-dual warm start from the previous solution
-            opts.update({"ipopt.warm_start_init_point": "yes",
-                         "ipopt.warm_start_bound_push": 1e-9,
-                         "ipopt.warm_start_mult_bound_push": 1e-9,
-                         "ipopt.mu_init": 1e-6})
-        key = (warm, tol, max_iter, max_wall_time)
-        if key not in self._compiled:
-            self._compiled[key] = ca.nlpsol("ocp", "ipopt", prob["nlp"], opts)
-        solver = self._compiled[key]
-        nx = self.model.layout.states.size
-        lbw, ubw = prob["lbw"].copy(), prob["ubw"].copy()
-        lbw[:nx] = ubw[:nx] = self.x0_vector()  # the initial state enters as bounds
-        args = dict(lbx=lbw, ubx=ubw, lbg=prob["lbg"], ubg=prob["ubg"], p=self.p_values())
-        if warm:
-            args.update(x0=warm_start.w_opt, lam_x0=warm_start.lam_x, lam_g0=warm_start.lam_g)
-        else:
-            args["x0"] = prob["w0"] if self._last_w is None else self._last_w
-        start = _time.perf_counter()
-        sol = solver(**args)
-        st = solver.stats()
-        status = st["return_status"]
-        ok = status in ("Solve_Succeeded", "Solved_To_Acceptable_Level")
-        if not ok:
-            if diagnose and status not in ("Maximum_WallTime_Exceeded",
-                                           "Maximum_CpuTime_Exceeded"):
-                raise SolverError(self._diagnose(status, opts))
-            raise SolverError(f"IPOPT failed: {status}.")
-        w_opt = np.asarray(sol["x"]).ravel()
-        self._last_w = w_opt
-        plan = self._plan(prob, w_opt)
-        g_val = np.asarray(sol["g"]).ravel()
-        lam = np.asarray(sol["lam_g"]).ravel()
-        rows = zip(prob["gname"], g_val, prob["lbg"], prob["ubg"], lam, strict=True)
-        active = [self._fmt(n) for n, gv, lo, hi, la in rows
-                  if lo != hi and abs(la) > 1e-8 and (abs(gv - hi) < 1e-6 or abs(gv - lo) < 1e-6)]
-        fobj = float(sol["f"]) - (float(np.dot(plan["slack"].values,
-                                               [wgt for _, _, wgt in prob["slacks"]]))
-                                  if prob["slacks"] else 0.0)
-        return OCPResult(True, status, fobj, plan, active,
-                         {"wall_time_s": _time.perf_counter() - start,
-                          "iterations": st["iter_count"]}, w_opt, lam,
-                         np.asarray(sol["lam_x"]).ravel())
+        return solve_ocp(self, guess=guess, starts=starts, seed=seed, warm_start=warm_start,
+                         tol=tol, max_iter=max_iter, diagnose=diagnose,
+                         max_wall_time=max_wall_time, raise_on_failure=raise_on_failure)
 
-    def _diagnose(self, status: str, opts: dict) -> str:
-        prob = self.build(soften_all=True)
-        opts = {k: v for k, v in opts.items() if "warm_start" not in k and k != "ipopt.mu_init"}
-        solver = ca.nlpsol("diag", "ipopt", prob["nlp"], opts)
-        sol = solver(x0=prob["w0"], lbx=prob["lbw"], ubx=prob["ubw"], lbg=prob["lbg"],
-                     ubg=prob["ubg"], p=self.p_values())
-        w = np.asarray(sol["x"]).ravel()
-        fn = ca.Function("s", [prob["nlp"]["x"]], [ca.vertcat(*[s for _, s, _ in
-                                                                prob["slacks"]])])
-        vals = np.asarray(fn(w)).ravel() if prob["slacks"] else np.array([])
-        worst: dict[str, float] = {}
-        for (label, _, _), v in zip(prob["slacks"], vals, strict=True):
-            if v > 1e-6:
-                key = label.split(" at t=")[0]
-                worst[key] = max(worst.get(key, 0.0), float(v))
-        if not worst:
-            return (f"IPOPT failed ({status}) but every constraint can be met when softened; "
-                    "the problem is likely badly scaled or needs a better initial guess.")
-        parts = [f"{k} is violated by up to {v:.4g}" for k, v in
-                 sorted(worst.items(), key=lambda kv: -kv[1])]
-        return (f"infeasible problem (IPOPT: {status}). With every constraint softened the "
-                "least violation needs: " + "; ".join(parts) + ". These constraints conflict "
-                "with the dynamics, the initial state and the input bounds.")
+    def verify(self, result: OCPResult, *, rtol: float = 1e-10, atol: float = 1e-12
+               ) -> dict:
+        """Re-simulate a plan with the JAX simulator (adaptive, tight tolerances): the
+        objective re-simulated beside the predicted one, the largest deviation of the
+        states, and every constraint's worst value on the re-simulated trajectory.
 
-    def _plan(self, prob: dict, w_opt: np.ndarray) -> xr.Dataset:
-        return plan_dataset(self, prob, w_opt)
+        Parameters
+        ----------
+        result : OCPResult
+            A result of this OCP.
+        rtol, atol : float
+            Tolerances of the re-simulation [-, state units].
+
+        Returns
+        -------
+        dict
+            ``objective`` (predicted), ``objective_resimulated``, ``state_error`` (state
+            → largest |plan − re-simulation| at the nodes [state units]) and
+            ``violations`` (constraint label → largest violation > 0 [its units]).
+        """
+        from .check import verify_plan
+
+        return verify_plan(self, result, rtol=rtol, atol=atol)
 
 
 def _same(a: Any, b: Any) -> bool:

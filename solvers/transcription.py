@@ -1,21 +1,31 @@
 """Transcription of an :class:`~processtwin.solvers.OCP` into a CasADi NLP, and back.
 
-Direct multiple shooting (``substeps`` RK4 steps per control interval) or orthogonal
-collocation on finite elements (Radau IIA points), from the model's own ``rhs`` built as
-CasADi SX. Decision variables: the states at the nodes (the first fixed by bounds, so a new
-initial state needs no rebuild), the controls per move-blocked interval, the collocation
-states and one slack per softened bound. NLP parameters ``p``: runtime model parameters,
-the previous inputs (rate limits, move penalties) and the horizon length. Constraint labels
-carry node positions (``t=<k>``) that the OCP turns into times with the current interval.
+The model's equations are built once, as CasADi SX, into one ``Function`` per kind of
+interval — ``(x, u, d, θ, h) -> (x⁺, ∫ stage)`` for multiple shooting (``substeps`` RK4
+steps; the model's own map for a discrete-time model) and ``(x, Xc, u, d, θ, h) ->
+(residuals, x⁺, ∫ stage, outputs at the points)`` for orthogonal collocation (``elements``
+Radau IIA elements of ``degree`` points per control interval) — and **mapped** over the
+horizon in an MX graph: the NLP is never re-inlined per node, so it builds in milliseconds
+whatever the horizon.
+
+Decision vector ``w`` (column-major blocks): states at the nodes ``X`` (nx × N+1, the
+first fixed by bounds so a new initial state needs no rebuild), controls per move-blocked
+interval ``U`` (nu × M), collocation states ``Xc`` (nx × N·E·d), the final time when it is
+free, one slack per softened bound. NLP parameters ``p``: per-interval parameter values θ
+(nθ × N), per-interval non-manipulated inputs ``d`` (nd × N: disturbance forecasts and
+defaults), the previous control (rate limits, move penalties), the horizon length. So a
+new forecast, parameter estimate, previous input or (fixed) horizon needs no rebuild
+either. Constraint labels carry node positions (``t=<k>``) that the OCP turns into times.
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import casadi as ca
 import numpy as np
-import xarray as xr
 
 from processtwin.model import Model
 from processtwin.ops import casadi_ops
@@ -23,66 +33,154 @@ from processtwin.ops import casadi_ops
 if TYPE_CHECKING:
     from .ocp import OCP
 
-__all__ = ["control_bounds", "initial_guess", "interval_steps", "outputs_sx", "plan_dataset",
-           "rhs_sx", "rk4", "transcribe"]
+__all__ = ["NLP", "control_bounds", "interval_functions", "transcribe"]
 
 
-def rhs_sx(model: Model, x: Any, u: Any) -> Any:
-    """The model's rhs on a CasADi state vector ``x`` (``u`` an ``Inputs`` tuple)."""
+@dataclass
+class NLP:
+    """A transcribed problem: the CasADi NLP, its bounds and the maps back to a plan.
+
+    Attributes
+    ----------
+    nlp : dict
+        ``{"x", "f", "g", "p"}`` (MX) for :func:`casadi.nlpsol`.
+    lbw, ubw, lbg, ubg : numpy.ndarray
+        Bounds of the decision variables and of the constraints.
+    gname : list of str
+        One label per constraint row.
+    slacks : list of (str, float)
+        Label and penalty weight of each slack, in the order of the slack block.
+    blocks : dict
+        Block name → slice of ``w`` (``X``, ``U``, ``Xc``, ``T``, ``S``).
+    fns : dict
+        The interval Functions (``step`` or ``coll``, ``out``).
+    """
+
+    nlp: dict
+    lbw: np.ndarray
+    ubw: np.ndarray
+    lbg: np.ndarray
+    ubg: np.ndarray
+    gname: list
+    slacks: list
+    blocks: dict
+    fns: dict
+
+
+def _nargs(fn: Any) -> int:
+    try:
+        return len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _inputs(ocp: OCP, u: Any, d: Any) -> Any:
+    """The model's ``Inputs`` tuple from one interval's control vector ``u`` and its
+    non-manipulated input vector ``d`` (symbolic)."""
+    group = ocp.model.layout.inputs
+    vals = []
+    for lf in group.leaves:
+        src, sl = ((u, ocp.control_slots[lf.name]) if lf.name in ocp.control_slots
+                   else (d, ocp.other_slots[lf.name]))
+        vals.append(src[sl.start] if not lf.shape else src[sl])
+    return group.from_leaves(vals)
+
+
+def _model(ocp: OCP, th: Any) -> Model:
+    names = ocp.theta_names
+    return ocp.model.with_params({n: th[i] for i, n in enumerate(names)}) if names else ocp.model
+
+
+def _rhs(model: Model, x: Any, u_in: Any) -> Any:
     st = model.layout.states
-    return st.ravel(model.rhs(0.0, st.unravel(x, casadi_ops), u, casadi_ops), casadi_ops)
+    return st.ravel(model.rhs(0.0, st.unravel(x, casadi_ops), u_in, casadi_ops), casadi_ops)
 
 
-def outputs_sx(model: Model, x: Any, u: Any) -> Any:
-    """The model's outputs on a CasADi state vector ``x``."""
+def _outputs(model: Model, x: Any, u_in: Any) -> Any:
     lay = model.layout
-    return lay.outputs.ravel(model.measure(0.0, lay.states.unravel(x, casadi_ops), u,
+    if not lay.outputs.size:
+        return ca.SX.zeros(0, 1)
+    return lay.outputs.ravel(model.measure(0.0, lay.states.unravel(x, casadi_ops), u_in,
                                            casadi_ops), casadi_ops)
 
 
-def state_sx(model: Model, x: Any) -> Any:
-    """The ``State`` tuple of a CasADi state vector (for objectives)."""
-    return model.layout.states.unravel(x, casadi_ops)
+def _stage(ocp: OCP, model: Model, x: Any, u_in: Any) -> Any:
+    return ocp.stage(model.layout.states.unravel(x, casadi_ops), u_in)
 
 
-def rk4(model: Model, x: Any, u_in: Any, h: Any, substeps: int) -> Any:
-    """``substeps`` RK4 steps over an interval of length ``h``; for a discrete-time
-    model, its own map once per sample in ``h``."""
-    st = model.layout.states
+def radau(degree: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Radau IIA points ``tau`` (with 0 prepended) and CasADi's collocation matrices
+    ``C`` (derivatives), ``D`` (end value), ``B`` (quadrature weights)."""
+    tau = np.append(0.0, ca.collocation_points(degree, "radau"))
+    C, D, B = ca.collocation_coeff(tau[1:])
+    return tau, np.asarray(C), np.asarray(D).ravel(), np.asarray(B).ravel()
+
+
+def interval_functions(ocp: OCP) -> dict[str, Any]:
+    """The CasADi Functions of one control interval, built once from the model's SX
+    equations: ``step`` (shooting / discrete) or ``coll`` (collocation), and ``out``
+    (outputs at a node).
+
+    Parameters
+    ----------
+    ocp : OCP
+        The problem (model, controls, transcription options).
+    """
+    lay = ocp.model.layout
+    nx, ny = lay.states.size, lay.outputs.size
+    x, u = ca.SX.sym("x", nx), ca.SX.sym("u", ocp.nu)
+    d, th, h = ca.SX.sym("d", ocp.nd), ca.SX.sym("th", len(ocp.theta_names)), ca.SX.sym("h")
+    model = _model(ocp, th)
+    u_in = _inputs(ocp, u, d)
+    fns = {"out": ca.Function("out", [x, u, d, th], [_outputs(model, x, u_in)])}
+    q = ca.SX(0.0)
+    xk = x
     if model.is_discrete:
-        dt = model.sample_time
-        for i in range(substeps):
-            x = st.ravel(model.step(i * dt, st.unravel(x, casadi_ops), u_in, dt, casadi_ops),
-                         casadi_ops)
-        return x
-    hs = h / substeps
-    for _ in range(substeps):
-        k1 = rhs_sx(model, x, u_in)
-        k2 = rhs_sx(model, x + hs / 2 * k1, u_in)
-        k3 = rhs_sx(model, x + hs / 2 * k2, u_in)
-        k4 = rhs_sx(model, x + hs * k3, u_in)
-        x = x + hs / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x
-
-
-def _substeps(ocp: OCP) -> int:
-    if ocp.model.is_discrete:  # one step of the model's map per sample
-        return int(round(ocp.h / ocp.model.sample_time))
-    return ocp.substeps
-
-
-def interval_steps(ocp: OCP, P: Any, h: Any) -> list[Any]:
-    """RK4 interval maps ``(x, u, p) -> x+`` as CasADi Functions, one shared Function
-    when no parameter or disturbance varies by interval."""
-    xs = ca.SX.sym("x", ocp.model.layout.states.size)
-    us = ca.SX.sym("u", ocp.nu)
-    uniform = not ocp.params and all(np.ndim(v) == 0 for v in ocp.disturbances.values())
-    steps: list[Any] = []
-    for k in range(1 if uniform else ocp.N):
-        model = ocp.interval_model(k, P)
-        steps.append(ca.Function(f"step{k}", [xs, us, P],
-                                 [rk4(model, xs, ocp.inputs_at(k, us), h, _substeps(ocp))]))
-    return steps * ocp.N if uniform else steps
+        st, dt = lay.states, model.sample_time
+        for i in range(ocp.substeps_per_interval):
+            if ocp.stage is not None:
+                q += dt * _stage(ocp, model, xk, u_in)
+            xk = st.ravel(model.step(i * dt, st.unravel(xk, casadi_ops), u_in, dt,
+                                     casadi_ops), casadi_ops)
+    else:
+        n = ocp.substeps_per_interval
+        hs = h / n
+        for _ in range(n):  # RK4 on the state and the stage integral together
+            k1 = _rhs(model, xk, u_in)
+            k2 = _rhs(model, xk + hs / 2 * k1, u_in)
+            k3 = _rhs(model, xk + hs / 2 * k2, u_in)
+            k4 = _rhs(model, xk + hs * k3, u_in)
+            if ocp.stage is not None:
+                q += hs / 6 * (_stage(ocp, model, xk, u_in)
+                               + 2 * _stage(ocp, model, xk + hs / 2 * k1, u_in)
+                               + 2 * _stage(ocp, model, xk + hs / 2 * k2, u_in)
+                               + _stage(ocp, model, xk + hs * k3, u_in))
+            xk = xk + hs / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    # the shooting map; with collocation it simulates the initial guess
+    fns["step"] = ca.Function("step", [x, u, d, th, h], [xk, q])
+    if ocp.stage is not None:
+        fns["stage"] = ca.Function("stage", [x, u, d, th], [_stage(ocp, model, x, u_in)])
+    if ocp.method != "collocation":
+        return fns
+    E, deg = ocp.elements, ocp.degree
+    _, C, D, B = radau(deg)
+    Xc = ca.SX.sym("Xc", nx, E * deg)
+    he = h / E
+    xs, q, res, ys = x, ca.SX(0.0), [], []
+    for e in range(E):
+        pts = Xc[:, e * deg:(e + 1) * deg]
+        Z = ca.horzcat(xs, pts)
+        Pidot = Z @ ca.DM(C)
+        for j in range(deg):
+            res.append(he * _rhs(model, pts[:, j], u_in) - Pidot[:, j])
+            ys.append(_outputs(model, pts[:, j], u_in))
+            if ocp.stage is not None:
+                q += he * B[j] * _stage(ocp, model, pts[:, j], u_in)
+        xs = Z @ ca.DM(D)
+    fns["coll"] = ca.Function("coll", [x, Xc, u, d, th, h],
+                              [ca.horzcat(*res), xs, q,
+                               ca.horzcat(*ys) if ny else ca.SX.zeros(0, E * deg)])
+    return fns
 
 
 def control_bounds(ocp: OCP) -> tuple[np.ndarray, np.ndarray]:
@@ -106,196 +204,173 @@ def control_bounds(ocp: OCP) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(lo_u, dtype=float), np.asarray(hi_u, dtype=float)
 
 
-def initial_guess(ocp: OCP, x0: np.ndarray, u: np.ndarray, steps: Any = None) -> np.ndarray:
-    """States at the nodes under the guessed controls ``u`` (intervals × controls),
-    integrated with RK4: a feasible starting point for IPOPT."""
-    steps = ocp.steps if steps is None else steps  # built with the NLP
-    p = ocp.p_values()
-    out = [x0]
-    for k in range(ocp.N):
-        out.append(np.asarray(steps[k](out[-1], u[min(k, len(u) - 1)], p)).ravel())
-    return np.array(out)
+class _Builder:
+    """Accumulates decision blocks and constraint rows of the NLP."""
+
+    def __init__(self) -> None:
+        self.w: list[Any] = []
+        self.lbw: list[np.ndarray] = []
+        self.ubw: list[np.ndarray] = []
+        self.blocks: dict[str, slice] = {}
+        self.n = 0
+        self.g: list[Any] = []
+        self.lbg: list[np.ndarray] = []
+        self.ubg: list[np.ndarray] = []
+        self.gname: list[str] = []
+
+    def var(self, name: str, sym: Any, lo: Any, hi: Any) -> Any:
+        size = sym.numel()
+        self.w.append(ca.vec(sym))
+        self.lbw.append(np.broadcast_to(np.asarray(lo, float), (size,)).ravel())
+        self.ubw.append(np.broadcast_to(np.asarray(hi, float), (size,)).ravel())
+        self.blocks[name] = slice(self.n, self.n + size)
+        self.n += size
+        return sym
+
+    def con(self, expr: Any, lo: Any, hi: Any, names: list[str]) -> None:
+        expr = ca.vec(expr)
+        size = expr.numel()
+        if not size:
+            return
+        assert len(names) == size, (len(names), size)
+        self.g.append(expr)
+        self.lbg.append(np.broadcast_to(np.asarray(lo, float), (size,)).ravel())
+        self.ubg.append(np.broadcast_to(np.asarray(hi, float), (size,)).ravel())
+        self.gname += names
 
 
-def transcribe(ocp: OCP, soften_all: bool = False) -> dict[str, Any]:
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def transcribe(ocp: OCP, soften_all: bool = False) -> NLP:
     """Build the NLP of ``ocp``; with ``soften_all`` every constraint gets a slack
-    (diagnosis). The returned dict also holds the NLP parameters ``P``, the symbolic
-    interval length ``h`` and the interval maps ``steps``."""
+    (diagnosis).
+
+    Parameters
+    ----------
+    ocp : OCP
+        The problem.
+    soften_all : bool
+        Give every state/output constraint a slack (weight 1e4) and leave only the
+        dynamics hard: the least-violation problem of the diagnosis.
+    """
     lay = ocp.model.layout
-    nx, nu, N = lay.states.size, ocp.nu, ocp.N
-    w, lbw, ubw, w0 = [], [], [], []
-    g, lbg, ubg, gname = [], [], [], []
-    slacks: list[tuple[str, Any, float]] = []
-    x0 = ocp.x0_vector()
-    # NLP parameters: runtime model parameters, previous inputs, horizon length
-    P = ca.SX.sym("p", len(ocp.runtime) + nu + 1)
-    h = P[-1] / N
-    steps = interval_steps(ocp, P, h)
-    X = [ca.SX.sym(f"X_{k}", nx) for k in range(N + 1)]
-    # physical state bounds (e.g. S ≥ 0: the kinetics are singular below) on every
-    # node and collocation point keep IPOPT's iterates where the model is defined
-    lo_b, hi_b = lay.states.bounds(strict_margin=1e-9)
-    lo_x, hi_x = list(lo_b), list(hi_b)
-    state_names = lay.states.flat_names()
-    U = [ca.SX.sym(f"U_{k}", nu) for k in range(ocp.M)]
-    Uk = [U[min(k, ocp.M - 1)] for k in range(N)]
-    lo_arr, hi_arr = control_bounds(ocp)
-    lo_u, hi_u = list(lo_arr), list(hi_arr)
-    u_guess: list[float] = []
-    for c, sl in ocp.control_slots.items():
-        lf = lay.inputs.leaf(c)
-        u_guess += list(np.clip(np.broadcast_to(ocp.u_prev.get(c, lf.var.default),
-                                                (lf.size,)), lo_arr[sl], hi_arr[sl]))
-    u_rows = np.tile(u_guess, (ocp.M, 1))
-    guess = initial_guess(ocp, x0, u_rows, steps)
-    for k in range(N + 1):
-        w.append(X[k])
-        if k == 0:
-            lbw += list(x0)
-            ubw += list(x0)
-        else:
-            lbw += lo_x
-            ubw += hi_x
-        w0 += list(guess[k])
-    for k in range(ocp.M):
-        w.append(U[k])
-        lbw += lo_u
-        ubw += hi_u
-        w0 += list(u_rows[k])
-    J = 0
-    # dynamics
-    for k in range(N):
-        model = ocp.interval_model(k, P)
-        u_in = ocp.inputs_at(k, Uk[k])
-        if ocp.method in ("shooting", "discrete"):
-            g.append(X[k + 1] - rk4(model, X[k], u_in, h, _substeps(ocp)))
-            lbg += [0.0] * nx
-            ubg += [0.0] * nx
-            gname += [f"continuity {s} at {ocp.at_node(k + 1)}" for s in state_names]
-        else:
-            tau = np.append(0.0, ca.collocation_points(ocp.degree, "radau"))
-            C, D, _B = ca.collocation_coeff(tau[1:])
-            Xc = [ca.SX.sym(f"Xc_{k}_{j}", nx) for j in range(ocp.degree)]
-            for j, xc in enumerate(Xc):
-                w.append(xc)
-                lbw += lo_x
-                ubw += hi_x
-                w0 += list(guess[k] + tau[j + 1] * (guess[k + 1] - guess[k]))
-            Z = ca.horzcat(X[k], *Xc)
-            Pidot = Z @ C
-            for j in range(ocp.degree):
-                g.append(h * rhs_sx(model, Xc[j], u_in) - Pidot[:, j])
-                lbg += [0.0] * nx
-                ubg += [0.0] * nx
-                gname += [f"collocation {s} at {ocp.at_node(k + tau[j + 1])}"
-                          for s in state_names]
-            g.append(X[k + 1] - Z @ D)
-            lbg += [0.0] * nx
-            ubg += [0.0] * nx
-            gname += [f"continuity {s} at {ocp.at_node(k + 1)}" for s in state_names]
-        if ocp.stage is not None:
-            J += h * ocp.stage(state_sx(model, X[k]), u_in)
-    # input rate limits and move penalties; the previous inputs are NLP parameters, one per
-    # element of the control vector
-    n_run = len(ocp.runtime)
-    for c, sl in ocp.control_slots.items():
-        prev = P[n_run + sl.start:n_run + sl.stop] if c in ocp.u_prev else None
-        for k in range(ocp.M):
-            if k == 0 and prev is None:
-                continue
-            du = U[k][sl] - (prev if k == 0 else U[k - 1][sl])
-            n_c = sl.stop - sl.start
-            if c in ocp.rate:
-                g.append(du)
-                rate = np.broadcast_to(ocp.rate[c], (n_c,))
-                lbg += list(-rate)
-                ubg += list(rate)
-                gname += [f"rate of `{c}` at {ocp.at_node(k)}"] * n_c
-            if c in ocp.du_weight:
-                J += ocp.du_weight[c] * ca.sumsqr(du)
-    objective = J
-    if ocp.mayer is not None:
-        objective += ocp.mayer(state_sx(ocp.model, X[N]))
-    # state/output bounds
-    groups = [(n, v, range(1, N + 1), False) for n, v in ocp.path.items()]
-    groups += [(n, v, [N], True) for n, v in ocp.terminal.items()]
-    for name, ((lo, hi), soft), nodes, is_terminal in groups:
-        for k in nodes:
-            kk = min(k, N - 1)
-            model = ocp.interval_model(kk, P)
-            if name in lay.states:
-                lf = lay.states.leaf(name)
-                expr = X[k][lf.start:lf.stop]
-            else:
-                lf = lay.outputs.leaf(name)
-                expr = outputs_sx(model, X[k], ocp.inputs_at(kk, Uk[kk]))[lf.start:lf.stop]
-            where = "end" if is_terminal else ocp.at_node(k)
-            weight = soft if soft is not None else (1e4 if soften_all else None)
-            for bound, sign, word in ((lo, -1.0, "≥"), (hi, 1.0, "≤")):
-                if bound is None:
-                    continue
-                for e, el in enumerate(lf.flat_names()):
-                    label = f"`{el}` {word} {bound:g} at {where}"
-                    if weight is not None:
-                        s = ca.SX.sym("s")
-                        w.append(s)
-                        lbw.append(0.0)
-                        ubw.append(np.inf)
-                        w0.append(0.0)
-                        slacks.append((label, s, weight))
-                        objective += weight * s
-                        g.append(sign * (expr[e] - bound) - s)
-                    else:
-                        g.append(sign * (expr[e] - bound))
-                    lbg.append(-np.inf)
-                    ubg.append(0.0)
-                    gname.append(label)
-    nlp = {"x": ca.vertcat(*w), "f": objective, "g": ca.vertcat(*g), "p": P}
-    # outputs at the nodes (inputs of the interval that starts there; last repeats)
-    ys = [outputs_sx(ocp.interval_model(min(k, N - 1), P), X[k],
-                     ocp.inputs_at(min(k, N - 1), Uk[min(k, N - 1)])) for k in range(N + 1)]
-    wsym = nlp["x"]
-    extract = ca.Function("plan", [wsym, P],
-                          [ca.horzcat(*X), ca.horzcat(*U), ca.horzcat(*ys),
-                           ca.vertcat(*[sl for _, sl, _ in slacks]) if slacks
-                           else ca.DM.zeros(0, 1)])
-    return dict(nlp=nlp, lbw=np.array(lbw, float), ubw=np.array(ubw, float),
-                w0=np.array(w0, float), lbg=np.array(lbg, float), ubg=np.array(ubg, float),
-                gname=gname, slacks=slacks, extract=extract, P=P, h=h, steps=steps)
-
-
-def plan_dataset(ocp: OCP, prob: dict, w_opt: np.ndarray) -> xr.Dataset:
-    """The solution ``w_opt`` as a Dataset: states and outputs at the nodes, controls,
-    slacks of soft constraints."""
-    from processtwin.dataset import build, dim_coords, leaf_items
-
-    lay = ocp.model.layout
-    Xv, Uv, Yv, Sv = (np.asarray(a) for a in prob["extract"](w_opt, ocp.p_values()))
-    # IPOPT may leave a control a hair (~1e-8) outside its bounds: the plan is what an
-    # actuator gets, and what `simulate` re-checks, so it is clipped onto them
+    nx, nu, N, M = lay.states.size, ocp.nu, ocp.N, ocp.M
+    fns = interval_functions(ocp)
+    b = _Builder()
+    # NLP parameters
+    nth, nd = len(ocp.theta_names), ocp.nd
+    P = ca.MX.sym("p", nth * N + nd * N + nu + 1)
+    TH = ca.reshape(P[:nth * N], nth, N)
+    D = ca.reshape(P[nth * N:nth * N + nd * N], nd, N)
+    prev = P[nth * N + nd * N:nth * N + nd * N + nu]
+    # decision variables
+    lo_x, hi_x = lay.states.bounds(strict_margin=1e-9)  # where the model is defined
+    X = b.var("X", ca.MX.sym("X", nx, N + 1), np.tile(lo_x, N + 1), np.tile(hi_x, N + 1))
     lo_u, hi_u = control_bounds(ocp)
-    Uv = np.clip(Uv.reshape(ocp.nu, -1), lo_u[:, None], hi_u[:, None])
-    Uv = np.concatenate([Uv, np.repeat(Uv[:, -1:], ocp.N + 1 - Uv.shape[1], axis=1)],
-                        axis=1)
-    t = np.arange(ocp.N + 1) * ocp.h
-    taken: set[str] = set()
-    data: dict[str, Any] = dict(leaf_items(lay.states, Xv.T, "state", ("time",), taken=taken))
-    u_full = np.tile(lay.inputs.defaults(), (ocp.N + 1, 1))
+    U = b.var("U", ca.MX.sym("U", nu, M), np.tile(lo_u, M), np.tile(hi_u, M))
+    Uk = ca.horzcat(U, ca.repmat(U[:, M - 1], 1, N - M)) if N > M else U
+    Xc = None
+    if ocp.method == "collocation":
+        K = ocp.elements * ocp.degree
+        Xc = b.var("Xc", ca.MX.sym("Xc", nx, N * K), np.tile(lo_x, N * K),
+                   np.tile(hi_x, N * K))
+    if ocp.free_time is not None:
+        lo_T, hi_T = ocp.free_time
+        T = b.var("T", ca.MX.sym("T"), lo_T, hi_T)
+    else:
+        T = P[-1]
+    h = T / N
+    hrow = ca.repmat(h, 1, N)
+    names = lay.states.flat_names()
+    J: Any = 0
+    # dynamics
+    if Xc is None:
+        Xn, Q = fns["step"].map(N)(X[:, :N], Uk, D, TH, hrow)
+        b.con(X[:, 1:] - Xn, 0.0, 0.0,
+              [f"continuity {s} at {ocp.at_node(k + 1)}" for k in range(N) for s in names])
+        Yc = None
+    else:
+        K = ocp.elements * ocp.degree
+        tau, *_ = radau(ocp.degree)
+        pos = [(e + tau[j + 1]) / ocp.elements for e in range(ocp.elements)
+               for j in range(ocp.degree)]
+        Xc3 = ca.horzsplit(Xc, list(range(0, N * K + 1, K)))
+        RES, Xn, Q, Yc = fns["coll"].map(N)(X[:, :N], ca.horzcat(*Xc3), Uk, D, TH, hrow)
+        b.con(RES, 0.0, 0.0, [f"collocation {s} at {ocp.at_node(k + p)}" for k in range(N)
+                              for p in pos for s in names])
+        b.con(X[:, 1:] - Xn, 0.0, 0.0,
+              [f"continuity {s} at {ocp.at_node(k + 1)}" for k in range(N) for s in names])
+    J += ca.sum2(Q)
+    # input rate limits and move penalties (the previous input is an NLP parameter)
     for c, sl in ocp.control_slots.items():
-        lf = lay.inputs.leaf(c)
-        u_full[:, lf.start:lf.stop] = Uv[sl].T
-    for name, (dims, v, attrs) in leaf_items(lay.inputs, u_full, "input", ("time",),
-                                             taken=taken, prefix="u_"):
-        if name.removeprefix("u_") in ocp.control_slots:
-            data[name] = (dims, v, {**attrs, "interpolation": "hold"})
-    data.update(leaf_items(lay.outputs, Yv.T, "output", ("time",), taken=taken, prefix="y_"))
-    if prob["slacks"]:
-        vals = Sv.ravel()
-        data["slack"] = (("constraint",), vals, {"long_name": "violation of soft constraints",
-                                                 "role": "diagnostic"})
-    coords: dict[str, Any] = {"time": ("time", t, {"units": ocp.model.time_unit}),
-                              **dim_coords(lay.dims)}
-    if prob["slacks"]:
-        coords["constraint"] = ("constraint", [ocp.label(lbl) for lbl, _, _ in prob["slacks"]])
-    return build(data, coords, {"model": ocp.model.name, "method": ocp.method,
-                                "intervals": ocp.N})
+        n_c = sl.stop - sl.start
+        first = 0 if c in ocp.u_prev else 1
+        if M <= first:
+            continue
+        left = ca.horzcat(prev[sl], U[sl, :M - 1]) if first == 0 else U[sl, :M - 1]
+        du = U[sl, first:] - left
+        if c in ocp.rate:
+            rate = np.broadcast_to(ocp.rate[c], (n_c,))
+            b.con(du, np.tile(-rate, M - first), np.tile(rate, M - first),
+                  [f"rate of `{c}` at {ocp.at_node(k)}" for k in range(first, M)
+                   for _ in range(n_c)])
+        if c in ocp.du_weight:
+            J += ocp.du_weight[c] * ca.sumsqr(du)
+    if ocp.mayer is not None:
+        xN = ca.SX.sym("xN", nx)
+        tf = ca.SX.sym("tf")
+        xs = lay.states.unravel(xN, casadi_ops)
+        val = ocp.mayer(xs, tf) if _nargs(ocp.mayer) >= 2 else ocp.mayer(xs)
+        J += ca.Function("mayer", [xN, tf], [val])(X[:, N], T)
+    if ocp.time_weight:
+        J += ocp.time_weight * T
+    # state and output bounds: every node after the first (path) and, with collocation,
+    # every collocation point, or the final node (terminal)
+    Ynodes = fns["out"].map(N + 1)(X, ca.horzcat(Uk, Uk[:, N - 1]), ca.horzcat(D, D[:, N - 1]),
+                                   ca.horzcat(TH, TH[:, N - 1])) if lay.outputs.size else None
+    slacks: list[tuple[str, float]] = []
+    soft_rows: list[tuple[Any, float, float, list[str]]] = []  # expr, sign, bound, labels
+    hard: list[tuple[Any, Any, Any, list[str]]] = []
+    groups = [(n, v, False) for n, v in ocp.path.items()]
+    groups += [(n, v, True) for n, v in ocp.terminal.items()]
+    for name, ((lo, hi), soft), is_terminal in groups:
+        is_state = name in lay.states
+        lf = lay.states.leaf(name) if is_state else lay.outputs.leaf(name)
+        src = X if is_state else Ynodes
+        if is_terminal:
+            expr = src[lf.start:lf.stop, N]
+            where = ["end"]
+        else:
+            expr = src[lf.start:lf.stop, 1:]
+            where = [ocp.at_node(k) for k in range(1, N + 1)]
+            if Xc is not None:  # and at every collocation point
+                pts = (Xc if is_state else Yc)[lf.start:lf.stop, :]
+                expr = ca.horzcat(expr, pts)
+                where += [ocp.at_node(k + p) for k in range(N) for p in pos]
+        labels_of = [(f"`{el}`", w) for w in where for el in lf.flat_names()]
+        weight = soft if soft is not None else (1e4 if soften_all else None)
+        for bound, sign, word in ((lo, -1.0, "≥"), (hi, 1.0, "≤")):
+            if bound is None:
+                continue
+            labels = [f"{el} {word} {bound:g} at {w}" for el, w in labels_of]
+            if weight is None:
+                hard.append((sign * (ca.vec(expr) - bound), -np.inf, 0.0, labels))
+            else:
+                soft_rows.append((ca.vec(expr), sign, bound, labels))
+                slacks += [(lbl, float(weight)) for lbl in labels]
+    for row in hard:
+        b.con(*row)
+    if slacks:
+        S = b.var("S", ca.MX.sym("S", len(slacks)), 0.0, np.inf)
+        i = 0
+        for expr, sign, bound, labels in soft_rows:
+            n = len(labels)
+            b.con(sign * (expr - bound) - S[i:i + n], -np.inf, 0.0, labels)
+            i += n
+        J += ca.dot(ca.DM([wt for _, wt in slacks]), S)
+    nlp = {"x": ca.vertcat(*b.w), "f": J, "g": ca.vertcat(*b.g) if b.g else ca.MX(0, 1),
+           "p": P}
+    return NLP(nlp, _cat(b.lbw), _cat(b.ubw), _cat(b.lbg), _cat(b.ubg), b.gname, slacks,
+               b.blocks, fns)

@@ -73,7 +73,7 @@ def test_recommendation_reports_units_benefit_and_constraints(loops):
     assert rec.benefit > 0 and "final product concentration" in rec.objective
     assert any("`X` ≤ 3.7" in a for a in rec.active)
     text = str(rec)
-    assert "F = " in text and "L/h" in text and "Solve_Succeeded" in text
+    assert "F = " in text and "L/h" in text and "converged (Solve_Succeeded)" in text
 
 
 def test_deadline_falls_back_to_last_good_plan():

@@ -378,10 +378,10 @@ def _ocp(case: Case, controls: Any = None) -> OCP:
     return ocp.minimise(mayer=mayer, stage=stage)
 
 
-def _constraint_jacobian(ocp: OCP, prob: dict) -> np.ndarray:
-    nlp = prob["nlp"]
+def _constraint_jacobian(ocp: OCP, prob) -> np.ndarray:
+    nlp = prob.nlp
     fn = ca.Function("jac_g", [nlp["x"], nlp["p"]], [ca.jacobian(nlp["g"], nlp["x"])])
-    return np.asarray(ca.densify(fn(prob["w0"], ocp.p_values())), dtype=float)
+    return np.asarray(ca.densify(fn(ocp.initial_point(), ocp.p_values())), dtype=float)
 
 
 def test_ocp_builds_with_finite_constraint_jacobian(case: Case):
@@ -392,10 +392,10 @@ def test_ocp_builds_with_finite_constraint_jacobian(case: Case):
         assert ocp.controls == (manipulated if controls is None else ())
         prob = ocp.build()
         jac = _constraint_jacobian(ocp, prob)
-        assert jac.shape == (prob["lbg"].size, prob["w0"].size)
+        assert jac.shape == (prob.lbg.size, prob.lbw.size)
         assert np.all(np.isfinite(jac)), f"{case.name}: non-finite constraint Jacobian"
         assert np.count_nonzero(jac) > 0
-        assert np.all(np.isfinite(prob["w0"]))
+        assert np.all(np.isfinite(ocp.initial_point()))
 
 
 def test_ocp_solves(case: Case):
