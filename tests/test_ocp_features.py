@@ -139,3 +139,27 @@ def test_numerical_failure_is_called_numerical():
         ocp.solve()
     assert err.value.status in ("numerical", "failed")
     assert err.value.status != "infeasible"
+
+
+def test_docs_page_fishing_benchmark(tmp_path):
+    """The model of docs/optimisation.md, loaded from a file as a user would, reaches the
+    published relaxed optimum of the Lotka-Volterra fishing problem, 1.34408 (Sager et al.
+    2006, mintOC), converging from above as the grid is refined."""
+    import re
+    from pathlib import Path
+
+    from processtwin.registry import load_model
+
+    page = (Path(__file__).parents[1] / "docs" / "optimisation.md").read_text()
+    (tmp_path / "fishing.py").write_text(re.findall(r"```python\n(.*?)```", page, re.S)[0])
+    model = load_model(f"{tmp_path / 'fishing.py'}:Fishing")
+    values = []
+    for n in (120, 240):
+        ocp = OCP(model, 12.0, n, elements=2).minimise(
+            stage=lambda x, u: (x.prey - 1.0) ** 2 + (x.predator - 1.0) ** 2)
+        res = ocp.solve(tol=1e-10)
+        values.append(res.objective)
+        check = ocp.verify(res)
+        assert abs(check["objective_resimulated"] - res.objective) < 1e-6
+    assert 1.34408 - 1e-5 < values[1] < values[0]
+    assert values[1] - 1.34408 < 1e-4
