@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from processtwin.model import Model, Var, param, variables
+from processtwin.model import Limit, Model, Objective, Var, param, variables
 
 __all__ = ["Bioreactor", "BioreactorInputs", "BioreactorOutputs", "BioreactorState"]
 
@@ -102,6 +102,27 @@ class Bioreactor(Model):
     Inputs: ClassVar[type] = BioreactorInputs
     Outputs: ClassVar[type] = BioreactorOutputs
     time_unit: ClassVar[str] = "h"
+    #: Batch outcomes to maximise: the final product concentration (Srinivasan et al. 2003,
+    #: do-mpc's ``batch_reactor``), the final product mass, and the product mass per batch
+    #: hour (with a free batch length); feed moves penalised by 1 (L/h)⁻² (singular arc).
+    objectives: ClassVar[dict] = {
+        "product": Objective("final product concentration P(T)", "g/L",
+                             terminal=lambda m, x, T, ops: x.P, du_weight=1.0),
+        "product_mass": Objective("final product mass P(T) V(T)", "g",
+                                  terminal=lambda m, x, T, ops: x.P * x.V / 1000.0,
+                                  du_weight=1.0),
+        "productivity": Objective("product mass per batch hour P(T) V(T) / T", "g/h",
+                                  terminal=lambda m, x, T, ops: x.P * x.V / 1000.0 / T,
+                                  free_time=True, du_weight=1.0),
+    }
+    #: The operating envelope of the benchmark (do-mpc's ``batch_reactor``): feed pump
+    #: 0–0.2 L/h, biomass ≤ 3.7 g/L (broth viscosity), oxygen uptake within the vessel's
+    #: transfer capacity.
+    limits: ClassVar[dict] = {
+        "F": Limit(0.0, 0.2, "feed pump capacity"),
+        "X": Limit(None, 3.7, "broth viscosity / oxygen transfer"),
+        "OUR": Limit(None, "OTR_max", "vessel oxygen transfer capacity"),
+    }
 
     def growth_rate(self, S: Any) -> Any:
         """Haldane specific growth rate μ(S) [1/h]."""

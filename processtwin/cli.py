@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from .cli_values import (
     label,
@@ -15,7 +16,6 @@ from .cli_values import (
     parse_inputs,
     parse_params,
     parse_x0,
-    require_fed_batch,
     summary,
 )
 
@@ -171,7 +171,6 @@ def simulate_cmd(model: str | None, model_opt: str | None, until: float, every: 
 
     MODEL is a name (see `processtwin models`), path/to/plant.py:Name or
     package.module:Name."""
-    import numpy as np
 
     from .io import save
     from .simulate import simulate
@@ -245,7 +244,6 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
                  inputs_apply: str, noise: tuple[str, ...], gates: tuple[str, ...],
                  observability: bool, out: Path | None) -> None:
     """Estimate states (and parameters) of MODEL from plant data (EKF, UKF or MHE)."""
-    import numpy as np
 
     from .estimate import ExtendedKalmanFilter, UnscentedKalmanFilter
     from .io import read_measurements, save
@@ -322,54 +320,133 @@ def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
         click.echo(f"wrote {out}")
 
 
+def _limits(items: tuple[str, ...]) -> dict[str, Any]:
+    from .goals import parse_limit
+
+    out: dict[str, Any] = {}
+    for text in items:
+        if text.endswith("=none"):  # drop a declared limit
+            out[text.removesuffix("=none")] = None
+            continue
+        name, lim = parse_limit(text)
+        out[name] = lim
+    return out
+
+
+def _free_time(text: str | None, unit: str) -> tuple[float, float] | None:
+    from .errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--free-time must be LOW:HIGH [{unit}], got {text!r}.") from None
+    return lo, hi
+
+
+def _objective_options(f: Any) -> Any:
+    f = click.option("--objective", default=None,
+                     help="A name the model declares (see `processtwin models MODEL`) or an "
+                          "expression: 'max P*V', 'min integral(F)'. Default: the model's "
+                          "first.")(f)
+    f = click.option("--limit", "limits", multiple=True, metavar="LIMIT",
+                     help="An operating limit, adding to or replacing the model's: "
+                          "'X<=3.7', '0<=F<=0.1', 'V<=150 at end', 'OUR<=OTR_max'; "
+                          "'NAME=none' drops one.")(f)
+    return click.option("--du-weight", "du_weight", type=float, default=None,
+                        help="Weight of squared control moves [objective units per (input "
+                             "units)^2]; default the objective's.")(f)
+
+
+def _show_controls(m: Any, plan: Any, controls: tuple[str, ...], h: float) -> None:
+    inputs = m.inputs()
+    for c in controls:
+        v = np.asarray(plan[c].values, float)[:-1]
+        click.echo(f"  {c} [{inputs[c].units}]: first {summary(v[0])}; max {v.max():.4g}, "
+                   f"min {v.min():.4g}; integral {float(v.sum(axis=0).sum() * h):.4g} "
+                   f"{inputs[c].units}·{m.time_unit}")
+
+
 @main.command("optimise")
 @_model_argument
-@click.option("--until", type=float, default=150.0, show_default=True,
-              help="Batch length [model time unit].")
+@click.option("--until", type=float, required=True,
+              help="Horizon (batch length) [model time unit]; the initial guess with "
+                   "--free-time.")
 @click.option("--intervals", type=int, default=50, show_default=True,
-              help="Control intervals (feed constant on each).")
-@click.option("--objective", default="product", show_default=True,
-              type=click.Choice(["product", "product_mass"]))
-@click.option("--f-max", "f_max", type=float, default=0.2, show_default=True,
-              help="Pump capacity [L/h].")
-@click.option("--x-max", "x_max", type=float, default=3.7, show_default=True,
-              help="Biomass limit [g/L].")
-@click.option("--v-max", "v_max", type=float, default=None, help="Final volume limit [L].")
+              help="Control intervals (each control constant on each).")
+@_objective_options
 @click.option("--method", default="collocation", show_default=True,
               type=click.Choice(["collocation", "shooting"]))
+@click.option("--elements", type=int, default=1, show_default=True,
+              help="Collocation elements per interval.")
+@click.option("--starts", type=int, default=1, show_default=True,
+              help="Multistart: the default start plus STARTS-1 sampled in the bounds.")
+@click.option("--free-time", "free_time", default=None, metavar="LOW:HIGH",
+              help="Free final time within these bounds [model time unit].")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Parameter value.")
 @click.option("--x0", "x0", multiple=True, metavar="NAME=VALUE", help="Initial state value.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the plan Dataset here.")
 def optimise_cmd(model: str | None, model_opt: str | None, until: float, intervals: int,
-                 objective: str, f_max: float, x_max: float, v_max: float | None, method: str,
+                 objective: str | None, limits: tuple[str, ...], du_weight: float | None,
+                 method: str, elements: int, starts: int, free_time: str | None,
                  params: tuple[str, ...], x0: tuple[str, ...], out: Path | None) -> None:
-    """Optimise the feed recipe of a whole batch of MODEL (golden batch; a fed batch with
-    feed `F` and states `X`, `P`, `V`, as `bioreactor`)."""
+    """Optimise MODEL's manipulated inputs over a whole batch (a recipe): the objective and
+    the operating limits the model declares, or those given. A failed solve exits non-zero
+    and prints no recipe."""
+    from .errors import ConfigError
     from .io import save
-    from .solvers import golden_batch, outcome_value
+    from .solvers import golden_batch
 
     m = _load(model, model_opt)
-    require_fed_batch(m, "optimise", oxygen=True)
     p = parse_params(m, params)
     m = m.replace(**p) if p else m
     x = parse_x0(m, x0)
+    if not (np.isfinite(until) and until > 0):
+        raise ConfigError(f"--until must be a time > 0 [{m.time_unit}], got {until:g}.")
     res = golden_batch(m, horizon=until, intervals=intervals, objective=objective, x0=x,
-                       F_max=f_max, X_max=x_max, V_max=v_max, method=method)
+                       limits=_limits(limits), du_weight=du_weight, method=method,
+                       elements=elements, starts=starts,
+                       free_time=_free_time(free_time, m.time_unit))
     plan = res.plan
+    T = float(plan["time"].values[-1])
     click.echo(f"{m.name}: {res.status} ({res.solver_status}) in "
-               f"{res.stats['iterations']} iterations "
-               f"({res.stats['wall_time_s']:.2f} s, {method})")
-    click.echo(f"  {plan.attrs['objective_doc']}: {outcome_value(objective, plan):.5g}")
-    F = plan["F"].values
-    click.echo(f"  feed F [L/h]: first {F[0]:.4g}, max {F.max():.4g}, last {F[-2]:.4g}; "
-               f"fed volume {float((F[:-1] * (until / intervals)).sum()):.3g} L")
+               f"{res.stats['iterations']} iterations ({res.stats['wall_time_s']:.2f} s, "
+               f"{method}{f', best of {starts} starts' if starts > 1 else ''})")
+    click.echo(f"  {plan.attrs['objective_doc']}: {res.stats['outcome']:.5g} "
+               f"{plan.attrs['objective_units']}" + (f" (T = {T:.4g} {m.time_unit})"
+                                                     if free_time else ""))
+    controls = tuple(c for c in m.layout.inputs.names if c in plan)
+    _show_controls(m, plan, controls, T / intervals)
     if res.active:
         shown = ", ".join(dict.fromkeys(a.split(" at ")[0] for a in res.active))
         click.echo(f"  active constraints: {shown}")
     if out is not None:
         save(plan, out)
         click.echo(f"wrote {out}")
+
+
+def _estimate_file(path: Path, m: Any) -> Any:
+    from .io import load
+
+    try:
+        est = load(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a usage error
+        raise click.UsageError(f"{path} is not a readable estimate file ({exc}); write one "
+                               "with `processtwin estimate ... --out est.nc`.") from None
+    names = m.layout.states.names
+    missing = [s for s in names if s not in est]
+    if missing:
+        raise click.UsageError(f"{path}: no estimate of state(s) {', '.join(missing)} of "
+                               f"model `{m.name}`; write one with `processtwin estimate`.")
+    no_sd = [s for s in names if f"{s}_std" not in est]
+    if no_sd or "time" not in est.coords or est.sizes.get("time", 0) < 1:
+        raise click.UsageError(f"{path} holds states but no estimate (no "
+                               f"`{(no_sd or names)[0]}_std`): it looks like a plan, a "
+                               "simulation or a plant record; write an estimate with "
+                               "`processtwin estimate`.")
+    return est
 
 
 @main.command("recommend")
@@ -381,43 +458,43 @@ def optimise_cmd(model: str | None, model_opt: str | None, until: float, interva
               help="Prediction horizon [model time unit].")
 @click.option("--interval", type=float, default=1.0, show_default=True,
               help="Control interval [model time unit].")
-@click.option("--objective", default="product", show_default=True,
-              type=click.Choice(["product", "product_mass"]))
-@click.option("--feed", type=float, default=0.0, show_default=True,
-              help="Feed being applied now [L/h].")
-@click.option("--f-max", "f_max", type=float, default=0.2, show_default=True,
-              help="Pump capacity [L/h].")
-@click.option("--x-max", "x_max", type=float, default=3.7, show_default=True,
-              help="Biomass limit [g/L].")
+@_objective_options
+@click.option("--u", "u_now", multiple=True, metavar="NAME=VALUE",
+              help="A manipulated input's value applied now [input units] (default its "
+                   "declared default).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the planned trajectory here.")
 def recommend_cmd(model: str | None, model_opt: str | None, state_path: Path, horizon: float,
-                  interval: float, objective: str, feed: float, f_max: float, x_max: float,
-                  out: Path | None) -> None:
-    """Recommend MODEL's next setpoints from the latest estimate (NMPC over --horizon; a fed
-    batch with feed `F` and states `X`, `P`, `V`, as `bioreactor`)."""
-    from .io import load, save
+                  interval: float, objective: str | None, limits: tuple[str, ...],
+                  du_weight: float | None, u_now: tuple[str, ...], out: Path | None) -> None:
+    """Recommend MODEL's next setpoints from the latest estimate (NMPC over --horizon with
+    the model's objective and limits, or those given). A failed solve says FALLBACK and
+    exits non-zero."""
+    from .errors import ConfigError
+    from .io import save
     from .solvers import BatchNMPC
 
     m = _load(model, model_opt)
-    require_fed_batch(m, "recommend", oxygen=False)
-    est = load(state_path)
-    names = m.layout.states.names
-    missing = [s for s in names if s not in est]
-    if missing:
-        raise click.UsageError(f"{state_path}: no estimate of state(s) "
-                               f"{', '.join(missing)}; write it with `processtwin estimate`.")
+    for what, v in (("--horizon", horizon), ("--interval", interval)):
+        if not (np.isfinite(v) and v > 0):
+            raise ConfigError(f"{what} must be a time > 0 [{m.time_unit}], got {v:g}.")
+    est = _estimate_file(state_path, m)
     last = est.isel(time=-1)
     t_now = float(last["time"])
-    x = {s: float(last[s]) for s in names}
+    x = {s: np.asarray(last[s].values, float) for s in m.layout.states.names}
+    x = {k: float(v) if v.ndim == 0 else v for k, v in x.items()}
     params = {p: float(last[p]) for p in est.attrs.get("estimated_parameters", "").split()}
+    u = {k: number(v, k, "--u") for k, v in parse_assignments(u_now, "--u").items()}
     nmpc = BatchNMPC(m, batch_end=t_now + horizon, interval=interval, objective=objective,
-                     F_max=f_max, X_max=x_max)
-    rec = nmpc.recommend(t_now, x, params=params, u_now=feed)
+                     limits=_limits(limits), du_weight=du_weight)
+    rec = nmpc.recommend(t_now, x, params=params, u_now=u)
     click.echo(str(rec))
     if rec.plan is not None and out is not None:
         save(rec.plan, out)
         click.echo(f"wrote {out}")
+    if rec.fallback:
+        raise click.ClickException("the optimiser failed: the setpoints above are a "
+                                   "fallback, not an optimised plan.")
 
 
 @main.command("demo")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 __all__ = ["label", "number", "numbers", "parse_assignments", "parse_inputs", "parse_params",
-           "parse_x0", "require_fed_batch", "summary"]
+           "parse_x0", "summary"]
 
 
 def parse_assignments(items: tuple[str, ...], what: str) -> dict[str, str]:
@@ -166,32 +166,3 @@ def summary(value: Any) -> str:
     return f"first {a[0]:.6g}, last {a[-1]:.6g}, min {a.min():.6g}, max {a.max():.6g}"
 
 
-def require_fed_batch(model: Any, command: str, *, oxygen: bool) -> None:
-    """`optimise` and `recommend` plan a fed batch's feed: they need its variable names.
-
-    Parameters
-    ----------
-    model : Model
-        The model given on the command line.
-    command : str
-        The command, for the message.
-    oxygen : bool
-        Also require the output ``OUR`` and the parameter ``OTR_max``.
-
-    Raises
-    ------
-    click.UsageError
-        Naming every missing variable.
-    """
-    lay = model.layout
-    need = [("input", "F", lay.inputs.names), *(("state", k, lay.states.names)
-                                                for k in ("X", "P", "V"))]
-    if oxygen:
-        need += [("output", "OUR", lay.outputs.names),
-                 ("parameter", "OTR_max", tuple(model.parameters()))]
-    missing = [f"{what} `{k}`" for what, k, names in need if k not in names]
-    if missing:
-        wanted = ", ".join(f"{what} `{k}`" for what, k, _ in need)
-        raise click.UsageError(f"`{command}` plans the feed of a fed batch and needs {wanted} "
-                               f"(as `bioreactor` has); model `{model.name}` has no "
-                               f"{', '.join(missing)}.")

@@ -32,13 +32,16 @@ from .declare import (
     variables,
 )
 from .errors import ConfigError, ModelError, suggest
+from .goals import Limit, Objective
 from .ops import numpy_ops
 
 __all__ = [
     "SCALARS",
     "TIME_UNITS",
     "VAR_KINDS",
+    "Limit",
     "Model",
+    "Objective",
     "ParamInfo",
     "Var",
     "check_value",
@@ -85,6 +88,10 @@ class Model(eqx.Module):
     time_unit: ClassVar[str]
     #: Sample period of a discrete-time model [time_unit]; ``None`` for continuous time.
     sample_time: ClassVar[float | None] = None
+    #: Named objectives the model's users optimise (:class:`~processtwin.goals.Objective`).
+    objectives: ClassVar[Mapping[str, Objective]] = MappingProxyType({})
+    #: Operating limits by input, state or output name (:class:`~processtwin.goals.Limit`).
+    limits: ClassVar[Mapping[str, Limit]] = MappingProxyType({})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

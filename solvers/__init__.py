@@ -3,10 +3,11 @@
 CasADi's own ``highs`` plugin is never loaded here (it clashes with highspy).
 """
 
-from .golden import OBJECTIVES, golden_batch, outcome_value
+from .golden import apply_limits, golden_batch, outcome_value, resolve_objective
 from .mhe import LiveMHE, MovingHorizonEstimator
 from .nmpc import BatchNMPC, Recommendation
 from .ocp import OCP, OCPResult
 
-__all__ = ["OBJECTIVES", "OCP", "BatchNMPC", "LiveMHE", "MovingHorizonEstimator", "OCPResult",
-           "Recommendation", "golden_batch", "outcome_value"]
+__all__ = ["OCP", "BatchNMPC", "LiveMHE", "MovingHorizonEstimator", "OCPResult",
+           "Recommendation", "apply_limits", "golden_batch", "outcome_value",
+           "resolve_objective"]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .nlpsolve import OCPResult
     from .ocp import OCP
 
-__all__ = ["resimulate", "verify_plan", "violations_of"]
+__all__ = ["objective_on", "resimulate", "verify_plan", "violations_of"]
 
 _FINE = 16  # re-simulated points per interval (even: Simpson)
 
@@ -151,8 +151,26 @@ def violations_of(ocp: OCP, plan: xr.Dataset, p: np.ndarray, r: dict | None = No
     return out
 
 
-def _objective(ocp: OCP, r: dict, U_plan: np.ndarray, T: float) -> float:
-    """The objective on the re-simulated trajectory (Simpson for the stage cost)."""
+def objective_on(ocp: OCP, r: dict, T: float) -> float:
+    """The OCP's Mayer and stage terms on a re-simulated trajectory (Simpson for the stage
+    cost), without move penalties and time cost.
+
+    Parameters
+    ----------
+    ocp : OCP
+        The problem (its ``mayer`` and ``stage``).
+    r : dict
+        A re-simulation from :func:`resimulate`.
+    T : float
+        Horizon length [model time unit].
+
+    Returns
+    -------
+    float
+        The terms' value [objective units].
+    """
+    if ocp._prob is None:
+        ocp._prob = ocp.build()
     lay = ocp.model.layout
     J = 0.0
     if ocp.mayer is not None:
@@ -182,6 +200,13 @@ def _objective(ocp: OCP, r: dict, U_plan: np.ndarray, T: float) -> float:
         L = np.asarray(stage.map(n)(r["X"][:-1].T, r["U"][:-1].T, r["D"][:-1].T,
                                     r["TH"][:-1].T)).ravel()
         J += float(ocp.model.sample_time * L.sum())
+    return J
+
+
+def _objective(ocp: OCP, r: dict, U_plan: np.ndarray, T: float) -> float:
+    """The whole objective on the re-simulated trajectory, move penalties and time cost
+    from the plan's controls."""
+    J = objective_on(ocp, r, T)
     prev = {c: np.broadcast_to(np.asarray(ocp.u_prev[c], float), (sl.stop - sl.start,))
             for c, sl in ocp.control_slots.items() if c in ocp.u_prev}
     for c, sl in ocp.control_slots.items():

@@ -466,6 +466,13 @@ class OCP:
         h = self.h if h is None else h
         return re.sub(r"t=<([^>]+)>", lambda m: f"t={float(m.group(1)) * h:g}", label)
 
+    def interval_model_numeric(self) -> Model:
+        """The model with the NLP parameters at their current values (time-varying ones at
+        their first interval's value)."""
+        vals = {n: float(np.broadcast_to(self.params[n], (self.N,))[0]) for n in self.params}
+        vals.update(self.runtime_values)
+        return self.model.with_params(vals) if vals else self.model
+
     def x0_vector(self) -> np.ndarray:
         """The fixed initial state as a flat vector [state units]."""
         return self.model.layout.states.values(self.x0)

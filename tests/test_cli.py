@@ -143,7 +143,8 @@ def test_optimise_writes_plan(runner, tmp_path):
     assert out.exit_code == 0, out.output
     plan = pt.load(path)
     assert plan["F"].attrs["units"] == "L/h" and plan.sizes["time"] == 21
-    assert "Solve_Succeeded" in out.output and "final product concentration" in out.output
+    assert "converged (Solve_Succeeded)" in out.output
+    assert "final product concentration" in out.output
 
 
 def test_recommend_from_estimate(runner, plant_files):
@@ -153,7 +154,7 @@ def test_recommend_from_estimate(runner, plant_files):
                                "--estimate-param", "mu_max", "--out", str(est_path)])
     assert out.exit_code == 0, out.output
     out = runner.invoke(main, ["recommend", "bioreactor", "--state", str(est_path),
-                               "--horizon", "20", "--feed", "0.03",
+                               "--horizon", "20", "--u", "F=0.03",
                                "--out", str(d / "rec.nc")])
     assert out.exit_code == 0, out.output
     assert "set F = " in out.output and "L/h" in out.output
@@ -509,12 +510,50 @@ def test_model_given_twice_or_not_at_all(runner, plant):
     _usage_error(out, "missing MODEL")
 
 
-@pytest.mark.parametrize("command", [["optimise"], ["recommend", "--state", "{plant}"]])
-def test_fed_batch_commands_refuse_other_models(runner, plant, command):
-    args = [a.format(plant=plant) for a in command]
-    out = runner.invoke(main, [*args, f"{plant}:Decay"])
-    _usage_error(out, f"`{command[0]}` plans the feed of a fed batch", "input `F`",
-                 "model `decay` has no")
+def test_optimise_any_model_with_an_objective_expression(runner, tmp_path):
+    """A model with no declared objective: the tank cascade filled as fast as possible
+    with a vector limit, from the command line alone."""
+    path = tmp_path / "fill.nc"
+    out = runner.invoke(main, ["optimise", "tank_cascade", "--until", "20", "--intervals",
+                               "20", "--objective", "min integral((q - 2)**2)",
+                               "--limit", "0<=q<=2", "--limit", "c<=6", "--out", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "converged" in out.output and "q [" in out.output
+    plan = pt.load(path)
+    assert float(plan["c"].max()) <= 6.0 + 1e-6 and float(plan["q"].max()) <= 2.0 + 1e-9
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--intervals", "0"], "`intervals` must be a whole number ≥ 1"),
+    (["--intervals", "-3"], "`intervals` must be a whole number ≥ 1"),
+    (["--until", "-5"], "--until must be a time > 0"),
+    (["--limit", "F=0.3:0.1"], "lower bound 0.3 > upper bound 0.1"),
+    (["--limit", "Fe<=1"], "unknown variable `Fe`"),
+    (["--objective", "profit"], "unknown objective `profit`"),
+    (["--objective", "max P*Q"], "unknown name `Q`"),
+    (["--objective", "max __import__('os')"], "only + - * /"),
+])
+def test_optimise_bad_input_is_a_clear_error(runner, args, message):
+    base = ["optimise", "bioreactor", "--until", "20", "--intervals", "5"]
+    out = runner.invoke(main, base + args)
+    _usage_error(out, message)
+
+
+def test_optimise_failure_exits_nonzero_and_prints_no_recipe(runner):
+    out = runner.invoke(main, ["optimise", "bioreactor", "--until", "50", "--intervals", "10",
+                               "--limit", "X<=2", "--limit", "X>=3 at end"])
+    assert out.exit_code != 0
+    assert "infeasible" in out.output and "F [L/h]" not in out.output
+
+
+def test_recommend_refuses_files_that_are_not_estimates(runner, plant_files, tmp_path):
+    d, _ = plant_files
+    text = tmp_path / "notes.txt"
+    text.write_text("not a dataset\n")
+    for path, message in ((d / "plant.nc", "it looks like a plan, a simulation"),
+                          (text, "not a readable estimate file")):
+        out = runner.invoke(main, ["recommend", "bioreactor", "--state", str(path)])
+        _usage_error(out, message)
 
 
 def test_load_model_python_api(plant, tmp_path):

@@ -31,7 +31,7 @@ def _closed_loop(decide_every=3, seed=0):
             plan_t0 = t
         grid = plan_t0 + rec.plan["time"].values[:-1]  # the plan's (shrinking) intervals
         u = float(rec.plan["F"].values[np.searchsorted(grid, t + 1e-9, side="right") - 1])
-        assert 0.0 <= u <= nmpc.F_max
+        assert 0.0 <= u <= 0.2
         applied.append(u)
         twin.set_inputs({"F": u})
         ts = np.linspace(t, t + H, 11)  # online samples every 0.5 h, lab every 10 h

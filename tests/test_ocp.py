@@ -18,8 +18,8 @@ def golden():
 
 
 def test_shooting_and_collocation_agree(golden):
-    a = outcome_value("product", golden["collocation"].plan)
-    b = outcome_value("product", golden["shooting"].plan)
+    a = outcome_value(Bioreactor(), "product", golden["collocation"].plan)
+    b = outcome_value(Bioreactor(), "product", golden["shooting"].plan)
     assert abs(a - b) / abs(a) < 1e-5, (a, b)
     assert golden["collocation"].success and golden["shooting"].success
     np.testing.assert_allclose(golden["collocation"].plan["F"], golden["shooting"].plan["F"],
@@ -31,7 +31,7 @@ def test_plan_resimulated_with_jax_reproduces_objective_and_constraints(golden):
     t = plan["time"].values
     sim = pt.simulate(Bioreactor(), None, {"F": pt.hold(t[:-1], plan["F"].values[:-1])}, t,
                       rtol=1e-10, atol=1e-12)
-    predicted = outcome_value("product", plan)
+    predicted = outcome_value(Bioreactor(), "product", plan)
     assert abs(sim["P"][-1] - predicted) / predicted < 1e-5
     # path constraint X ≤ 3.7 g/L and the pump range hold on the re-simulated batch
     assert sim["X"].max() <= 3.7 * (1 + 1e-5)
@@ -120,7 +120,7 @@ def test_unknown_names_are_config_errors():
     with pytest.raises(pt.ConfigError, match="did you mean `F`"):
         OCP(Bioreactor(), 10.0, 5).bound_input("Fe", 0.0, 1.0)
     with pytest.raises(pt.ConfigError, match="unknown objective"):
-        golden_batch(Bioreactor(), objective="profit")
+        golden_batch(Bioreactor(), horizon=10.0, objective="profit")
 
 
 def test_move_blocking_and_disturbance_forecast():
