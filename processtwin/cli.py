@@ -144,6 +144,21 @@ def _describe(model: Any, origin: Any, source: str, name: str | None = None) -> 
                f"{'inf' if hi is None else f'{hi:g}'}{op[1]}")
         click.echo(f"    {k:<{width}}  {summary(model.get(k)):<10} {p.units:<10} {rng:<14} "
                    f"{p.doc}")
+    objectives, limits = type(model).objectives, type(model).limits
+    if objectives:
+        click.echo("  objectives (optimise --objective NAME):")
+        width = max(len(k) for k in objectives)
+        for k, o in objectives.items():
+            click.echo(f"    {k:<{width}}  {o.sense} {o.doc} [{o.units}]"
+                       + (" (free final time)" if o.free_time else ""))
+    if limits:
+        click.echo("  operating limits (change with --limit):")
+        width = max(len(k) for k in limits)
+        for k, lim in limits.items():
+            lo, hi = lim.values(model)
+            rng = (f"{'-inf' if lo is None else f'{lo:g}'} … {'inf' if hi is None else f'{hi:g}'}")
+            click.echo(f"    {k:<{width}}  {rng:<14} {lim.doc}"
+                       + (" (at the end)" if lim.terminal else ""))
 
 
 @main.command("simulate")
@@ -364,8 +379,8 @@ def _show_controls(m: Any, plan: Any, controls: tuple[str, ...], h: float) -> No
     for c in controls:
         v = np.asarray(plan[c].values, float)[:-1]
         click.echo(f"  {c} [{inputs[c].units}]: first {summary(v[0])}; max {v.max():.4g}, "
-                   f"min {v.min():.4g}; integral {float(v.sum(axis=0).sum() * h):.4g} "
-                   f"{inputs[c].units}·{m.time_unit}")
+                   f"min {v.min():.4g}; ∫ dt = {float(v.sum(axis=0).sum() * h):.4g} "
+                   f"({inputs[c].units})·{m.time_unit}")
 
 
 @main.command("optimise")

@@ -279,8 +279,9 @@ def _diagnose(ocp: OCP, st: dict, tol: float, max_iter: int, p: np.ndarray
     raw = st["return_status"]
     if classify(st_s) != "converged":
         return ("unknown", f"IPOPT failed ({raw}), and so did the softened re-solve "
-                f"({st_s['return_status']}): the problem could not be diagnosed; it is "
-                "likely badly scaled or needs a better `guess`.", None)
+                f"({st_s['return_status']}), which relaxes every constraint but not the "
+                "states' physical bounds." + _leaves_bounds(ocp, soft, p) + " Otherwise "
+                "it is likely badly scaled or needs a better `guess`.", None)
     w = np.asarray(sol["x"]).ravel()
     vals = w[soft.blocks["S"]] if soft.slacks else np.zeros(0)
     worst: dict[str, float] = {}
@@ -316,6 +317,29 @@ def _diagnose(ocp: OCP, st: dict, tol: float, max_iter: int, p: np.ndarray
             "input bounds.", sol)
 
 
+def _leaves_bounds(ocp: OCP, nlp: Any, p: np.ndarray) -> str:
+    """Whether the discretised dynamics leave the states' physical bounds under the
+    default start: then no plan can respect them at this grid (stiff dynamics)."""
+    from .guess import make_start, simulate_nodes
+
+    start = make_start(ocp, None)
+    X = simulate_nodes(ocp, nlp, ocp.x0_vector(), start.U, ocp.T, p)
+    lay = ocp.model.layout
+    lo, hi = lay.states.bounds()
+    names = lay.states.flat_names()
+    bad = [(names[j], float(X[:, j].min()) if np.any(X[:, j] < lo[j]) else
+            float(X[:, j].max())) for j in range(len(names))
+           if np.any(X[:, j] < lo[j] - 1e-12) or np.any(X[:, j] > hi[j] + 1e-12)]
+    if not bad:
+        return ""
+    shown = ", ".join(f"`{n}` (reaches {v:.3g})" for n, v in bad)
+    return (f" Simulated on this grid ({ocp.N} intervals, {ocp.substeps} RK4 sub-steps "
+            f"each, as the initial guess) the default start already leaves the physical "
+            f"bounds of {shown}: the "
+            "dynamics are too stiff for this grid — use more `intervals`, `elements` or "
+            "`substeps`, or bounds that keep the plant away from that regime.")
+
+
 def _binding(ocp: OCP, soft: Any, sol: dict, w: np.ndarray, violated: set[str]) -> list[str]:
     """Constraints and control bounds that are met but binding (non-zero multiplier) in the
     softened solution: the other side of the conflict."""
@@ -347,6 +371,11 @@ def _result(ocp: OCP, nlp: Any, sol: dict, w: np.ndarray, f: float, p: np.ndarra
     plan = plan_dataset(ocp, nlp, np.where(np.isfinite(w), w, 0.0), p)
     h = float(plan["time"].values[1] - plan["time"].values[0])
     active = _active(ocp, nlp, sol, h) if success and ok else []
+    if success and "T" in nlp.blocks:
+        T = float(w[nlp.blocks["T"]][0])
+        for bound, word in ((ocp.free_time[0], "≥"), (ocp.free_time[1], "≤")):
+            if abs(T - bound) <= 1e-7 * max(1.0, bound):
+                active.append(f"final time {word} {bound:g}")
     if success:
         ocp._last_plan = plan
     return OCPResult(success, status, f, plan, active, stats, w,
