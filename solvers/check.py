@@ -179,7 +179,14 @@ def objective_on(ocp: OCP, r: dict, T: float) -> float:
         xs = lay.states.unravel(xN, casadi_ops)
         val = ocp.mayer(xs, tf) if _nargs(ocp.mayer) >= 2 else ocp.mayer(xs)
         J += float(ca.Function("mayer", [xN, tf], [val])(r["X"][-1], T))
-    if ocp.stage is not None and not ocp.model.is_discrete:
+    if ocp.stage is not None and ocp.stage_rule == "rectangle":
+        stage = ocp._prob.fns["stage"]
+        per = ocp.substeps_per_interval if ocp.model.is_discrete else _FINE
+        starts = slice(0, ocp.N * per, per)
+        L = np.asarray(stage.map(ocp.N)(r["X"][starts].T, r["U"][starts].T,
+                                        r["D"][starts].T, r["TH"][starts].T)).ravel()
+        J += T / ocp.N * float(L.sum())
+    elif ocp.stage is not None and not ocp.model.is_discrete:
         stage = ocp._prob.fns["stage"]
         n = r["t"].size
         # the left limit at each node: the interval's own inputs at its end

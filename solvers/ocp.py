@@ -148,6 +148,7 @@ class OCP:
         self.stage: Callable[..., Any] | None = None
         self.du_weight: dict[str, float] = {}
         self.time_weight = 0.0
+        self.stage_rule = "integral"
         # parameters that are NLP parameters (changed between solves without rebuilding)
         params = parameter_info(model)
         for k in runtime:
@@ -344,7 +345,7 @@ class OCP:
     def minimise(self, mayer: Callable[..., Any] | None = None,
                  stage: Callable[..., Any] | None = None,
                  du_weight: Mapping[str, float] | None = None,
-                 time_weight: float = 0.0) -> OCP:
+                 time_weight: float = 0.0, stage_rule: str = "integral") -> OCP:
         """Objective: ``mayer(x(T)[, T])`` + ∫ ``stage(x, u)`` dt + Σ w (Δu)² + w_T T.
 
         ``x`` are the model's ``State`` tuples, ``u`` its ``Inputs`` tuples (CasADi SX).
@@ -364,6 +365,10 @@ class OCP:
             Control → weight ``w`` of its squared moves between intervals (and from
             ``previous`` of :meth:`bound_input` when given) [objective units per (input
             units)²].
+        stage_rule : {"integral", "rectangle"}
+            ``"integral"``: the stage cost integrated over the horizon; ``"rectangle"``:
+            ``h Σ_k stage(x_k, u_k)`` at the start of each interval (the left-point rule of
+            do-mpc and of discrete-time MPC formulations).
         time_weight : float
             Cost per unit of final time [objective units per model time unit]: with a
             free final time, ``time_weight=1`` and nothing else is the minimum-time
@@ -379,6 +384,10 @@ class OCP:
         self.mayer, self.stage = mayer, stage
         self.du_weight = dict(du_weight or {})
         self.time_weight = float(time_weight)
+        if stage_rule not in ("integral", "rectangle"):
+            raise ConfigError(f"`stage_rule` must be 'integral' or 'rectangle', got "
+                              f"{stage_rule!r}.")
+        self.stage_rule = stage_rule
         self._invalidate()
         return self
 

@@ -302,7 +302,10 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> NLP:
                               for p in pos for s in names])
         b.con(X[:, 1:] - Xn, 0.0, 0.0,
               [f"continuity {s} at {ocp.at_node(k + 1)}" for k in range(N) for s in names])
-    J += ca.sum2(Q)
+    if ocp.stage is not None and ocp.stage_rule == "rectangle":
+        J += h * ca.sum2(fns["stage"].map(N)(X[:, :N], Uk, D, TH))
+    elif ocp.stage is not None:  # (an unused output would still be differentiated)
+        J += ca.sum2(Q)
     # input rate limits and move penalties (the previous input is an NLP parameter)
     for c, sl in ocp.control_slots.items():
         n_c = sl.stop - sl.start
