@@ -52,8 +52,12 @@ class AbstractBuilding(Model):
     What every building model shares (Bacher & Madsen (2011) TiTe, ISO 13790:2008 5R1C):
     settings per zone (tuples; empty: the defaults) ``floor_area`` [m2] (default 100),
     ``window_area`` [m2] (default 15 % of the floor), ``ground_area`` [m2] (default the
-    floor: single storey) and ``adjacency`` [(zone, zone, m2), ...]; and the inputs, outputs
-    and ports, so that one building model replaces another in a system.
+    floor: single storey) and ``adjacency`` [(zone, zone, m2), ...]; the parameters of
+    windows (U 1.3 W/(m2 K), g 0.6: double low-e), ventilation and infiltration (0.5 air
+    changes per hour at 2.7 m storey height), slab (0.3 W/(m2 K)), internal walls
+    (1.5 W/(m2 K)) and internal gains (2 W/m2 plus 6 W/m2 at full occupancy, ISO 17772-1
+    residential); and the inputs, outputs and ports, so that one building model replaces
+    another in a system.
     """
 
     n_zones: int = dimension(1, doc="thermal zones")
@@ -64,6 +68,23 @@ class AbstractBuilding(Model):
                                  doc="slab area of each zone (default its floor)")
     adjacency: tuple = setting((), units="m2",
                                doc="internal walls as (zone, zone, area) triples")
+    # what every zone model has: windows, air change, storey, slab, internal walls, gains
+    U_win: float = param(1.3, units="W/(m2 K)", bounds=(0.0, None), doc="window U-value")
+    g: float = param(0.6, units="-", bounds=(0.0, 1.0), doc="window solar transmittance")
+    n_ach: float = param(0.5, units="1/h", bounds=(0.0, None),
+                         doc="ventilation and infiltration air changes")
+    height: float = param(2.7, units="m", bounds=(0.0, None), strict=True,
+                          doc="storey height")
+    U_g: float = param(0.3, units="W/(m2 K)", bounds=(0.0, None), doc="slab-on-ground U-value")
+    U_int: float = param(1.5, units="W/(m2 K)", bounds=(0.0, None),
+                         doc="internal wall U-value")
+    q_base: float = param(2.0, units="W/m2", bounds=(0.0, None), doc="base internal gains")
+    q_occ: float = param(6.0, units="W/m2", bounds=(0.0, None),
+                         doc="internal gains at full occupancy")
+    rho_a: float = param(1.2, units="kg/m3", bounds=(0.0, None), strict=True,
+                         doc="air density")
+    cp_a: float = param(1006.0, units="J/(kg K)", bounds=(0.0, None), strict=True,
+                        doc="air isobaric heat capacity")
 
     Inputs: ClassVar[type] = BuildingInputs
     Outputs: ClassVar[type] = BuildingOutputs
@@ -166,22 +187,6 @@ class Building(AbstractBuilding):
                         doc="air–envelope conductance per m2 of floor")
     h_ea: float = param(0.6, units="W/(m2 K)", bounds=(0.0, None),
                         doc="envelope–outdoor conductance per m2 of floor")
-    U_win: float = param(1.3, units="W/(m2 K)", bounds=(0.0, None), doc="window U-value")
-    g: float = param(0.6, units="-", bounds=(0.0, 1.0), doc="window solar transmittance")
-    n_ach: float = param(0.5, units="1/h", bounds=(0.0, None),
-                         doc="ventilation and infiltration air changes")
-    height: float = param(2.7, units="m", bounds=(0.0, None), strict=True,
-                          doc="storey height")
-    U_g: float = param(0.3, units="W/(m2 K)", bounds=(0.0, None), doc="slab-on-ground U-value")
-    U_int: float = param(1.5, units="W/(m2 K)", bounds=(0.0, None),
-                         doc="internal wall U-value")
-    q_base: float = param(2.0, units="W/m2", bounds=(0.0, None), doc="base internal gains")
-    q_occ: float = param(6.0, units="W/m2", bounds=(0.0, None),
-                         doc="internal gains at full occupancy")
-    rho_a: float = param(1.2, units="kg/m3", bounds=(0.0, None), strict=True,
-                         doc="air density")
-    cp_a: float = param(1006.0, units="J/(kg K)", bounds=(0.0, None), strict=True,
-                        doc="air isobaric heat capacity")
     name: ClassVar[str] = "building"
     State: ClassVar[type] = BuildingState
 

@@ -123,22 +123,6 @@ class Building5R1C(AbstractBuilding):
                         doc="surface–mass heat transfer coefficient")
     h_op: float = param(0.6, units="W/(m2 K)", bounds=(0.0, None),
                         doc="opaque envelope conductance per m2 of floor")
-    U_win: float = param(1.3, units="W/(m2 K)", bounds=(0.0, None), doc="window U-value")
-    g: float = param(0.6, units="-", bounds=(0.0, 1.0), doc="window solar transmittance")
-    n_ach: float = param(0.5, units="1/h", bounds=(0.0, None),
-                         doc="ventilation and infiltration air changes")
-    height: float = param(2.7, units="m", bounds=(0.0, None), strict=True,
-                          doc="storey height")
-    U_g: float = param(0.3, units="W/(m2 K)", bounds=(0.0, None), doc="slab-on-ground U-value")
-    U_int: float = param(1.5, units="W/(m2 K)", bounds=(0.0, None),
-                         doc="internal wall U-value")
-    q_base: float = param(2.0, units="W/m2", bounds=(0.0, None), doc="base internal gains")
-    q_occ: float = param(6.0, units="W/m2", bounds=(0.0, None),
-                         doc="internal gains at full occupancy")
-    rho_a: float = param(1.2, units="kg/m3", bounds=(0.0, None), strict=True,
-                         doc="air density")
-    cp_a: float = param(1006.0, units="J/(kg K)", bounds=(0.0, None), strict=True,
-                        doc="air isobaric heat capacity")
 
     name: ClassVar[str] = "building_5r1c"
     State: ClassVar[type] = Building5R1CState

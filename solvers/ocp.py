@@ -29,42 +29,13 @@ __all__ = ["OCP", "OCPResult"]
 
 
 class OCP(Problem):
-    """An optimal-control problem on a fixed horizon with piecewise-constant controls.
+    """An optimal-control problem on a fixed or free horizon with piecewise-constant
+    controls, that builds, solves and verifies itself.
 
-    Parameters
-    ----------
-    model : Model
-        Unit model; its parameter values are used (override per interval with ``params``).
-    horizon : float
-        Horizon length [model time unit].
-    intervals : int
-        Number of control intervals N.
-    controls : sequence of str
-        Manipulated inputs optimised (default: all manipulated inputs).
-    method : {"collocation", "shooting"}
-        Orthogonal collocation (Radau IIA, ``elements`` elements of ``degree`` points per
-        control interval; path constraints hold at every collocation point) or multiple
-        shooting (RK4 with ``substeps`` per interval; path constraints at the nodes). A
-        discrete-time model always uses its own map.
-    degree : int
-        Collocation points per element.
-    elements : int
-        Collocation elements per control interval.
-    substeps : int
-        RK4 sub-steps per interval (shooting, and the simulated initial guess).
-    control_horizon : int, optional
-        Move blocking: controls are free on the first ``control_horizon`` intervals and
-        held afterwards.
-    runtime : tuple of str
-        Parameters that become NLP parameters: change them with :meth:`parameter` (and the
-        initial state and previous inputs) between solves without rebuilding the NLP —
-        the receding-horizon case, where IPOPT is also warm-started (primal and dual).
-        Every parameter set with :meth:`parameter` is one too.
-    free_time : (float, float), optional
-        Free final time within ``(T_min, T_max)`` [model time unit]: the horizon becomes a
-        decision variable (``horizon`` is its initial guess), for time-optimal and
-        productivity objectives (``minimise(mayer=lambda x, T: ...)`` or
-        ``time_weight``).
+    Constructed and set up as a :class:`~processtwin.solvers.problem.Problem` (its
+    parameters: model, horizon, intervals, controls, method, degree, elements, substeps,
+    control_horizon, runtime, free_time); :meth:`solve` builds the NLP once per structure
+    and solves it, :meth:`verify` re-simulates a plan.
     """
 
     # ---- the NLP (built in .transcription, solved in .nlpsolve) ----------------------
