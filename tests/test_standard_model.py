@@ -206,6 +206,46 @@ def test_backends_agree_on_values_and_jacobians(case: Case):
     assert nonzero > 0  # the comparison is not of constants only
 
 
+def test_rates_are_finite_on_the_physical_bounds(case: Case):
+    """A state on its (inclusive) physical bound — where an optimiser or a filter will put it
+    — must give finite rates and Jacobians: a 0/0 there (e.g. ``S / (K + S)`` with
+    ``K = 0``) is a model bug, not numerical noise. Each bounded state is put on each of
+    its bounds in turn, the others at the checked point."""
+    model = case.model
+    lay = model.layout
+    lo, hi = lay.states.bounds()
+    strict = np.concatenate([np.full(lf.size, lf.var.strict) for lf in lay.states.leaves])
+    names = lay.states.flat_names()
+    for j in range(lay.states.size):
+        for bound in (lo[j], hi[j]):
+            if not np.isfinite(bound) or strict[j]:
+                continue
+            x = case.x.copy()
+            x[j] = bound
+            z = jnp.asarray(np.concatenate([x, case.u]))
+            for fname, (f, group) in equations(model).items():
+                def f_jax(zz, f=f, group=group):
+                    return group.ravel(f(T_EVAL, *_split(model, zz, jax_ops), jax_ops),
+                                       jax_ops)
+
+                val, jac = np.asarray(f_jax(z)), np.asarray(jax.jacfwd(f_jax)(z))
+                assert np.all(np.isfinite(val)) and np.all(np.isfinite(jac)), (
+                    f"{case.name}: `{fname}` is not finite with `{names[j]}` on its bound "
+                    f"{bound:g}")
+
+
+def test_the_bound_check_catches_a_zero_over_zero():
+    """The check above fails on a model with S / (K_p + S) at K_p = 0 and S = 0."""
+    from processtwin.models import Bioreactor
+
+    model = Bioreactor(K_p=0.0)
+    rng = np.random.default_rng(0)
+    bad = Case("bioreactor K_p=0", model, interior_point(model.layout.states, rng),
+               interior_point(model.layout.inputs, rng), np.linspace(0.0, 1.0, 3))
+    with pytest.raises(AssertionError, match="`S` on its bound 0"):
+        test_rates_are_finite_on_the_physical_bounds(bad)
+
+
 # ---- b. simulation against scipy -------------------------------------------------------------
 def test_simulate_matches_scipy_radau_or_numpy_loop(case: Case, simulation):
     model, lay = case.model, case.model.layout
