@@ -429,9 +429,14 @@ def optimise_cmd(model: str | None, model_opt: str | None, until: float, interva
     click.echo(f"{m.name}: {res.status} ({res.solver_status}) in "
                f"{res.stats['iterations']} iterations ({res.stats['wall_time_s']:.2f} s, "
                f"{method}{f', best of {starts} starts' if starts > 1 else ''})")
-    click.echo(f"  {plan.attrs['objective_doc']}: {res.stats['outcome']:.5g} "
-               f"{plan.attrs['objective_units']}" + (f" (T = {T:.4g} {m.time_unit})"
-                                                     if free_time else ""))
+    click.echo(f"  {plan.attrs['objective_doc']}: {res.stats['outcome']:.6g} "
+               f"{plan.attrs['objective_units']} predicted, "
+               f"{res.stats['outcome_resimulated']:.6g} re-simulated"
+               + (f" (T = {T:.4g} {m.time_unit})" if free_time else ""))
+    for broken, v in res.stats["violations_resimulated"].items():
+        if v > 1e-6:
+            click.secho(f"  re-simulated plan breaks {broken} by {v:.3g}: refine --intervals "
+                        "or --elements", fg="yellow")
     controls = tuple(c for c in m.layout.inputs.names if c in plan)
     _show_controls(m, plan, controls, T / intervals)
     if res.active:

@@ -127,7 +127,7 @@ def golden_batch(model: Model, *, horizon: float, intervals: int = 50,
                  limits: Mapping[str, Any] | None = None, du_weight: Any = None,
                  method: str = "collocation", elements: int = 1,
                  free_time: tuple[float, float] | None = None, starts: int = 1,
-                 tol: float = 1e-10) -> OCPResult:
+                 tol: float = 1e-10, verify: bool = True) -> OCPResult:
     """Optimise the manipulated inputs of a whole batch (or horizon).
 
     Parameters
@@ -162,13 +162,16 @@ def golden_batch(model: Model, *, horizon: float, intervals: int = 50,
         Multistart: the default start plus ``starts - 1`` sampled ones.
     tol : float
         IPOPT's convergence tolerance on the scaled NLP error [-] (``ipopt.tol``).
+    verify : bool
+        Re-simulate the recipe with the JAX simulator (:meth:`OCP.verify`):
+        ``stats["outcome_resimulated"]`` and ``stats["violations_resimulated"]``.
 
     Returns
     -------
     OCPResult
         ``plan`` is an ``xarray.Dataset`` with the recipe (hold) and the predicted states
-        and outputs; its attrs name the objective; ``stats["outcome"]`` is the outcome
-        (in the objective's units, without the move penalty).
+        and outputs; its attrs name the objective; ``stats["outcome"]`` is the predicted
+        outcome (in the objective's units, without the move penalty).
     """
     obj = resolve_objective(model, objective)
     if obj.free_time and free_time is None:
@@ -185,6 +188,16 @@ def golden_batch(model: Model, *, horizon: float, intervals: int = 50,
     set_objective(ocp, obj, du_weight)
     res = ocp.solve(tol=tol, starts=starts)
     res.stats["outcome"] = outcome_value(model, obj, res.plan)
+    if verify:
+        from .check import objective_on, resimulate
+
+        check = ocp.verify(res)
+        p = ocp.p_values()
+        T = float(res.plan["time"].values[-1])
+        p[-1] = T
+        J = objective_on(ocp, resimulate(ocp, res.plan, p), T)
+        res.stats["outcome_resimulated"] = -J if obj.sense == "max" else J
+        res.stats["violations_resimulated"] = check["violations"]
     res.plan.attrs.update(objective=str(objective or obj.doc), objective_doc=obj.doc,
                           objective_units=obj.units, objective_sense=obj.sense)
     return res
