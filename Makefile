@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python experiments/bench/bench_estimate.py
 	$(BIN)/python -W ignore experiments/bench/bench_nmpc.py
 	$(BIN)/python -W ignore experiments/bench/bench_mhe.py
+	$(BIN)/python experiments/bench/bench_recipe.py
+	$(BIN)/python experiments/bench/bench_thermal.py
 
 clean:
 	rm -rf $(VENV) report build *.egg-info

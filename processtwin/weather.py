@@ -12,6 +12,7 @@ North Carolina: cold winters, hot summers).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,13 +58,22 @@ def example_weather(name: str = "sand_point") -> Path:
     return Path(pvlib.__file__).parent / "data" / EXAMPLES[name]
 
 
-def read_weather(path: str | Path) -> xr.Dataset:
+def read_weather(path: str | Path, *, year: int | None = None) -> xr.Dataset:
     """Read a TMY3 (``.csv``) or EnergyPlus (``.epw``) weather file.
+
+    A typical-year file stitches months of different years; its time stamps are put on
+    one calendar year (the first record's, or ``year``) so that they increase — the last
+    hour, stamped at midnight, rolls into the next year — and the Dataset's attribute
+    ``typical_year`` says so.
 
     Parameters
     ----------
     path : str or Path
         The file.
+    year : int, optional
+        The calendar year to put every record on (default: keep the file's years when
+        they increase, else the first record's year, or the next year that is not a leap
+        year: a typical year has 365 days).
 
     Returns
     -------
@@ -85,16 +95,27 @@ def read_weather(path: str | Path) -> xr.Dataset:
     if not path.is_file():
         raise DataError(f"weather file {path} does not exist.")
     suffix = path.suffix.lower()
-    try:
+    def read(coerce: int | None) -> tuple[Any, dict, str]:
         if suffix == ".epw":
-            data, meta = pvlib.iotools.read_epw(path)
-            station = str(meta.get("city", ""))
-        elif suffix == ".csv":
-            data, meta = pvlib.iotools.read_tmy3(path, map_variables=True)
-            station = str(meta.get("Name", "")).strip('"')
-        else:
-            raise DataError(f"weather file {path}: expected a TMY3 .csv or an .epw file, "
-                            f"got `{path.suffix}`.")
+            data, meta = pvlib.iotools.read_epw(path, coerce_year=coerce)
+            return data, meta, str(meta.get("city", ""))
+        if suffix == ".csv":
+            data, meta = pvlib.iotools.read_tmy3(path, map_variables=True,
+                                                 coerce_year=coerce)
+            return data, meta, str(meta.get("Name", "")).strip('"')
+        raise DataError(f"weather file {path}: expected a TMY3 .csv or an .epw file, got "
+                        f"`{path.suffix}`.")
+
+    try:
+        data, meta, station = read(year)
+        typical = year is not None
+        if not data.index.is_monotonic_increasing:  # months from different years
+            first = int(data.index[0].year)
+            # a typical year has 365 days: a leap year would leave a gap at 29 February
+            while (first % 4 == 0 and first % 100 != 0) or first % 400 == 0:
+                first += 1
+            data, meta, station = read(first)
+            typical = True
     except DataError:
         raise
     except Exception as exc:  # pvlib raises many kinds on a malformed file
@@ -114,7 +135,7 @@ def read_weather(path: str | Path) -> xr.Dataset:
                              "longitude": float(meta["longitude"]),
                              "altitude": float(meta.get("altitude", 0.0)),
                              "station": station, "utc_offset": offset,
-                             "source": str(path.name)})
+                             "source": str(path.name), "typical_year": int(typical)})
 
 
 def irradiance_on(weather: xr.Dataset, tilt: float, azimuth: float, *, albedo: float = 0.2,
@@ -148,13 +169,16 @@ def irradiance_on(weather: xr.Dataset, tilt: float, azimuth: float, *, albedo: f
     stamps = pd.DatetimeIndex(weather["time"].values) - pd.Timedelta(minutes=30)
     tz = f"Etc/GMT{-int(offset):+d}" if float(offset).is_integer() else "UTC"
     local = stamps.tz_localize(tz)
-    sun = pvlib.solarposition.get_solarposition(local, lat, lon,
-                                                altitude=weather.attrs.get("altitude", 0.0))
-    extra = pvlib.irradiance.get_extra_radiation(local)
-    poa = pvlib.irradiance.get_total_irradiance(
-        tilt, azimuth, sun["apparent_zenith"], sun["azimuth"],
-        weather["dni"].values, weather["ghi"].values, weather["dhi"].values,
-        dni_extra=extra, albedo=albedo, model=model)
+    with warnings.catch_warnings():  # pvlib's own use of pandas APIs pandas deprecates
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*is deprecated.*")
+        sun = pvlib.solarposition.get_solarposition(
+            local, lat, lon, altitude=weather.attrs.get("altitude", 0.0))
+        extra = pvlib.irradiance.get_extra_radiation(local)
+        poa = pvlib.irradiance.get_total_irradiance(
+            tilt, azimuth, sun["apparent_zenith"], sun["azimuth"],
+            weather["dni"].values, weather["ghi"].values, weather["dhi"].values,
+            dni_extra=extra, albedo=albedo, model=model)
     values = np.clip(np.nan_to_num(np.asarray(poa["poa_global"], dtype=float)), 0.0, None)
     return xr.DataArray(values, coords={"time": weather["time"]}, dims=("time",),
                         attrs={"units": "W/m2", "long_name": f"irradiance on a plane tilted "
@@ -175,10 +199,11 @@ def building_inputs(weather: xr.Dataset, azimuths: Sequence[float], *, start: An
     azimuths : sequence of float
         The azimuth each zone's windows face [deg from north], one per zone.
     start : datetime-like, optional
-        First instant (default the file's first); the file's year repeats (a typical
-        year): ``start`` is taken within it.
+        First instant (default the file's first): its month, day and time of day within
+        the file's year.
     days : float, optional
-        Length [d] (default to the end of the file).
+        Length [d] (default to the end of the file). A typical year repeats: a span past
+        its end wraps around to its start.
     tilt : float
         Window tilt [deg] (90: vertical).
     ground : float, optional
@@ -194,17 +219,31 @@ def building_inputs(weather: xr.Dataset, azimuths: Sequence[float], *, start: An
     from .signals import constant, hold
 
     times = np.asarray(weather["time"].values)
-    t0 = times[0] - np.timedelta64(1, "h") if start is None else np.datetime64(start, "ns")
+    first = times[0] - np.timedelta64(1, "h")  # the start of the first hour
+    if start is None:
+        t0 = first
+    else:  # within the file's (typical) year: its month, day and time of day
+        t0 = np.datetime64(start, "ns")
+        year = np.datetime64(first, "Y")
+        t0 = year + (t0 - np.datetime64(t0, "Y"))
+        if t0 < first:
+            t0 = t0 + (np.datetime64(year + 1, "ns") - np.datetime64(year, "ns"))
+    span = (times[-1] - first) / np.timedelta64(1, "s")  # the file's length [s]
     rel = (times - np.timedelta64(1, "h") - t0) / np.timedelta64(1, "s")  # hour starts
-    keep = rel >= 0
-    if days is not None:
-        keep &= rel < float(days) * 86400.0
+    index = np.arange(times.size)
+    want = float(days) * 86400.0 if days is not None else span + min(rel[0], 0.0)
+    # a typical year repeats: wrap around its end as often as the span asks
+    reps = int(np.ceil((want + max(0.0, -rel[0])) / span)) + 1 if weather.attrs.get(
+        "typical_year") else 1
+    rel = np.concatenate([rel + r * span for r in range(reps)])
+    index = np.tile(index, reps)
+    keep = (rel >= 0) & (rel < want)
     if not keep.any():
         raise DataError(f"no weather between {t0} and {days} days later in "
                         f"{weather.attrs.get('source', 'the file')}.")
-    sel = np.flatnonzero(keep)
+    sel = index[keep]
     I = np.stack([irradiance_on(weather, tilt, float(a)).values[sel] for a in azimuths])
     T_g = float(weather["T_out"].mean()) if ground is None else float(ground)
-    t = rel[sel]
+    t = rel[keep]
     return {"T_out": hold(t, weather["T_out"].values[sel]), "I_sol": hold(t, I),
             "T_ground": constant(T_g), "times": t}
