@@ -103,7 +103,9 @@ def trajectory(
         step; both must be positive.
     dt : float, optional
         Fixed step size [model time unit]; disables adaptivity. ``None`` (default):
-        adaptive steps.
+        adaptive steps. With held inputs a step ends at each switch, never crosses one
+        (an implicit solver, whose stages reach past its step, also controls its error
+        within steps of at most ``dt``).
     max_steps : int
         Step budget of the integrator.
 
@@ -337,6 +339,9 @@ def simulate(
         Relative and absolute local error tolerances of the adaptive step.
     dt : float, optional
         Fixed step size [model time unit]; disables adaptivity (for convergence studies).
+        With held inputs a step ends at each switch, never crosses one (an implicit
+        solver, whose stages reach past its step, also controls its error within steps
+        of at most ``dt``).
     max_steps : int
         Step budget; exceeded → :class:`~processtwin.errors.SolverError`.
 
@@ -404,6 +409,9 @@ def ensemble(
         :func:`simulate`.
     dt : float, optional
         Fixed step size [model time unit]; disables adaptivity (for convergence studies).
+        With held inputs a step ends at each switch, never crosses one (an implicit
+        solver, whose stages reach past its step, also controls its error within steps
+        of at most ``dt``).
     max_steps : int
         Step budget (per chunk); exceeded → :class:`~processtwin.errors.SolverError`.
     chunk_size : int, optional

@@ -216,6 +216,20 @@ def test_integrator_order(solver, order):
     assert order - 0.6 < slope < order + 1.0, f"{solver}: slope {slope:.2f}, errors {errs}"
 
 
+@pytest.mark.parametrize("solver", ["tsit5", "kvaerno5"])
+def test_fixed_steps_never_cross_a_switch_of_a_held_input(solver):
+    """V' = F exactly: with dt = 0.3 h and switches at 10 h and 25 h (not multiples of dt),
+    the fixed-step volume must equal the exact piecewise-linear one — a step that crosses
+    a switch, or an implicit stage past the step's end reading the next value, would be
+    off by ~F dt."""
+    model = Bioreactor()
+    feed = pt.hold(np.array([0.0, 10.0, 25.0]), np.array([0.0, 0.05, 0.02]))
+    t = np.linspace(0.0, 50.0, 51)
+    V = 120.0 + 0.05 * np.clip(t - 10.0, 0.0, 15.0) + 0.02 * np.clip(t - 25.0, 0.0, None)
+    res = pt.simulate(model, None, {"F": feed}, t, dt=0.3, solver=solver)
+    np.testing.assert_allclose(res["V"], V, rtol=0, atol=1e-7)
+
+
 def test_new_parameters_do_not_recompile():
     model = Bioreactor()
     t = np.linspace(0.0, 50.0, 51)
