@@ -190,7 +190,9 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
 
                 y1, f_new = lax.cond(keep & hit, past_jump,
                                      lambda: (y1, jnp.where(keep, f1, fy)))
-                jn = jnp.where(keep & hit, jnp.sum(jumps_pad <= t_new).astype(dtype), jn)
+                # jumps passed (a binary search: the list holds every input's switches)
+                jn = jnp.where(keep & hit, jnp.searchsorted(
+                    jumps_pad, t_new, side="right", method="scan_unrolled").astype(dtype), jn)
             else:
                 f_new = jnp.where(keep, f1, fy)
             clipped = keep & (dt < h)  # resume the unclipped step after an output or jump
