@@ -376,6 +376,7 @@ def _result(ocp: OCP, nlp: Any, sol: dict, w: np.ndarray, f: float, p: np.ndarra
         for bound, word in ((ocp.free_time[0], "≥"), (ocp.free_time[1], "≤")):
             if abs(T - bound) <= 1e-7 * max(1.0, bound):
                 active.append(f"final time {word} {bound:g}")
+    active = list(dict.fromkeys(active))  # a node and the collocation point on it
     if success:
         ocp._last_plan = plan
     return OCPResult(success, status, f, plan, active, stats, w,
