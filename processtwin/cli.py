@@ -429,8 +429,9 @@ def optimise_cmd(model: str | None, model_opt: str | None, until: float, interva
     click.echo(f"{m.name}: {res.status} ({res.solver_status}) in "
                f"{res.stats['iterations']} iterations ({res.stats['wall_time_s']:.2f} s, "
                f"{method}{f', best of {starts} starts' if starts > 1 else ''})")
-    click.echo(f"  {plan.attrs['objective_doc']}: {res.stats['outcome']:.6g} "
-               f"{plan.attrs['objective_units']} predicted, "
+    units = f" {plan.attrs['objective_units']}" if plan.attrs["objective_units"] else ""
+    click.echo(f"  {plan.attrs['objective_doc']}: {res.stats['outcome']:.6g}{units} "
+               "predicted, "
                f"{res.stats['outcome_resimulated']:.6g} re-simulated"
                + (f" (T = {T:.4g} {m.time_unit})" if free_time else ""))
     for broken, v in res.stats["violations_resimulated"].items():

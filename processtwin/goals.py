@@ -227,7 +227,7 @@ def parse_objective(model: Any, text: str) -> Objective:
             env.update(m.measure(0.0, x, u, ops)._asdict())
         return sum((s * _evaluate(e, env, ops, None) for s, e in integrals), 0.0)
 
-    return Objective(words[1], "-", sense, terminal if terms else None,
+    return Objective(words[1], "", sense, terminal if terms else None,
                      stage if integrals else None, free_time="T" in ast.unparse(tree))
 
 

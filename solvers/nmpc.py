@@ -281,7 +281,7 @@ class BatchNMPC:
         hold, violations = self._hold_outcome(ocp, u_now)
         return Recommendation(t, setpoints, res.plan, expected,
                               float("nan") if hold is None else expected - hold,
-                              f"{obj.doc} [{obj.units}]", res.active,
+                              _described(obj), res.active,
                               f"{res.status} ({res.solver_status})",
                               solve_time_s=_time.perf_counter() - start,
                               hold_violations=violations)
@@ -336,7 +336,11 @@ class BatchNMPC:
             expected = float("nan")
             why = f"{why} Following the last good plan (from t = {self._last_t:g})."
         return Recommendation(t, setpoints, plan, expected, float("nan"),
-                              f"{obj.doc} [{obj.units}]", [], "failed", True, why, elapsed)
+                              _described(obj), [], "failed", True, why, elapsed)
+
+
+def _described(obj: Any) -> str:
+    return obj.doc + (f" [{obj.units}]" if obj.units else "")
 
 
 def _fmt(v: Any) -> str:
