@@ -40,6 +40,22 @@ def _rhs_vector(model: Model, t: Any, y: Any, signals: Any) -> Any:
     return lay.states.ravel(model.rhs(t, x, u, jax_ops), jax_ops)
 
 
+def _held_values(signals: Any, t: Any) -> tuple:
+    """The values at ``t`` of the held inputs with more than one knot (the others are
+    evaluated where they are used)."""
+    return tuple(s(t) for s in signals if s.interpolation == "hold" and s.times.shape[-1] > 1)
+
+
+def _rhs_held(model: Model, t: Any, y: Any, signals: Any, held: tuple) -> Any:
+    """``_rhs_vector`` with the held inputs' values given (looked up once per step)."""
+    lay = model.layout
+    x = lay.states.unravel(y, jax_ops)
+    it = iter(held)
+    u = lay.inputs.from_leaves([next(it) if s.interpolation == "hold"
+                                and s.times.shape[-1] > 1 else s(t) for s in signals])
+    return lay.states.ravel(model.rhs(t, x, u, jax_ops), jax_ops)
+
+
 def _step_vector(model: Model, t: Any, y: Any, signals: Any) -> Any:
     lay = model.layout
     x = lay.states.unravel(y, jax_ops)
@@ -74,9 +90,10 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
     if single and dt is None and solver == "tsit5" and not reverse:
         # the fast path: a lean Tsit5 loop whose body XLA runs inline (see _tsit5)
         ys1, code, stats = _tsit5.solve(
-            lambda t, y: _rhs_vector(model, t, y, signals), y0, ts,
+            lambda t, y, v: _rhs_held(model, t, y, signals, v), y0, ts,
             jnp.zeros(0, y0.dtype) if jump_ts is None else jump_ts,
-            rtol=rtol, atol=atol, max_steps=max_steps)
+            rtol=rtol, atol=atol, max_steps=max_steps,
+            held=lambda t: _held_values(signals, t))
         us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, ys1, signals))
         return ys1[None], us, outs, _info(code, stats, ys1)
     if single:

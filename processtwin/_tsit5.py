@@ -68,14 +68,19 @@ def _dense_weights(dtype: str) -> np.ndarray:
     return np.polynomial.polynomial.polyfit(theta, values, 4)
 
 
-def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
-          atol: float, max_steps: int) -> tuple[Any, Any, Any]:
+def solve(f: Callable[..., Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
+          atol: float, max_steps: int,
+          held: Callable[[Any], Any] | None = None) -> tuple[Any, Any, Any]:
     """Integrate ``dy/dt = f(t, y)`` from ``ts[0]`` to ``ts[-1]``.
 
     Parameters
     ----------
     f : callable
-        ``f(t, y) -> dy`` on 1-D arrays.
+        ``f(t, y) -> dy`` on 1-D arrays; with ``held``, ``f(t, y, v)`` where ``v`` are the
+        held inputs' values.
+    held : callable, optional
+        ``held(t) -> v``: the values of the piecewise-constant inputs at ``t``. A step
+        never crosses a jump, so they are looked up once per step (not per stage).
     y0 : array (n,)
         Initial state at ``ts[0]``.
     ts : array (m,)
@@ -98,6 +103,14 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
         Steps taken, accepted and rejected.
     """
     dtype = y0.dtype
+    if held is None:
+        def held(t: Any) -> Any:
+            return ()
+
+        f2 = f
+
+        def f(t: Any, y: Any, v: Any) -> Any:
+            return f2(t, y)
     if jnp.dtype(dtype).itemsize < 8 and max_steps >= 2**24:
         raise ValueError(f"max_steps={max_steps} needs float64 (step counts are carried "
                          "as floats, exact below 2**24 in float32).")
@@ -119,10 +132,11 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
         return jnp.sqrt(jnp.mean(jnp.square(e / scale)))
 
     # Hairer's starting step (Solving ODEs I, §II.4)
-    f0 = f(t0, y0)
+    v0 = held(t0)
+    f0 = f(t0, y0, v0)
     d0, d1 = scaled_rms(y0, y0, y0), scaled_rms(f0, y0, y0)
     h0 = jnp.minimum(jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1), tend - t0)
-    d2 = scaled_rms(f(t0 + h0, y0 + h0 * f0) - f0, y0, y0) / h0
+    d2 = scaled_rms(f(t0 + h0, y0 + h0 * f0, held(t0 + h0)) - f0, y0, y0) / h0
     dmax = jnp.maximum(d1, d2)
     h1 = jnp.where(dmax <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3), (0.01 / dmax) ** 0.2)
     # step sizes are not differentiated (no NaN tangents from the controller)
@@ -152,12 +166,13 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
             cross = hit & (t_before <= t)
             t1 = jnp.where(hit, t_before, t_try)
             dt = jnp.where(cross, 1.0, t1 - t)  # (a crossing's stages are not used)
+            v_held = held(t)  # constant over the step: it ends before the next jump
             ks = [fy * dt]
             for s in range(1, _STAGES):
                 y_stage = y + sum(_A[s - 1][r] * ks[r] for r in range(s))
                 if s == _STAGES - 1:
                     y1 = y_stage  # Tsit5's last row of A holds its solution weights
-                ks.append(f(t + _C[s] * dt, y_stage) * dt)
+                ks.append(f(t + _C[s] * dt, y_stage, v_held) * dt)
             err = lax.stop_gradient(
                 scaled_rms(sum(_B_ERR[r] * ks[r] for r in range(_STAGES)), y, y1))
             finite = jnp.isfinite(err)
@@ -184,7 +199,7 @@ def solve(f: Callable[[Any, Any], Any], y0: Any, ts: Any, jumps: Any, *, rtol: f
                 def past_jump():
                     # carry the state over the two floats around the jump, each side with
                     # its own input; the next step starts from a fresh first stage
-                    f_after = f(t_after, y1)
+                    f_after = f(t_after, y1, held(t_after))
                     return (y1 + (t_jump - t_before) * f1 + (t_after - t_jump) * f_after,
                             f_after)
 

@@ -1,4 +1,4 @@
-"""The contract redesign leaves the bioreactor's results unchanged (to 1e-12).
+"""The contract redesign leaves the bioreactor's results unchanged (to 1e-12, now 1e-9).
 
 The reference was written by ``tests/data/make_bioreactor_reference.py`` at the last
 commit before the redesign; the same script, run on today's code, must reproduce it. The
@@ -8,6 +8,11 @@ purpose — the process noise is propagated exactly (``tests/test_exact_predicti
 channel gated three times in a row is re-admitted (``tests/test_gating.py``) — and the
 reference run filters with a feed that differs from the plant's, where those changes move
 the estimates most, so they stay in the file only as the record of the old filter.
+
+The simulation matched to 1e-12 until the Tsit5 loop began to look held inputs up once per
+step instead of once per stage (the same values; XLA fuses the step differently, and the
+adaptive step sequence moves by rounding): since then it matches to 3e-10 relative, well
+inside the integrator's rtol of 1e-8, and is compared at 1e-9.
 """
 
 import importlib.util
@@ -31,4 +36,4 @@ def test_bioreactor_results_unchanged_by_the_redesign():
     for name in ("sim_states", "sim_OUR", "ens_P"):
         a, b = now[name].values, ref[name].values
         scale = np.maximum(np.abs(b), 1.0)
-        np.testing.assert_array_less(np.abs(a - b) / scale, 1e-12, err_msg=name)
+        np.testing.assert_array_less(np.abs(a - b) / scale, 1e-9, err_msg=name)
