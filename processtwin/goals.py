@@ -177,8 +177,9 @@ def parse_objective(model: Any, text: str) -> Objective:
     """An objective written as text: ``"max P*V/1000"``, ``"min integral(Q_hvac)"``,
     ``"max P*V/T - 0.1*integral(F)"``.
 
-    The expression may use the model's state names and ``T`` (horizon length) at the end,
-    and ``integral(...)`` of states, inputs and outputs; it starts with ``max`` or ``min``.
+    The expression may use the model's state names and ``T_f`` (horizon length; also
+    ``T`` when the model has no state called T) at the end, and ``integral(...)`` of
+    states, inputs and outputs; it starts with ``max`` or ``min``.
 
     Parameters
     ----------
@@ -207,7 +208,9 @@ def parse_objective(model: Any, text: str) -> Objective:
         tree = ast.parse(words[1], mode="eval")
     except SyntaxError as exc:
         raise ConfigError(f"objective `{text}` is not an expression: {exc.msg}.") from None
-    end_names = set(lay.states.names) | {"T"}
+    # the horizon length: `T_f`, and `T` too unless the model has a variable called T
+    horizon = {"T_f"} | ({"T"} if "T" not in lay.states.names else set())
+    end_names = set(lay.states.names) | horizon
     rate_names = set(lay.states.names) | set(lay.inputs.names) | set(lay.outputs.names)
     _check(tree, end_names | rate_names, text)
     terms, integrals = _split_integrals(tree.body)
@@ -216,19 +219,24 @@ def parse_objective(model: Any, text: str) -> Objective:
     for _, e in integrals:
         _check(ast.Expression(e), rate_names, text, True)
 
+    def names_in(nodes: Any) -> set[str]:
+        return {n.id for e in nodes for n in ast.walk(e) if isinstance(n, ast.Name)}
+
+    uses_horizon = bool(names_in(terms) & horizon)
+    needs_outputs = bool(names_in([e for _, e in integrals]) & set(lay.outputs.names))
+
     def terminal(m: Any, x: Any, T: Any, ops: Any) -> Any:
-        env = {**x._asdict(), "T": T}
+        env = {**x._asdict(), **{h: T for h in horizon}}
         return sum((_evaluate(t, env, ops, None) for t in terms), 0.0)
 
     def stage(m: Any, x: Any, u: Any, ops: Any) -> Any:
         env = {**u._asdict(), **x._asdict()}
-        if lay.outputs.size and any(n in ast.unparse(e) for _, e in integrals
-                                    for n in lay.outputs.names):
+        if needs_outputs:
             env.update(m.measure(0.0, x, u, ops)._asdict())
         return sum((s * _evaluate(e, env, ops, None) for s, e in integrals), 0.0)
 
     return Objective(words[1], "", sense, terminal if terms else None,
-                     stage if integrals else None, free_time="T" in ast.unparse(tree))
+                     stage if integrals else None, free_time=uses_horizon)
 
 
 def parse_limit(text: str) -> tuple[str, Limit]:

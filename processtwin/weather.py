@@ -109,7 +109,11 @@ def read_weather(path: str | Path, *, year: int | None = None) -> xr.Dataset:
     try:
         data, meta, station = read(year)
         typical = year is not None
-        if not data.index.is_monotonic_increasing:  # months from different years
+        steps = np.diff(np.asarray(data.index.tz_localize(None) if data.index.tz is not None
+                                   else data.index, dtype="datetime64[s]"))
+        hourly = bool(steps.size) and bool(np.all(steps == np.timedelta64(3600, "s")))
+        if year is None and (not data.index.is_monotonic_increasing or not hourly):
+            # months from different years (even in increasing order: gaps of years)
             first = int(data.index[0].year)
             # a typical year has 365 days: a leap year would leave a gap at 29 February
             while (first % 4 == 0 and first % 100 != 0) or first % 400 == 0:
@@ -223,11 +227,15 @@ def building_inputs(weather: xr.Dataset, azimuths: Sequence[float], *, start: An
     if start is None:
         t0 = first
     else:  # within the file's (typical) year: its month, day and time of day
-        t0 = np.datetime64(start, "ns")
-        year = np.datetime64(first, "Y")
-        t0 = year + (t0 - np.datetime64(t0, "Y"))
+        import pandas as pd
+
+        ts = pd.Timestamp(start)
+        if ts.month == 2 and ts.day == 29:  # a typical year has no 29 February
+            ts = ts.replace(day=28)
+        year = pd.Timestamp(first).year
+        t0 = np.datetime64(ts.replace(year=year).to_datetime64(), "ns")
         if t0 < first:
-            t0 = t0 + (np.datetime64(year + 1, "ns") - np.datetime64(year, "ns"))
+            t0 = np.datetime64(ts.replace(year=year + 1).to_datetime64(), "ns")
     span = (times[-1] - first) / np.timedelta64(1, "s")  # the file's length [s]
     rel = (times - np.timedelta64(1, "h") - t0) / np.timedelta64(1, "s")  # hour starts
     index = np.arange(times.size)

@@ -261,7 +261,9 @@ class WindowNLP:
         Z = np.vstack([stages[:, :nz], x[2 * nz * N:]])
         V = stages[:, nz:]
         ok = bool(st["success"]) and bool(np.all(np.isfinite(x)))
-        status = "converged" if ok else classify(st).rstrip("?")
+        status = "converged" if ok else classify(st)
+        if status == "infeasible?":  # the solver's own, unverified claim
+            status = "failed"
         if not ok and status == "converged":  # "succeeded" on non-finite values
             status = "numerical"
         return Z, V, {"status": status, "success": ok, "solver": solver,

@@ -192,10 +192,13 @@ def solve_ocp(ocp: OCP, *, guess: Any, starts: Any, seed: int, warm_start: Any, 
         f = float(sol["f"]) - _slack_penalty(nlp, w)
         outcomes.append({"origin": origin, "status": cls, "solver_status": st["return_status"],
                          "objective": f, "iterations": int(st.get("iter_count", -1)),
-                         "wall_time_s": wall})
+                         "wall_time_s": wall, "_rank": float(sol["f"])})
         runs.append((sol, st, w, f))
     good = [i for i, o in enumerate(outcomes) if o["status"] == "converged"]
-    best = min(good, key=lambda i: outcomes[i]["objective"]) if good else 0
+    # the best start by the NLP's own objective (slack penalties of soft constraints in)
+    best = min(good, key=lambda i: outcomes[i]["_rank"]) if good else 0
+    for o in outcomes:
+        o.pop("_rank")
     sol, st, w, f = runs[best]
     stats = {"wall_time_s": _time.perf_counter() - t_all, "build_time_s": build_time,
              "iterations": outcomes[best]["iterations"], "solver_status": st["return_status"],
@@ -284,8 +287,15 @@ def _diagnose(ocp: OCP, st: dict, tol: float, max_iter: int, p: np.ndarray
                 "it is likely badly scaled or needs a better `guess`.", None)
     w = np.asarray(sol["x"]).ravel()
     vals = w[soft.blocks["S"]] if soft.slacks else np.zeros(0)
+    # only constraints that are hard in the user's problem: a soft one may be violated
+    user_soft = {(name, terminal) for group, terminal in ((ocp.path, False),
+                                                          (ocp.terminal, True))
+                 for name, (_, soft_w) in group.items() if soft_w is not None}
     worst: dict[str, float] = {}
     for (label, _), v in zip(soft.slacks, vals, strict=True):
+        base = label.split("`")[1].split("[")[0]
+        if (base, label.endswith(" at end")) in user_soft:
+            continue
         if v > 1e-6:
             key = label.split(" at t=")[0]
             worst[key] = max(worst.get(key, 0.0), float(v))

@@ -190,7 +190,7 @@ class BatchNMPC:
         if not span > 0:
             raise ConfigError(f"decision time {t:g} is at or after the batch end "
                               f"{self.batch_end:g}.")
-        if self.horizon is None:
+        if self.horizon is None and not self.model.is_discrete:
             if self._n_shrink is None:
                 self._n_shrink = max(1, int(round(span / self.interval)))
             n = self._n_shrink

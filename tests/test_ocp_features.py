@@ -218,3 +218,17 @@ def test_150_step_receding_horizon_loop_survives_the_plant():
     assert x["X"] <= 3.7 * (1 + 1e-4) and x["P"] <= 3.0 * (1 + 1e-4)
     projected = [w for w in caught if "projected onto them" in str(w.message)]
     assert len(projected) == nmpc.projections
+
+
+def test_text_objectives_read_names_not_substrings():
+    """`T_i` is a state of the building, not the horizon: no free final time is asked for;
+    `T_f` (or `T` where no state is called T) is the horizon."""
+    from processtwin.goals import parse_objective
+    from processtwin.models import Building, Pipe
+
+    assert not parse_objective(Building(), "min integral(T_out)").free_time
+    assert not parse_objective(Building(), "max T_i").free_time
+    assert parse_objective(Bioreactor(), "max P*V/T").free_time
+    assert parse_objective(Bioreactor(), "max P*V/T_f").free_time
+    pipe = parse_objective(Pipe(), "max T")  # the pipe's state T, not the horizon
+    assert not pipe.free_time

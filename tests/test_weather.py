@@ -52,3 +52,12 @@ def test_building_inputs_cover_the_span_asked_for(weather, kw, hours):
 def test_no_weather_in_an_empty_span_is_an_error(weather):
     with pytest.raises(pt.DataError, match="no weather"):
         building_inputs(weather, [180.0], days=0.0)
+
+
+@pytest.mark.parametrize(("start", "hour"), [("2024-03-01", 1416), ("2024-02-29", 1392),
+                                             ("1999-01-02 06:00", 30)])
+def test_start_is_the_same_date_in_the_files_year(weather, start, hour):
+    """Month, day and time of day, whatever the year given (a leap year's 1 March is day
+    60 of a typical year, not 61; its 29 February is the 28th)."""
+    b = building_inputs(weather, [180.0], start=start, days=1)
+    assert float(b["T_out"].values[0]) == float(weather["T_out"].values[hour])
