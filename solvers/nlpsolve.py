@@ -167,6 +167,9 @@ def solve_ocp(ocp: OCP, *, guess: Any, starts: Any, seed: int, warm_start: Any, 
     lbw[:nx] = ubw[:nx] = x0  # the initial state enters as bounds
     if warm_start is not None:
         _check_warm(ocp, nlp, warm_start)
+        if guess is not None:
+            raise ConfigError("give `warm_start` (the same NLP's previous solution, primal "
+                              "and dual) or `guess` (a start to interpolate), not both.")
     todo = _starts(ocp, guess, starts, seed)
     warm = warm_start is not None
     solver = _solver(ocp, nlp, (warm, tol, max_iter, max_wall_time), warm)

@@ -91,6 +91,9 @@ class OCP(Problem):
         """
         if not (np.isfinite(horizon) and horizon > 0):
             raise ConfigError(f"`horizon` must be a finite time > 0, got {horizon!r}.")
+        if self.free_time is not None:
+            raise ConfigError("the horizon of this OCP is free (`free_time`): the solver "
+                              "chooses it; give a start for it with `guess={'T': ...}`.")
         model = self.model
         if model.is_discrete and abs(float(horizon) / self.N - self.h) > 1e-12 * self.h:
             # the NLP applies the model's map a fixed number of times per interval

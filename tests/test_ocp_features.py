@@ -232,3 +232,13 @@ def test_text_objectives_read_names_not_substrings():
     assert parse_objective(Bioreactor(), "max P*V/T_f").free_time
     pipe = parse_objective(Pipe(), "max T")  # the pipe's state T, not the horizon
     assert not pipe.free_time
+
+
+def test_conflicting_start_options_are_errors():
+    ocp = _well_ocp()
+    res = ocp.solve()
+    with pytest.raises(pt.ConfigError, match="not both"):
+        ocp.solve(warm_start=res, guess={"a": 0.5})
+    free = OCP(DoubleIntegrator(), 3.0, 4, free_time=(1.0, 5.0))
+    with pytest.raises(pt.ConfigError, match="horizon of this OCP is free"):
+        free.set_horizon(2.0)
