@@ -47,7 +47,6 @@ from pathlib import Path
 
 import casadi as ca
 import numpy as np
-import pandas as pd
 import scipy
 import scipy.sparse as sp
 from scipy.integrate import solve_ivp
@@ -165,13 +164,8 @@ def building_setup(days):
     floor = tuple(float(a) for a in np.round(rng.uniform(60.0, 140.0, NZ), 1))
     model = Building(n_zones=NZ, floor_area=floor, adjacency=tuple(walls))
     azimuth = (0.0, 90.0, 180.0, 270.0) * 5
-    weather = read_weather(example_weather("sand_point"))
-    # the typical year's months come from different years: put them on one calendar year
-    # (building_inputs over the whole file otherwise keeps only the months after the first)
-    weather = weather.assign_coords(time=pd.date_range("1997-01-01 01:00",
-                                                       periods=weather.sizes["time"],
-                                                       freq="h").values)
-    w = building_inputs(weather, azimuth)
+    weather = read_weather(example_weather("sand_point"))  # on one calendar year
+    w = building_inputs(weather, azimuth, days=days)
     th = w.pop("times")
     tq = np.arange(0.0, days * DAY, DT)
     T_out = np.interp(tq, th, np.asarray(w["T_out"].values))
