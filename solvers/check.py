@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import casadi as ca
 import numpy as np
 import xarray as xr
 
 from processtwin.errors import ConfigError, SolverError
-from processtwin.ops import casadi_ops
 
-from .transcription import _nargs
+from .transcription import split_parameters
 
 if TYPE_CHECKING:
     from .nlpsolve import OCPResult
@@ -26,11 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["objective_on", "resimulate", "verify_plan", "violations_of"]
 
 _FINE = 16  # re-simulated points per interval (even: Simpson)
-
-
-def _split(ocp: OCP, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    N, nth, nd = ocp.N, len(ocp.theta_names), ocp.nd
-    return (p[:nth * N].reshape(N, nth), p[nth * N:nth * N + nd * N].reshape(N, nd))
 
 
 def resimulate(ocp: OCP, plan: xr.Dataset, p: np.ndarray, *, rtol: float = 1e-10,
@@ -60,7 +53,7 @@ def resimulate(ocp: OCP, plan: xr.Dataset, p: np.ndarray, *, rtol: float = 1e-10
     N = ocp.N
     t_nodes = np.asarray(plan["time"].values, float)
     h = (t_nodes[-1] - t_nodes[0]) / N
-    TH, D = _split(ocp, p)
+    TH, D = split_parameters(ocp, p)
     if TH.size and np.ptp(TH, axis=0).max() > 0:
         raise ConfigError("the plan has parameters that vary between intervals; the "
                           "simulator takes one value per parameter, so it is not "
@@ -171,14 +164,9 @@ def objective_on(ocp: OCP, r: dict, T: float) -> float:
     """
     if ocp._prob is None:
         ocp._prob = ocp.build()
-    lay = ocp.model.layout
     J = 0.0
     if ocp.mayer is not None:
-        xN = ca.SX.sym("xN", lay.states.size)
-        tf = ca.SX.sym("tf")
-        xs = lay.states.unravel(xN, casadi_ops)
-        val = ocp.mayer(xs, tf) if _nargs(ocp.mayer) >= 2 else ocp.mayer(xs)
-        J += float(ca.Function("mayer", [xN, tf], [val])(r["X"][-1], T))
+        J += float(ocp._prob.fns["mayer"](r["X"][-1], T))
     if ocp.stage is not None and ocp.stage_rule == "rectangle":
         stage = ocp._prob.fns["stage"]
         per = ocp.substeps_per_interval if ocp.model.is_discrete else _FINE

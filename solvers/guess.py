@@ -17,7 +17,7 @@ import xarray as xr
 
 from processtwin.errors import ConfigError, suggest
 
-from .transcription import NLP, control_bounds, radau
+from .transcription import NLP, control_bounds, radau, split_parameters
 
 if TYPE_CHECKING:
     from .ocp import OCP
@@ -165,9 +165,7 @@ def simulate_nodes(ocp: OCP, nlp: NLP, x0: np.ndarray, U: np.ndarray, T: float,
                    p: np.ndarray) -> np.ndarray:
     """States at the nodes (N+1 × nx) under the controls ``U`` with the interval map."""
     N, M = ocp.N, ocp.M
-    nth, nd = len(ocp.theta_names), ocp.nd
-    TH = p[:nth * N].reshape(N, nth)
-    D = p[nth * N:nth * N + nd * N].reshape(N, nd)
+    TH, D = split_parameters(ocp, p)
     step = nlp.fns["step"]
     out = [np.asarray(x0, float)]
     for k in range(N):
@@ -218,9 +216,7 @@ def plan_dataset(ocp: OCP, nlp: NLP, w: np.ndarray, p: np.ndarray) -> xr.Dataset
     U = _clip_controls(ocp, U)
     U = np.vstack([U, np.repeat(U[-1:], N + 1 - M, axis=0)])
     T = float(w[b["T"]][0]) if "T" in b else ocp.T
-    nth, nd = len(ocp.theta_names), ocp.nd
-    TH = p[:nth * N].reshape(N, nth)
-    D = p[nth * N:nth * N + nd * N].reshape(N, nd)
+    TH, D = split_parameters(ocp, p)
     TH, D = np.vstack([TH, TH[-1:]]), np.vstack([D, D[-1:]])
     t = np.arange(N + 1) * T / N
     taken: set[str] = set()

@@ -33,7 +33,7 @@ from processtwin.ops import casadi_ops
 if TYPE_CHECKING:
     from .ocp import OCP
 
-__all__ = ["NLP", "control_bounds", "interval_functions", "transcribe"]
+__all__ = ["NLP", "control_bounds", "interval_functions", "split_parameters", "transcribe"]
 
 
 @dataclass
@@ -133,6 +133,11 @@ def interval_functions(ocp: OCP) -> dict[str, Any]:
     model = _model(ocp, th)
     u_in = _inputs(ocp, u, d)
     fns = {"out": ca.Function("out", [x, u, d, th], [_outputs(model, x, u_in)])}
+    if ocp.mayer is not None:  # the terminal cost of the final state and time
+        tf = ca.SX.sym("tf")
+        xs = lay.states.unravel(x, casadi_ops)
+        val = ocp.mayer(xs, tf) if _nargs(ocp.mayer) >= 2 else ocp.mayer(xs)
+        fns["mayer"] = ca.Function("mayer", [x, tf], [val])
     q = ca.SX(0.0)
     xk = x
     if model.is_discrete:
@@ -181,6 +186,21 @@ def interval_functions(ocp: OCP) -> dict[str, Any]:
                               [ca.horzcat(*res), xs, q,
                                ca.horzcat(*ys) if ny else ca.SX.zeros(0, E * deg)])
     return fns
+
+
+def split_parameters(ocp: OCP, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-interval blocks of a numeric NLP parameter vector: θ (N × nθ) and the other
+    inputs (N × nd).
+
+    Parameters
+    ----------
+    ocp : OCP
+        The problem.
+    p : numpy.ndarray
+        Its NLP parameters (:meth:`OCP.p_values`).
+    """
+    N, nth, nd = ocp.N, len(ocp.theta_names), ocp.nd
+    return p[:nth * N].reshape(N, nth), p[nth * N:nth * N + nd * N].reshape(N, nd)
 
 
 def control_bounds(ocp: OCP) -> tuple[np.ndarray, np.ndarray]:
@@ -322,11 +342,7 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> NLP:
         if c in ocp.du_weight:
             J += ocp.du_weight[c] * ca.sumsqr(du)
     if ocp.mayer is not None:
-        xN = ca.SX.sym("xN", nx)
-        tf = ca.SX.sym("tf")
-        xs = lay.states.unravel(xN, casadi_ops)
-        val = ocp.mayer(xs, tf) if _nargs(ocp.mayer) >= 2 else ocp.mayer(xs)
-        J += ca.Function("mayer", [xN, tf], [val])(X[:, N], T)
+        J += fns["mayer"](X[:, N], T)
     if ocp.time_weight:
         J += ocp.time_weight * T
     # state and output bounds: every node after the first (path) and, with collocation,
