@@ -11,6 +11,7 @@ from processtwin.model import Model
 
 from .bioreactor import Bioreactor, BioreactorInputs, BioreactorOutputs, BioreactorState
 from .building import Building
+from .building_hp import HeatPumpBuilding
 from .building_iso import Building5R1C
 from .district_heating import district_heating
 from .double_integrator import DoubleIntegrator
@@ -36,6 +37,7 @@ __all__ = [
     "DoubleIntegrator",
     "FeedVessel",
     "HeatPump",
+    "HeatPumpBuilding",
     "HydronicEmitters",
     "Pipe",
     "StorageTank",
@@ -50,7 +52,8 @@ REGISTRY: dict[str, Callable[[], Model]] = {
     **{cls.name: cls for cls in (Bioreactor, DoubleIntegrator, TankCascade, FeedVessel,
                                  DiscreteTripleTank, Pipe, CounterflowHeatExchanger,
                                  StorageTank, HeatPump, Chiller, HydronicEmitters,
-                                 AirHandlingUnit, Building, Building5R1C)},
+                                 AirHandlingUnit, Building, Building5R1C,
+                                 HeatPumpBuilding)},
     "fed_batch_plant": fed_batch_plant,
     "district_heating": district_heating,
 }
