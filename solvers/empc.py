@@ -1,0 +1,637 @@
+"""Economic MPC of a building and its heat pump (any model with a priced power output):
+Pyomo + HiGHS linear programmes over an hourly (or finer) horizon.
+
+Each decision linearises the model around the estimate and the forecast
+(:func:`~processtwin.solvers.linearise.linearise`, exact for the library's buildings),
+minimises energy cost plus priced discomfort under the heat pump's limits
+(:mod:`~processtwin.solvers.empc_lp`), checks HiGHS's termination status every time, and on
+failure re-solves with fallback options — or, when that fails too, falls back to the rest
+of the last good plan, labelled as such. Never an unchecked solution.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from processtwin.errors import ConfigError
+from processtwin.model import Model
+
+from .empc_lp import HighsLP, LPData, build_pyomo, update_pyomo
+from .linearise import AffineSystem, forecast_matrix, linearise
+from .nmpc import Recommendation
+
+__all__ = ["Comfort", "EMPCPlan", "EconomicMPC", "Staging"]
+
+HOURS = {"s": 1 / 3600.0, "min": 1 / 60.0, "h": 1.0}
+
+
+@dataclass(frozen=True)
+class Comfort:
+    """Comfort band of an output that follows the occupancy schedule.
+
+    Attributes
+    ----------
+    output : str
+        The comfort output (a vector over zones is one band per zone).
+    occupied, unoccupied : tuple of float
+        ``(lower, upper)`` band when occupied and when not (night set-back) [output
+        units, °C for a room temperature].
+    schedule : str
+        Disturbance that says who is there (fraction 0–1).
+    threshold : float
+        Occupied when the schedule is at least this.
+    price : float
+        Cost of leaving the band [currency per K·h] (per output unit · hour, per zone).
+    """
+
+    output: str = "T_air"
+    occupied: tuple[float, float] = (21.0, 24.0)
+    unoccupied: tuple[float, float] = (16.0, 28.0)
+    schedule: str = "occupancy"
+    threshold: float = 0.5
+    price: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("occupied", "unoccupied"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ConfigError(f"comfort band `{name}` must have lower ≤ upper, got "
+                                  f"({lo}, {hi}).")
+        if not self.price >= 0:
+            raise ConfigError(f"comfort `price` must be ≥ 0 [currency per K h], got "
+                              f"{self.price!r}.")
+
+    def bands(self, occupancy: np.ndarray, nz: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, nz)`` lower and upper band from the schedule over the horizon."""
+        occ = np.asarray(occupancy, dtype=float).reshape(len(occupancy), -1)[:, :1]
+        on = occ >= self.threshold
+        lo = np.where(on, self.occupied[0], self.unoccupied[0])
+        hi = np.where(on, self.occupied[1], self.unoccupied[1])
+        return np.repeat(lo, nz, axis=1), np.repeat(hi, nz, axis=1)
+
+
+@dataclass(frozen=True)
+class Staging:
+    """On/off staging of a unit (a MILP): when on, ``output`` is within
+    ``[min_level, upper]``; when off, 0; each start keeps it on for ``min_on`` intervals and
+    each stop off for ``min_off``.
+
+    Attributes
+    ----------
+    output : str
+        The staged output (the heat pump's ``load``); it must have a limit.
+    min_level : float
+        Least level when on [output units].
+    min_on, min_off : int
+        Minimum run and off times [intervals].
+    """
+
+    output: str = "load"
+    min_level: float = 0.3
+    min_on: int = 2
+    min_off: int = 2
+
+
+@dataclass
+class EMPCPlan:
+    """One economic plan over the horizon.
+
+    Attributes
+    ----------
+    status : str
+        ``"optimal"``; ``"recovered"`` (first solve failed, fallback options solved it);
+        ``"fallback"`` (no solve succeeded: the rest of the last good plan, or the inputs'
+        defaults); the first solve's HiGHS status is in ``message``.
+    cost : float
+        Planned energy cost plus demand charge [currency].
+    discomfort : float
+        Planned discomfort [K·h, summed over zones].
+    x, u, y : numpy.ndarray
+        States ``(N + 1, nx)``, manipulated inputs ``(N, nu)`` [model units] and the
+        priced output per interval ``(N,)`` [model units].
+    times : numpy.ndarray
+        Start of each interval and the horizon's end ``(N + 1,)`` [model time unit].
+    affine : AffineSystem
+        The sampled model the plan was made with.
+    solve_time_s : float
+        Wall time of the decision (linearisation, update and solve) [s].
+    message : str
+        What went wrong and what was done, if anything.
+    active : list of str
+        Hard limits at their bounds in the plan.
+    """
+
+    status: str
+    cost: float
+    discomfort: float
+    x: np.ndarray
+    u: np.ndarray
+    y: np.ndarray
+    times: np.ndarray
+    affine: AffineSystem
+    solve_time_s: float = 0.0
+    message: str = ""
+    active: list[str] = field(default_factory=list)
+    energy: float = 0.0
+    bands: tuple | None = None
+
+    def verify(self, model: Model, forecast: Mapping[str, Any], *, rtol: float = 1e-10,
+               atol: float = 1e-10) -> dict[str, float]:
+        """Re-simulate the plan with the nonlinear model (adaptive, tight tolerances) under
+        the same held forecast and inputs.
+
+        Parameters
+        ----------
+        model : Model
+            The model planned with (or a plant model with the same variables).
+        forecast : mapping
+            The disturbances the plan was made with.
+        rtol, atol : float
+            Simulator tolerances.
+
+        Returns
+        -------
+        dict
+            ``state_error`` (largest state deviation from the plan at the nodes [state
+            units]), ``comfort_excess`` (largest excursion of the comfort output beyond the
+            band plus the plan's own slack, the linearisation's share [output units]; 0
+            when none) and the re-simulated ``states`` ``(N + 1, nx)``.
+        """
+        from processtwin.signals import hold
+        from processtwin.simulate import simulate
+
+        a = self.affine
+        N = a.N
+        lay = model.layout
+        inputs: dict[str, Any] = {}
+        d = forecast_matrix(model, forecast, N)
+        dn = _dist_names(model)
+        for leaf in lay.inputs.leaves:
+            names = leaf.flat_names()
+            if leaf.var.kind == "manipulated":
+                v = self.u[:, [a.controls.index(n) for n in names]]
+            else:
+                v = d[:, [dn.index(n) for n in names]]
+            inputs[leaf.name] = hold(self.times[:-1], v[:, 0] if leaf.size == 1 else v.T)
+        x0 = {leaf.name: self.x[0, [a.states.index(n) for n in leaf.flat_names()]]
+              for leaf in lay.states.leaves}
+        res = simulate(model, x0, inputs, self.times, rtol=rtol, atol=atol)
+        X = np.concatenate([np.asarray(res[leaf.name]).reshape(N + 1, -1)
+                            for leaf in lay.states.leaves], axis=1)
+        err = float(np.max(np.abs(X - self.x)))
+        excess = 0.0
+        if self.bands is not None:
+            lo, hi, slo, shi, idx = self.bands
+            y = np.einsum("koj,kj->ko", a.C[:, idx, :], X[1:]) + \
+                np.einsum("koj,kj->ko", a.D[:, idx, :], self.u) + a.e[:, idx]
+            excess = float(max(0.0, np.max(lo - slo - y), np.max(y - hi - shi)))
+        return {"state_error": err, "comfort_excess": excess, "states": X}
+
+    @property
+    def ok(self) -> bool:
+        """Whether a solve succeeded (optimal or recovered)."""
+        return self.status in ("optimal", "recovered")
+
+    def dataset(self, model: Model) -> xr.Dataset:
+        """The plan as an ``xarray.Dataset`` over ``time`` (inputs per interval, states at
+        the nodes), with cost and discomfort in its attributes."""
+        a = self.affine
+        lay = model.layout
+        ds = xr.Dataset(coords={"time": self.times})
+        for name, names, values in (("state", a.states, self.x),):
+            del name
+            for leaf in lay.states.leaves:
+                cols = [names.index(n) for n in leaf.flat_names()]
+                v = values[:, cols]
+                ds[leaf.name] = (("time",) if leaf.size == 1 else ("time", f"{leaf.name}_i"),
+                                 v[:, 0] if leaf.size == 1 else v,
+                                 {"units": leaf.var.units, "long_name": leaf.var.doc})
+        held = np.vstack([self.u, self.u[-1:]])
+        for leaf in lay.inputs.leaves:
+            if leaf.var.kind != "manipulated":
+                continue
+            cols = [a.controls.index(n) for n in leaf.flat_names()]
+            v = held[:, cols]
+            ds[leaf.name] = (("time",) if leaf.size == 1 else ("time", f"{leaf.name}_i"),
+                             v[:, 0] if leaf.size == 1 else v,
+                             {"units": leaf.var.units, "long_name": leaf.var.doc,
+                              "hold": "zero-order (from each time to the next)"})
+        ds.attrs.update(status=self.status, cost=self.cost, discomfort_Kh=self.discomfort,
+                        energy_kWh=self.energy, solve_time_s=self.solve_time_s,
+                        message=self.message, kind="plan", model=model.name)
+        return ds
+
+
+class EconomicMPC:
+    """Economic MPC: minimise energy cost plus priced discomfort over a horizon, under the
+    model's hard output limits, with a linear programme solved by HiGHS.
+
+    Parameters
+    ----------
+    model : Model
+        A continuous-time model with manipulated inputs, a priced power output and a
+        comfort output (e.g. :class:`~processtwin.models.HeatPumpBuilding`).
+    dt : float
+        Control interval [model time unit] (3600 s: hourly).
+    horizon : int
+        Number of intervals planned (24 hourly: a day; 168: a week).
+    power : str
+        The priced output [W, or any unit; prices are per kWh when it is W].
+    comfort : Comfort
+        Comfort band and its price.
+    limits : mapping, optional
+        Hard limits on outputs ``name → (lower, upper)`` (``None``: open), in addition to
+        the model's declared output limits (a name given here replaces the declared one;
+        ``None`` as the value removes it).
+    peak_price : float
+        Demand charge [currency per kW of the horizon's peak power]; 0: none.
+    staging : Staging, optional
+        On/off staging with minimum run and off times (makes the LP a MILP).
+    backend : {"highs", "pyomo"}
+        ``"highs"``: one persistent ``highspy`` model updated in place between decisions
+        (the receding-horizon path); ``"pyomo"``: the Pyomo model with mutable parameters,
+        solved by Pyomo's persistent HiGHS interface.
+    time_limit_s : float, optional
+        HiGHS time limit of the first attempt [s].
+    fallback_options : mapping, optional
+        HiGHS options of the second attempt (default: interior point with crossover,
+        presolve on, 60 s).
+    """
+
+    def __init__(self, model: Model, *, dt: float = 3600.0, horizon: int = 24,
+                 power: str = "P_el", comfort: Comfort | None = None,
+                 limits: Mapping[str, Any] | None = None, peak_price: float = 0.0,
+                 staging: Staging | None = None, backend: str = "highs",
+                 time_limit_s: float | None = None,
+                 fallback_options: Mapping[str, Any] | None = None) -> None:
+        if model.is_discrete:
+            raise ConfigError(f"`{model.name}` is discrete-time; EconomicMPC samples "
+                              "continuous-time models.")
+        if not dt > 0:
+            raise ConfigError(f"`dt` must be > 0 [{model.time_unit}], got {dt!r}.")
+        if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) \
+                or horizon < 1:
+            raise ConfigError(f"`horizon` must be a whole number of intervals ≥ 1, got "
+                              f"{horizon!r}.")
+        if backend not in ("highs", "pyomo"):
+            raise ConfigError(f"`backend` must be 'highs' or 'pyomo', got {backend!r}.")
+        if not peak_price >= 0:
+            raise ConfigError(f"`peak_price` must be ≥ 0 [currency per kW], got "
+                              f"{peak_price!r}.")
+        self.model, self.dt, self.horizon, self.backend = model, float(dt), int(horizon), backend
+        self.comfort = comfort if comfort is not None else Comfort()
+        self.peak_price, self.staging = float(peak_price), staging
+        self.time_limit_s = time_limit_s
+        self.fallback_options = dict(fallback_options) if fallback_options is not None else {
+            "solver": "ipm", "run_crossover": "on", "presolve": "on", "time_limit": 60.0}
+        outs = model.outputs()
+        for role, name in (("power", power), ("comfort", self.comfort.output)):
+            if name not in outs:
+                raise ConfigError(f"`{role}` output {name!r} is not an output of "
+                                  f"`{model.name}`; its outputs are {', '.join(outs)}.")
+        if self.comfort.schedule not in model.inputs():
+            raise ConfigError(f"comfort `schedule` {self.comfort.schedule!r} is not an input "
+                              f"of `{model.name}`.")
+        self.power = power
+        self.limits = self._limits(limits)
+        if staging is not None and staging.output not in self.limits:
+            raise ConfigError(f"staged output {staging.output!r} needs a limit (its upper "
+                              f"level); limited outputs: {', '.join(self.limits) or 'none'}.")
+        self.hours = float(dt) * HOURS.get(model.time_unit, 1.0)
+        lay = model.layout
+        self._outputs = list(dict.fromkeys([power, self.comfort.output, *self.limits]))
+        self._flat = [n for o in self._outputs for n in lay.outputs.leaf(o).flat_names()]
+        self._scale = {n: (1e3 if lay.outputs.leaf(n.split("[")[0]).var.units == "W" else 1.0)
+                       for n in self._flat}
+        man = [n for n, v in model.inputs().items() if v.kind == "manipulated"]
+        if not man:
+            raise ConfigError(f"`{model.name}` has no manipulated input to schedule.")
+        lo, hi = lay.inputs.bounds()
+        idx = lay.inputs.indices(man)
+        self.u_lo, self.u_hi = lo[idx], hi[idx]
+        self.u_units = [lay.inputs.leaf(n.split("[")[0]).var.units
+                        for n in (lay.inputs.flat_names()[i] for i in idx)]
+        self.u_scale = np.array([1e3 if u == "W" else 1.0 for u in self.u_units])
+        self._lp: HighsLP | None = None
+        self._pyomo: Any = None
+        self._pyomo_solver: Any = None
+        self._last: EMPCPlan | None = None
+        self.decisions = 0
+        self.fallbacks = 0
+
+    # ---- set-up ---------------------------------------------------------------------
+    def _limits(self, given: Mapping[str, Any] | None) -> dict[str, tuple[float, float]]:
+        outs = self.model.outputs()
+        out: dict[str, tuple[float, float]] = {}
+        for name, lim in type(self.model).limits.items():
+            if name in outs:
+                out[name] = (-np.inf if lim.lower is None else float(lim.lower),
+                             np.inf if lim.upper is None else float(lim.upper))
+        for name, v in (given or {}).items():
+            if name not in outs:
+                raise ConfigError(f"limit on {name!r}: not an output of `{self.model.name}`;"
+                                  f" its outputs are {', '.join(outs)}.")
+            if v is None:
+                out.pop(name, None)
+                continue
+            lo, hi = v
+            lo = -np.inf if lo is None else float(lo)
+            hi = np.inf if hi is None else float(hi)
+            if not lo <= hi:
+                raise ConfigError(f"limit on {name!r}: lower {lo} > upper {hi}.")
+            out[name] = (lo, hi)
+        return out
+
+    def _data(self, affine: AffineSystem, x0: np.ndarray, prices: np.ndarray,
+              occupancy: np.ndarray, on_before: bool, run_before: int) -> LPData:
+        flat = list(affine.outputs)
+        lay = self.model.layout
+
+        def idx(name: str) -> np.ndarray:
+            return np.asarray([flat.index(n) for n in lay.outputs.leaf(name).flat_names()])
+
+        comfort = idx(self.comfort.output)
+        limited = np.concatenate([idx(n) for n in self.limits]) if self.limits else \
+            np.zeros(0, int)
+        lim_lo = np.concatenate([np.full(len(idx(n)), v[0]) for n, v in self.limits.items()]) \
+            if self.limits else np.zeros(0)
+        lim_hi = np.concatenate([np.full(len(idx(n)), v[1]) for n, v in self.limits.items()]) \
+            if self.limits else np.zeros(0)
+        lo, hi = self.comfort.bands(occupancy, len(comfort))
+        staging = None
+        if self.staging is not None:
+            j = int(np.nonzero(limited == idx(self.staging.output)[0])[0][0])
+            upper = lim_hi[j]
+            staging = (j, float(self.staging.min_level), float(upper), int(self.staging.min_on),
+                       int(self.staging.min_off), bool(on_before), int(run_before))
+        return LPData(
+            affine=affine, x0=x0, price=prices, band_lo=lo, band_hi=hi,
+            u_lo=self.u_lo, u_hi=self.u_hi, lim_lo=lim_lo, lim_hi=lim_hi,
+            power=flat.index(lay.outputs.leaf(self.power).flat_names()[0]),
+            comfort=comfort, limited=limited, comfort_price=self.comfort.price,
+            peak_price=self.peak_price, u_scale=self.u_scale,
+            y_scale=np.array([self._scale[n] for n in flat]), dt_h=self.hours,
+            staging=staging)
+
+    # ---- one decision -----------------------------------------------------------------
+    def plan(self, x: Mapping[str, Any] | np.ndarray, forecast: Mapping[str, Any],
+             prices: Any, *, t: float = 0.0, on_before: bool = False,
+             run_before: int = 10**6) -> EMPCPlan:
+        """Plan the horizon from the state ``x`` under the disturbance ``forecast`` and the
+        energy ``prices``.
+
+        Parameters
+        ----------
+        x : mapping or numpy.ndarray
+            Current (estimated) state, by name or flat.
+        forecast : mapping
+            Disturbances over the horizon: name → constant or ``(horizon,)`` /
+            ``(horizon, size)`` values (outdoor temperature [°C], irradiance per zone
+            [W/m2], occupancy [-], …).
+        prices : float or array
+            Energy price per interval [currency per kWh of the power output].
+        t : float
+            Time of the decision [model time unit] (labels the plan).
+        on_before : bool
+            With staging: whether the unit was on before ``t``.
+        run_before : int
+            With staging: intervals it has been in that state.
+
+        Returns
+        -------
+        EMPCPlan
+            The plan; check :attr:`EMPCPlan.ok` (a fallback plan is labelled).
+        """
+        t0 = time.perf_counter()
+        N = self.horizon
+        d = forecast_matrix(self.model, forecast, N)
+        price = np.broadcast_to(np.asarray(prices, dtype=float), (N,)).copy()
+        if not np.all(np.isfinite(price)):
+            raise ConfigError("`prices` must be finite [currency per kWh].")
+        lay = self.model.layout
+        x0 = lay.states.values(x) if not isinstance(x, np.ndarray) else \
+            np.asarray(x, dtype=float)
+        u_ref = self._last.u if self._last is not None and self._last.ok else None
+        if u_ref is not None:
+            u_ref = np.vstack([u_ref[1:], u_ref[-1:]])
+        affine = linearise(self.model, x0, d, self.dt, u_ref=u_ref, outputs=self._outputs)
+        occ = forecast_matrix(self.model, {k: v for k, v in forecast.items()
+                                           if k == self.comfort.schedule}, N)
+        occ = occ[:, [i for i, n in enumerate(_dist_names(self.model))
+                      if n.split("[")[0] == self.comfort.schedule]]
+        data = self._data(affine, x0, price, occ, on_before, run_before)
+        plan = self._solve(data, t)
+        plan.solve_time_s = time.perf_counter() - t0
+        self.decisions += 1
+        if plan.ok:
+            self._last = plan
+        else:
+            self.fallbacks += 1
+        return plan
+
+    def _solve(self, data: LPData, t: float) -> EMPCPlan:
+        first = self._attempt(data, self._first_options())
+        if first[0] == "optimal":
+            return self._plan(data, t, first[1], "optimal", "")
+        why = f"HiGHS: {first[2]}"
+        if first[0] == "infeasible":
+            why += (" — the hard limits (" + ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi)
+                                                   in self.limits.items())
+                    + ") and input bounds cannot all hold from this state")
+        second = self._attempt(data, self.fallback_options)
+        if second[0] == "optimal":
+            return self._plan(data, t, second[1], "recovered",
+                              why + "; re-solved with the fallback options")
+        why += f"; fallback options: {second[2]}"
+        return self._fallback(data, t, why)
+
+    def _first_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"solver": "choose", "presolve": "choose"}
+        opts["time_limit"] = (float(self.time_limit_s) if self.time_limit_s is not None
+                              else np.inf)
+        return opts
+
+    def _attempt(self, data: LPData, options: Mapping[str, Any]) -> tuple[str, Any, str]:
+        """One HiGHS solve: ``(status, solution by block, HiGHS's status text)``."""
+        if self.backend == "pyomo":
+            return self._attempt_pyomo(data, options)
+        import highspy
+
+        if self._lp is None or not self._lp.fits(data):
+            self._lp = HighsLP(data)
+        else:
+            self._lp.update(data)
+        h = self._lp.h
+        for k, v in options.items():
+            h.setOptionValue(k, v)
+        h.run()
+        st = h.getModelStatus()
+        text = h.modelStatusToString(st)
+        if st == highspy.HighsModelStatus.kOptimal:
+            return "optimal", self._lp.solution(), text
+        # the next attempt starts clean (no stale basis from a failed run)
+        h.clearSolver()
+        if st in (highspy.HighsModelStatus.kInfeasible,
+                  highspy.HighsModelStatus.kUnboundedOrInfeasible):
+            return "infeasible", None, text
+        return "failed", None, text
+
+    def _attempt_pyomo(self, data: LPData, options: Mapping[str, Any]) -> tuple[str, Any, str]:
+        import pyomo.environ as pyo
+        from pyomo.contrib.appsi.base import TerminationCondition
+        from pyomo.contrib.appsi.solvers.highs import Highs
+
+        if self._pyomo is None or self._pyomo_data_shape != _shape(data):
+            self._pyomo = build_pyomo(data)
+            self._pyomo_data_shape = _shape(data)
+            self._pyomo_solver = Highs()
+            self._pyomo_solver.config.load_solution = False
+        else:
+            update_pyomo(self._pyomo, data)
+        s = self._pyomo_solver
+        s.highs_options = {k: v for k, v in options.items() if k != "time_limit"}
+        tl = options.get("time_limit", np.inf)
+        s.config.time_limit = None if not np.isfinite(tl) else float(tl)
+        res = s.solve(self._pyomo)
+        tc = res.termination_condition
+        if tc == TerminationCondition.optimal:
+            res.solution_loader.load_vars()
+            m = self._pyomo
+            a = data.affine
+            N, nx, nu, nz = a.N, a.A.shape[1], a.B.shape[2], len(data.comfort)
+            sol = {"x": np.array([[pyo.value(m.x[k, i]) for i in range(nx)]
+                                  for k in range(N + 1)]),
+                   "u": np.array([[pyo.value(m.u[k, j]) for j in range(nu)]
+                                  for k in range(N)]),
+                   "p": np.array([pyo.value(m.p[k]) for k in range(N)]),
+                   "s_lo": np.array([[pyo.value(m.s_lo[k, z]) for z in range(nz)]
+                                     for k in range(N)]).reshape(N, nz),
+                   "s_hi": np.array([[pyo.value(m.s_hi[k, z]) for z in range(nz)]
+                                     for k in range(N)]).reshape(N, nz)}
+            return "optimal", sol, str(tc)
+        if tc in (TerminationCondition.infeasible,
+                  TerminationCondition.infeasibleOrUnbounded):
+            return "infeasible", None, str(tc)
+        return "failed", None, str(tc)
+
+    def _plan(self, data: LPData, t: float, sol: dict, status: str, message: str) -> EMPCPlan:
+        a = data.affine
+        u = sol["u"] * data.u_scale[None, :]
+        u = np.clip(u, data.u_lo, data.u_hi)          # the envelope, exactly
+        p_kw = sol["p"] * data.y_scale[data.power] / 1e3 if data.y_scale[data.power] == 1e3 \
+            else sol["p"]
+        energy = float(np.sum(p_kw) * data.dt_h)
+        cost = float(np.sum(data.price * p_kw) * data.dt_h)
+        if data.peak_price > 0:
+            cost += data.peak_price * float(np.max(p_kw))
+        disc = float(np.sum(sol["s_lo"] + sol["s_hi"]) * data.dt_h)
+        ysz = data.y_scale[data.comfort]
+        bands = (data.band_lo, data.band_hi, sol["s_lo"] * ysz, sol["s_hi"] * ysz,
+                 data.comfort)
+        return EMPCPlan(status=status, cost=cost, discomfort=disc, x=sol["x"], u=u,
+                        bands=bands,
+                        y=sol["p"] * data.y_scale[data.power],
+                        times=t + self.dt * np.arange(a.N + 1), affine=a, message=message,
+                        active=self._active(data, sol), energy=energy)
+
+    def _active(self, data: LPData, sol: dict) -> list[str]:
+        """Hard output limits at their bounds (within 1e-6 of the LP units)."""
+        out = []
+        s = data.scaled()
+        a = data.affine
+        for q, o in enumerate(data.limited):
+            y = (np.einsum("kj,kj->k", s["C"][:, o, :], sol["x"][1:])
+                 + np.einsum("kj,kj->k", s["D"][:, o, :], sol["u"]) + s["e"][:, o])
+            y = y * data.y_scale[o]
+            for bound, val in (("upper", data.lim_hi[q]), ("lower", data.lim_lo[q])):
+                if np.isfinite(val):
+                    hit = np.nonzero(np.abs(y - val) <= 1e-6 * max(1.0, abs(val)))[0]
+                    if len(hit):
+                        out.append(f"{a.outputs[o]} at its {bound} limit {val:g} in "
+                                   f"{len(hit)} of {a.N} intervals")
+        return out
+
+    def _fallback(self, data: LPData, t: float, why: str) -> EMPCPlan:
+        a = data.affine
+        if self._last is not None and self._last.ok and len(self._last.u) > 1:
+            u = np.vstack([self._last.u[1:], self._last.u[-1:]])
+            src = "the rest of the last good plan"
+        else:
+            u = np.clip(np.broadcast_to(a.u_ref[:1], a.B.shape[::2]), data.u_lo, data.u_hi)
+            u = np.asarray(u, dtype=float).copy()
+            src = "the inputs' reference values (no earlier plan)"
+        x = a.simulate(data.x0, u / 1.0)
+        return EMPCPlan(status="fallback", cost=float("nan"), discomfort=float("nan"), x=x,
+                        u=u, y=np.full(a.N, np.nan), times=t + self.dt * np.arange(a.N + 1),
+                        affine=a, message=f"{why}; using {src}")
+
+    # ---- the operator's view ----------------------------------------------------------
+    def recommend(self, t: float, x: Mapping[str, Any] | np.ndarray,
+                  forecast: Mapping[str, Any], prices: Any, *,
+                  baseline: Callable[[EMPCPlan], tuple[float, float]] | None = None,
+                  **kw: Any) -> Recommendation:
+        """Plan and say what to set now: every manipulated input for the next interval
+        (inside its bounds) and each zone's planned temperature at its end.
+
+        Parameters
+        ----------
+        t : float
+            Decision time [model time unit].
+        x, forecast, prices
+            As for :meth:`plan`.
+        baseline : callable, optional
+            ``baseline(plan) -> (cost [currency], discomfort [K·h])`` over the same horizon
+            (e.g. :func:`~processtwin.solvers.baseline.thermostat_outcome`); gives the
+            recommendation's ``benefit`` (the saving).
+        **kw
+            Passed to :meth:`plan` (``on_before``, ``run_before``).
+
+        Returns
+        -------
+        Recommendation
+            ``expected`` is the planned cost [currency]; ``benefit`` the baseline's cost
+            minus it (NaN without a baseline or on a fallback).
+        """
+        plan = self.plan(x, forecast, prices, t=t, **kw)
+        a = plan.affine
+        setpoints = {n: (float(v), u) for n, v, u in zip(a.controls, plan.u[0], self.u_units,
+                                                         strict=True)}
+        lay = self.model.layout
+        units = lay.outputs.leaf(self.comfort.output).var.units
+        for n in lay.outputs.leaf(self.comfort.output).flat_names():
+            o = a.outputs.index(n)
+            y = float(a.C[0, o] @ plan.x[1] + a.D[0, o] @ plan.u[0] + a.e[0, o])
+            setpoints[f"{n} target"] = (y, units)
+        benefit = float("nan")
+        ds = plan.dataset(self.model)
+        if baseline is not None and plan.ok:
+            b_cost, b_disc = baseline(plan)
+            benefit = b_cost - plan.cost
+            ds.attrs.update(baseline_cost=b_cost, baseline_discomfort_Kh=b_disc)
+        return Recommendation(
+            t=float(t), setpoints=setpoints, plan=ds, expected=plan.cost, benefit=benefit,
+            objective=f"energy cost over the next {a.N} intervals [currency]"
+                      f" (discomfort {plan.discomfort:.3g} K·h)",
+            active=plan.active, status=plan.status, fallback=not plan.ok,
+            message=plan.message, solve_time_s=plan.solve_time_s)
+
+
+def _dist_names(model: Model) -> list[str]:
+    lay = model.layout
+    names = [n for n, v in model.inputs().items() if v.kind != "manipulated"]
+    flat = lay.inputs.flat_names()
+    return [flat[i] for i in lay.inputs.indices(names)]
+
+
+def _shape(d: LPData) -> tuple:
+    s = d.scaled()
+    pattern = tuple(np.any(s[k] != 0.0, axis=0).tobytes() for k in ("A", "B", "C", "D"))
+    return (pattern, d.affine.A.shape, d.affine.B.shape, d.affine.C.shape, d.peak_price > 0,
+            None if d.staging is None else d.staging[:5], tuple(np.isfinite(d.lim_lo)),
+            tuple(np.isfinite(d.lim_hi)))

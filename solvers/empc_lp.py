@@ -1,0 +1,568 @@
+"""The economic-MPC linear programme, written twice on purpose: as a Pyomo model (the
+formulation of record, readable and solvable by any Pyomo LP/MILP solver) and as a HiGHS
+matrix (the persistent fast path of the receding horizon). Both are built from the same
+:class:`~processtwin.solvers.linearise.AffineSystem`; the tests hold their optima equal.
+
+Decision variables per interval :math:`k = 0 … N-1` (scaled: inputs and outputs declared in
+W as kW, time in hours):
+
+* states :math:`x_k` (:math:`x_0` fixed to the estimate), manipulated inputs :math:`u_k`
+  within their bounds;
+* :math:`p_k`, the priced output (electric power) averaged over the interval
+  (trapezoid of its start and end values, exact when it does not depend on the state);
+* comfort slacks :math:`s^-_{k,z}, s^+_{k,z} \\ge 0` of each comfort output at the end of
+  the interval; the peak :math:`\\hat p \\ge p_k` when a demand charge is priced;
+* with staging, :math:`o_k \\in \\{0, 1\\}`: the staged output is 0 when off and within
+  ``[min_level, upper]`` when on, with minimum run and off times.
+
+Minimise :math:`\\sum_k \\pi_k\\,\\Delta t\\,p_k + w \\Delta t \\sum_{k,z}(s^-+s^+) +
+\\pi_{peak}\\,\\hat p` subject to the sampled dynamics, the bands and the output limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .linearise import AffineSystem
+
+__all__ = ["HighsLP", "LPData", "build_pyomo", "layout_columns", "update_pyomo"]
+
+
+@dataclass
+class LPData:
+    """Everything that defines one economic LP besides the sampled model.
+
+    Attributes
+    ----------
+    affine : AffineSystem
+        The sampled model (``A, B, c, C, D, e``).
+    x0 : numpy.ndarray
+        Estimated state (flat).
+    price : numpy.ndarray
+        ``(N,)`` energy price of each interval [currency per kWh of the priced output].
+    band_lo, band_hi : numpy.ndarray
+        ``(N, nz)`` comfort band of each comfort output at the end of each interval
+        [output units].
+    u_lo, u_hi : numpy.ndarray
+        ``(nu,)`` bounds of the manipulated inputs [model units].
+    lim_lo, lim_hi : numpy.ndarray
+        ``(nl,)`` hard limits of the limited outputs [output units] (±inf: none).
+    power : int
+        Index (among the affine outputs) of the priced output.
+    comfort : numpy.ndarray
+        Indices of the comfort outputs.
+    limited : numpy.ndarray
+        Indices of the limited outputs.
+    comfort_price : float
+        Price of discomfort [currency per K·h] (per output unit · hour).
+    peak_price : float
+        Demand charge [currency per kW of the horizon's peak]; 0: none.
+    u_scale, y_scale : numpy.ndarray
+        Model units per LP unit of each input and output (1000 for W → kW).
+    dt_h : float
+        Interval length [h].
+    staging : tuple or None
+        ``(limited index, min_level, upper, min_on, min_off, on_before, run_before)``:
+        the staged output's position in ``limited``, its least on level, its upper bound,
+        the minimum run and off times [intervals], whether the unit was on before ``k = 0``
+        and for how many intervals it had been in that state.
+    """
+
+    affine: AffineSystem
+    x0: np.ndarray
+    price: np.ndarray
+    band_lo: np.ndarray
+    band_hi: np.ndarray
+    u_lo: np.ndarray
+    u_hi: np.ndarray
+    lim_lo: np.ndarray
+    lim_hi: np.ndarray
+    power: int
+    comfort: np.ndarray
+    limited: np.ndarray
+    comfort_price: float
+    peak_price: float
+    u_scale: np.ndarray
+    y_scale: np.ndarray
+    dt_h: float
+    staging: tuple | None = None
+    extra: dict = field(default_factory=dict)
+
+    # ---- the scaled matrices both formulations read ---------------------------------
+    def scaled(self) -> dict[str, np.ndarray]:
+        """Dynamics and outputs in LP units: ``B`` per LP input unit, outputs per LP
+        output unit."""
+        a = self.affine
+        ys = self.y_scale[:, None]
+        return {"A": a.A, "B": a.B * self.u_scale[None, None, :], "c": a.c,
+                "C": a.C / ys[None], "D": a.D * self.u_scale[None, None, :] / ys[None],
+                "e": a.e / self.y_scale[None, :]}
+
+    def initial_fix(self) -> np.ndarray:
+        """``(N,)`` forced on/off state from the run or off time carried in (-1: free)."""
+        N = self.affine.N
+        fix = -np.ones(N)
+        if self.staging is None:
+            return fix
+        _, _, _, min_on, min_off, on_before, run = self.staging
+        left = (min_on if on_before else min_off) - run
+        if left > 0:
+            fix[:min(int(left), N)] = 1.0 if on_before else 0.0
+        return fix
+
+
+def layout_columns(d: LPData) -> dict[str, Any]:
+    """Column ranges of the HiGHS formulation: x, u, p, s_lo, s_hi, peak, on."""
+    a = d.affine
+    N, nx, nu, nz = a.N, a.A.shape[1], a.B.shape[2], len(d.comfort)
+    off: dict[str, Any] = {}
+    pos = 0
+    for name, size in (("x", (N + 1) * nx), ("u", N * nu), ("p", N), ("s_lo", N * nz),
+                       ("s_hi", N * nz), ("peak", 1 if d.peak_price > 0 else 0),
+                       ("on", N if d.staging is not None else 0)):
+        off[name] = (pos, pos + size)
+        pos += size
+    off["n"] = pos
+    return off
+
+
+# ---- HiGHS matrix ----------------------------------------------------------------------
+class HighsLP:
+    """The LP as HiGHS matrices, kept in one ``highspy.Highs`` instance that a receding
+    horizon updates in place: bounds, costs and the coefficients that changed (each matrix
+    entry remembers which entry of the sampled model it came from)."""
+
+    def __init__(self, d: LPData) -> None:
+        import highspy
+
+        self.data = d
+        s = d.scaled()
+        self.pattern = {k: np.any(s[k] != 0.0, axis=0) for k in ("A", "B", "C", "D")}
+        self.lp = self._build(d, s)
+        self.h = highspy.Highs()
+        self.h.setOptionValue("output_flag", False)
+        self.h.passModel(self.lp)
+
+    # ---- assembly ---------------------------------------------------------------------
+    def _build(self, d: LPData, s: dict) -> Any:
+        import highspy
+
+        a = d.affine
+        N, nx, nu = a.N, a.A.shape[1], a.B.shape[2]
+        cols = layout_columns(d)
+        X = cols["x"][0] + np.arange((N + 1) * nx).reshape(N + 1, nx)
+        U = cols["u"][0] + np.arange(N * nu).reshape(N, nu)
+        P = cols["p"][0] + np.arange(N)
+        nz = len(d.comfort)
+        SL = cols["s_lo"][0] + np.arange(N * nz).reshape(N, nz)
+        SH = cols["s_hi"][0] + np.arange(N * nz).reshape(N, nz)
+        self.ri: list[np.ndarray] = []
+        self.cj: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+        self.src: list[tuple] = []
+        self.nrow = 0
+        self.blocks: dict[str, tuple[int, int]] = {}
+        kk = np.arange(N)[:, None, None]
+
+        def const(ri: Any, cj: Any, v: Any) -> None:
+            ri, cj, v = np.broadcast_arrays(np.asarray(ri), np.asarray(cj),
+                                            np.asarray(v, float))
+            self.ri.append(ri.ravel())
+            self.cj.append(cj.ravel())
+            self.v.append(v.ravel())
+
+        def mat(R: Any, C: Any, key: str, factor: float, o: np.ndarray) -> None:
+            """Entries ``factor * s[key][k, o, j]`` at rows ``R[k, o]``, columns
+            ``C[k, j]``, over the structural pattern only."""
+            keep = self.pattern[key][o]                       # (no, nj)
+            oo, jj = np.nonzero(keep)
+            if not len(oo):
+                return
+            K = np.broadcast_to(kk[:, :, 0], (N, len(oo)))
+            rows = R[:, oo] if R.ndim == 2 else np.broadcast_to(R[:, None], (N, len(oo)))
+            cols_ = C[:, jj]
+            src = (key, factor, K.ravel(), np.broadcast_to(o[oo], K.shape).ravel(),
+                   np.broadcast_to(jj, K.shape).ravel())
+            self.ri.append(rows.ravel())
+            self.cj.append(cols_.ravel())
+            self.v.append(factor * s[key][src[2], src[3], src[4]])
+            self.src.append((len(self.v) - 1, *src))
+
+        def block(name: str, n: int) -> np.ndarray:
+            self.blocks[name] = (self.nrow, self.nrow + n)
+            idx = self.nrow + np.arange(n)
+            self.nrow += n
+            return idx
+
+        allx = np.arange(nx)
+        R = block("dyn", N * nx).reshape(N, nx)
+        const(R, X[1:], 1.0)
+        mat(R, X[:-1], "A", -1.0, allx)
+        mat(R, U, "B", -1.0, allx)
+        ip = np.asarray([d.power])
+        R = block("p", N)
+        const(R, P, 1.0)
+        mat(R, X[:-1], "C", -0.5, ip)
+        mat(R, X[1:], "C", -0.5, ip)
+        mat(R, U, "D", -1.0, ip)
+
+        def output_end(R: np.ndarray, idx: np.ndarray) -> None:
+            mat(R, X[1:], "C", 1.0, idx)
+            mat(R, U, "D", 1.0, idx)
+
+        if nz:
+            R = block("comfort_lo", N * nz).reshape(N, nz)
+            output_end(R, d.comfort)
+            const(R, SL, 1.0)
+            R = block("comfort_hi", N * nz).reshape(N, nz)
+            output_end(R, d.comfort)
+            const(R, SH, -1.0)
+        if len(d.limited):
+            R = block("limits", N * len(d.limited)).reshape(N, len(d.limited))
+            output_end(R, d.limited)
+        if d.peak_price > 0:
+            R = block("peak", N)
+            const(R, cols["peak"][0], 1.0)
+            const(R, P, -1.0)
+        if d.staging is not None:
+            j, min_level, upper, _, _, on_before, _ = d.staging
+            ON = cols["on"][0] + np.arange(N)
+            idx = d.limited[j:j + 1]
+            ys = d.y_scale[idx[0]]
+            R = block("stage_hi", N).reshape(N, 1)
+            output_end(R, idx)
+            const(R[:, 0], ON, -upper / ys)
+            R = block("stage_lo", N).reshape(N, 1)
+            output_end(R, idx)
+            const(R[:, 0], ON, -min_level / ys)
+            _min_times(d, ON, block, const)
+        self.cols, self.X, self.U, self.P, self.SL, self.SH = cols, X, U, P, SL, SH
+        r = np.concatenate(self.ri)
+        c = np.concatenate(self.cj)
+        v = np.concatenate(self.v)
+        # one CSC matrix; `pos` finds each entry's place in it for updates
+        order = np.lexsort((r, c))
+        counts = np.bincount(c, minlength=cols["n"])
+        self.pos = np.empty(len(order), np.intp)
+        self.pos[order] = np.arange(len(order))
+        self.r_sorted, self.c_all = r, c
+        row_lo, row_hi = self.row_bounds(d, s)
+        col_lo, col_hi, cost, integ = _columns(d, cols)
+        lp = highspy.HighsLp()
+        lp.num_col_ = cols["n"]
+        lp.num_row_ = self.nrow
+        lp.col_cost_ = cost
+        lp.col_lower_ = col_lo
+        lp.col_upper_ = col_hi
+        lp.row_lower_ = row_lo
+        lp.row_upper_ = row_hi
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        lp.a_matrix_.index_ = r[order].astype(np.int32)
+        lp.a_matrix_.value_ = v[order]
+        if integ is not None:
+            lp.integrality_ = [highspy.HighsVarType.kInteger if i else
+                               highspy.HighsVarType.kContinuous for i in integ]
+        return lp
+
+    def row_bounds(self, d: LPData, s: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of every row but the minimum-time ones, from ``d``."""
+        N = d.affine.N
+        lo, hi = [s["c"].ravel()], [s["c"].ravel()]
+        ep = s["e"][:, d.power]
+        lo.append(ep)
+        hi.append(ep)
+        nz = len(d.comfort)
+        if nz:
+            ez = s["e"][:, d.comfort]
+            ysz = d.y_scale[d.comfort]
+            lo += [(d.band_lo / ysz - ez).ravel(), np.full(N * nz, -np.inf)]
+            hi += [np.full(N * nz, np.inf), (d.band_hi / ysz - ez).ravel()]
+        nl = len(d.limited)
+        if nl:
+            el = s["e"][:, d.limited]
+            ysl = d.y_scale[d.limited]
+            llo = np.broadcast_to(d.lim_lo / ysl, (N, nl)) - el
+            lhi = np.broadcast_to(d.lim_hi / ysl, (N, nl)) - el
+            if d.staging is not None:
+                j = d.staging[0]
+                llo[:, j], lhi[:, j] = -np.inf, np.inf
+            lo.append(llo.ravel())
+            hi.append(lhi.ravel())
+        if d.peak_price > 0:
+            lo.append(np.zeros(N))
+            hi.append(np.full(N, np.inf))
+        if d.staging is not None:
+            e_j = s["e"][:, d.limited[d.staging[0]]]
+            lo += [np.full(N, -np.inf), -e_j]
+            hi += [-e_j, np.full(N, np.inf)]
+            for _, _, _, upper in _min_time_pairs(d):
+                lo.append(np.full(len(upper), -np.inf))
+                hi.append(upper)
+        return np.concatenate(lo), np.concatenate(hi)
+
+    # ---- receding-horizon update ------------------------------------------------------
+    def fits(self, d: LPData) -> bool:
+        """Whether ``d`` has this LP's structure (sizes, options, sparsity pattern)."""
+        o = self.data
+        if (d.affine.A.shape != o.affine.A.shape or d.affine.B.shape != o.affine.B.shape
+                or d.affine.C.shape != o.affine.C.shape or d.power != o.power
+                or not np.array_equal(d.comfort, o.comfort)
+                or not np.array_equal(d.limited, o.limited)
+                or (d.peak_price > 0) != (o.peak_price > 0)
+                or (d.staging is None) != (o.staging is None)
+                or (d.staging is not None and d.staging[:5] != o.staging[:5])
+                or not np.array_equal(np.isfinite(d.lim_lo), np.isfinite(o.lim_lo))
+                or not np.array_equal(np.isfinite(d.lim_hi), np.isfinite(o.lim_hi))):
+            return False
+        s = d.scaled()
+        return all(not np.any((s[k] != 0.0) & ~self.pattern[k][None]) for k in self.pattern)
+
+    def update(self, d: LPData) -> int:
+        """Change the instance to the data of ``d`` (same structure, see :meth:`fits`):
+        the state's column bounds, the prices, the row bounds and the matrix entries
+        that changed. Returns the number of changed matrix entries."""
+        old, self.data = self.data, d
+        s_new, s_old = d.scaled(), old.scaled()
+        h = self.h
+        x0, _ = self.cols["x"]
+        nx = len(d.x0)
+        idx = np.arange(x0, x0 + nx, dtype=np.int32)
+        h.changeColsBounds(nx, idx, d.x0, d.x0)
+        col_lo, col_hi, cost, _ = _columns(d, self.cols)
+        for name in ("u", "p", "s_lo", "s_hi", "peak", "on"):
+            c0, c1 = self.cols[name]
+            if c1 > c0:
+                cidx = np.arange(c0, c1, dtype=np.int32)
+                h.changeColsCost(c1 - c0, cidx, cost[c0:c1])
+                if name in ("u", "on"):
+                    h.changeColsBounds(c1 - c0, cidx, col_lo[c0:c1], col_hi[c0:c1])
+        lo, hi = self.row_bounds(d, s_new)
+        n = len(lo)
+        h.changeRowsBounds(n, np.arange(n, dtype=np.int32), lo, hi)
+        changed = 0
+        for slot, key, factor, K, O, J in self.src:
+            new = s_new[key][K, O, J]
+            diff = np.nonzero(new != s_old[key][K, O, J])[0]
+            rows, cols_ = self.ri[slot], self.cj[slot]
+            for q in diff:
+                h.changeCoeff(int(rows[q]), int(cols_[q]), float(factor * new[q]))
+            changed += len(diff)
+        return changed
+
+    def solution(self) -> dict[str, np.ndarray]:
+        """Primal values by block (LP units)."""
+        col = np.asarray(self.h.getSolution().col_value)
+        return {"x": col[self.X], "u": col[self.U], "p": col[self.P],
+                "s_lo": col[self.SL], "s_hi": col[self.SH]}
+
+
+def _min_time_pairs(d: LPData) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(sign, k, t, upper)`` of the minimum run (sign 1) and off (sign −1) rows: a start
+    at k keeps the unit on through t (``o_k - o_{k-1} - o_t <= 0``), a stop keeps it off
+    (``o_{k-1} - o_k + o_t <= 1``); at ``k = 0`` the carried-in state ``o_{-1}`` moves to
+    the right-hand side."""
+    N = d.affine.N
+    _, _, _, min_on, min_off, on_before, _ = d.staging
+    out = []
+    for length, sign in ((min_on, 1.0), (min_off, -1.0)):
+        pairs = [(k, t) for k in range(N) for t in range(k + 1, min(N, k + int(length)))]
+        if not pairs:
+            continue
+        kk, tt = (np.asarray(v) for v in zip(*pairs, strict=True))
+        carried = np.where(kk > 0, 0.0, float(on_before))
+        out.append((sign, kk, tt, (0.0 if sign > 0 else 1.0) + sign * carried))
+    return out
+
+
+def _min_times(d: LPData, ON: np.ndarray, block: Any, const: Any) -> None:
+    """Add the minimum run and off time rows (see :func:`_min_time_pairs`)."""
+    for n, (sign, kk, tt, _) in enumerate(_min_time_pairs(d)):
+        R = block(f"min_time_{n}", len(kk))
+        const(R, ON[kk], sign)
+        const(R, ON[tt], -sign)
+        has = kk > 0
+        const(R[has], ON[kk[has] - 1], -sign)
+
+
+def _columns(d: LPData, cols: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    a = d.affine
+    N, nx = a.N, a.A.shape[1]
+    n = cols["n"]
+    lo = np.full(n, -np.inf)
+    hi = np.full(n, np.inf)
+    cost = np.zeros(n)
+    x0, x1 = cols["x"]
+    lo[x0:x0 + nx] = hi[x0:x0 + nx] = d.x0
+    u0, u1 = cols["u"]
+    lo[u0:u1] = np.tile(d.u_lo / d.u_scale, N)
+    hi[u0:u1] = np.tile(d.u_hi / d.u_scale, N)
+    p0, p1 = cols["p"]
+    cost[p0:p1] = d.price * d.dt_h
+    for name in ("s_lo", "s_hi"):
+        s0, s1 = cols[name]
+        lo[s0:s1] = 0.0
+        cost[s0:s1] = d.comfort_price * d.dt_h
+    if d.peak_price > 0:
+        k0, _ = cols["peak"]
+        cost[k0] = d.peak_price
+    integ = None
+    if d.staging is not None:
+        o0, o1 = cols["on"]
+        fix = d.initial_fix()
+        lo[o0:o1] = np.where(fix >= 0, fix, 0.0)
+        hi[o0:o1] = np.where(fix >= 0, fix, 1.0)
+        integ = np.zeros(n, bool)
+        integ[o0:o1] = True
+    return lo, hi, cost, integ
+
+
+# ---- Pyomo model -----------------------------------------------------------------------
+def build_pyomo(d: LPData) -> Any:
+    """The same LP as a Pyomo ``ConcreteModel`` with mutable parameters for everything a
+    receding-horizon step changes (state, sampled model, prices, bands), so a persistent
+    Pyomo solver updates it in place (see :func:`update_pyomo`)."""
+    import pyomo.environ as pyo
+
+    s = d.scaled()
+    a = d.affine
+    N, nx, nu = a.N, a.A.shape[1], a.B.shape[2]
+    nz, nl = len(d.comfort), len(d.limited)
+    pat = _patterns(s, d)
+    m = pyo.ConcreteModel(name="economic_mpc")
+    m.K = pyo.RangeSet(0, N - 1)
+    m.K1 = pyo.RangeSet(0, N)
+    m.I = pyo.RangeSet(0, nx - 1)
+    m.J = pyo.RangeSet(0, nu - 1)
+    m.Z = pyo.RangeSet(0, nz - 1) if nz else pyo.Set(initialize=[])
+    m.L = pyo.RangeSet(0, nl - 1) if nl else pyo.Set(initialize=[])
+    mut = {"mutable": True}
+    m.x0 = pyo.Param(m.I, initialize=dict(enumerate(d.x0)), **mut)
+    m.price = pyo.Param(m.K, initialize=dict(enumerate(d.price)), **mut)
+    m.A = pyo.Param(m.K, pat["A"], initialize=0.0, **mut)
+    m.B = pyo.Param(m.K, pat["B"], initialize=0.0, **mut)
+    m.c = pyo.Param(m.K, m.I, initialize=0.0, **mut)
+    m.Cy = pyo.Param(m.K, pat["C"], initialize=0.0, **mut)
+    m.Dy = pyo.Param(m.K, pat["D"], initialize=0.0, **mut)
+    m.ey = pyo.Param(m.K, pyo.RangeSet(0, a.C.shape[1] - 1), initialize=0.0, **mut)
+    m.band_lo = pyo.Param(m.K, m.Z, initialize=0.0, **mut)
+    m.band_hi = pyo.Param(m.K, m.Z, initialize=0.0, **mut)
+    ulo, uhi = d.u_lo / d.u_scale, d.u_hi / d.u_scale
+    m.x = pyo.Var(m.K1, m.I)
+    m.u = pyo.Var(m.K, m.J, bounds=lambda _m, k, j: (_finite(ulo[j]), _finite(uhi[j])))
+    m.p = pyo.Var(m.K)
+    m.s_lo = pyo.Var(m.K, m.Z, domain=pyo.NonNegativeReals)
+    m.s_hi = pyo.Var(m.K, m.Z, domain=pyo.NonNegativeReals)
+    rowsA, rowsB = _by_row(pat["A"]), _by_row(pat["B"])
+    rowsC, rowsD = _by_row(pat["C"]), _by_row(pat["D"])
+    m.start = pyo.Constraint(m.I, rule=lambda m, i: m.x[0, i] == m.x0[i])
+    m.dyn = pyo.Constraint(m.K, m.I, rule=lambda m, k, i: m.x[k + 1, i] == (
+        sum(m.A[k, i, j] * m.x[k, j] for j in rowsA.get(i, ()))
+        + sum(m.B[k, i, j] * m.u[k, j] for j in rowsB.get(i, ())) + m.c[k, i]))
+
+    def y_end(m: Any, k: int, o: int) -> Any:
+        return (sum(m.Cy[k, o, j] * m.x[k + 1, j] for j in rowsC.get(o, ()))
+                + sum(m.Dy[k, o, j] * m.u[k, j] for j in rowsD.get(o, ())) + m.ey[k, o])
+
+    ip = d.power
+    m.power = pyo.Constraint(m.K, rule=lambda m, k: m.p[k] == 0.5 * (
+        sum(m.Cy[k, ip, j] * (m.x[k, j] + m.x[k + 1, j]) for j in rowsC.get(ip, ())))
+        + sum(m.Dy[k, ip, j] * m.u[k, j] for j in rowsD.get(ip, ())) + m.ey[k, ip])
+    comfort = [int(o) for o in d.comfort]
+    yz = [float(d.y_scale[o]) for o in comfort]
+    m.comfort_lo = pyo.Constraint(m.K, m.Z, rule=lambda m, k, z: y_end(m, k, comfort[z])
+                                  + m.s_lo[k, z] >= m.band_lo[k, z] / yz[z])
+    m.comfort_hi = pyo.Constraint(m.K, m.Z, rule=lambda m, k, z: y_end(m, k, comfort[z])
+                                  - m.s_hi[k, z] <= m.band_hi[k, z] / yz[z])
+    limited = [int(o) for o in d.limited]
+    staged = d.staging[0] if d.staging is not None else -1
+    m.limit_lo = pyo.Constraint(m.K, m.L, rule=lambda m, k, q: (
+        pyo.Constraint.Skip if q == staged or not np.isfinite(d.lim_lo[q])
+        else y_end(m, k, limited[q]) >= float(d.lim_lo[q] / d.y_scale[limited[q]])))
+    m.limit_hi = pyo.Constraint(m.K, m.L, rule=lambda m, k, q: (
+        pyo.Constraint.Skip if q == staged or not np.isfinite(d.lim_hi[q])
+        else y_end(m, k, limited[q]) <= float(d.lim_hi[q] / d.y_scale[limited[q]])))
+    cost = (sum(m.price[k] * d.dt_h * m.p[k] for k in m.K)
+            + d.comfort_price * d.dt_h * sum(m.s_lo[k, z] + m.s_hi[k, z]
+                                             for k in m.K for z in m.Z))
+    if d.peak_price > 0:
+        m.peak = pyo.Var()
+        m.peak_rows = pyo.Constraint(m.K, rule=lambda m, k: m.peak >= m.p[k])
+        cost = cost + d.peak_price * m.peak
+    if d.staging is not None:
+        _pyomo_staging(m, d, y_end, limited)
+    m.cost = pyo.Objective(expr=cost, sense=pyo.minimize)
+    update_pyomo(m, d)
+    return m
+
+
+def _pyomo_staging(m: Any, d: LPData, y_end: Any, limited: list[int]) -> None:
+    import pyomo.environ as pyo
+
+    j, min_level, upper, min_on, min_off, on_before, _ = d.staging
+    o = limited[j]
+    ys = float(d.y_scale[o])
+    fix = d.initial_fix()
+    m.on = pyo.Var(m.K, domain=pyo.Binary)
+    for k in m.K:
+        if fix[k] >= 0:
+            m.on[k].fix(int(fix[k]))
+    m.stage_hi = pyo.Constraint(m.K, rule=lambda m, k: y_end(m, k, o) <= upper / ys * m.on[k])
+    m.stage_lo = pyo.Constraint(m.K, rule=lambda m, k: y_end(m, k, o)
+                                >= min_level / ys * m.on[k])
+    N = len(m.K)
+
+    def prev(m: Any, k: int) -> Any:
+        return m.on[k - 1] if k > 0 else float(on_before)
+
+    on_pairs = [(k, t) for k in range(N) for t in range(k + 1, min(N, k + int(min_on)))]
+    off_pairs = [(k, t) for k in range(N) for t in range(k + 1, min(N, k + int(min_off)))]
+    m.min_on = pyo.Constraint(on_pairs, rule=lambda m, k, t: m.on[k] - prev(m, k) <= m.on[t])
+    m.min_off = pyo.Constraint(off_pairs, rule=lambda m, k, t: prev(m, k) - m.on[k]
+                               <= 1 - m.on[t])
+
+
+def update_pyomo(m: Any, d: LPData) -> None:
+    """Write the data of ``d`` into the mutable parameters of a model from
+    :func:`build_pyomo` (same structure: sparsity pattern and sizes)."""
+    s = d.scaled()
+    N, nx = d.affine.N, d.affine.A.shape[1]
+    for i in range(nx):
+        m.x0[i] = float(d.x0[i])
+    for k in range(N):
+        m.price[k] = float(d.price[k])
+    for name, key in (("A", "A"), ("B", "B"), ("Cy", "C"), ("Dy", "D")):
+        par = getattr(m, name)
+        mat = s[key]
+        for k, i, j in par:
+            par[k, i, j] = float(mat[k, i, j])
+    for (k, i) in m.c:
+        m.c[k, i] = float(s["c"][k, i])
+    for (k, o) in m.ey:
+        m.ey[k, o] = float(s["e"][k, o])
+    for (k, z) in m.band_lo:
+        m.band_lo[k, z] = float(d.band_lo[k, z])
+        m.band_hi[k, z] = float(d.band_hi[k, z])
+
+
+def _patterns(s: dict, d: LPData) -> dict[str, list[tuple[int, int]]]:
+    """Structural non-zeros of A, B, C, D over the horizon (union over intervals)."""
+    out = {}
+    for key in ("A", "B", "C", "D"):
+        nzr = np.any(s[key] != 0.0, axis=0)
+        out[key] = [(int(i), int(j)) for i, j in zip(*np.nonzero(nzr), strict=True)]
+    return out
+
+
+def _by_row(pairs: list[tuple[int, int]]) -> dict[int, list[int]]:
+    rows: dict[int, list[int]] = {}
+    for i, j in pairs:
+        rows.setdefault(i, []).append(j)
+    return rows
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
