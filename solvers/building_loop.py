@@ -1,0 +1,267 @@
+"""The building in closed loop: a conventional thermostat baseline and the economic MPC
+on the same simulated plant, weather and prices, recorded for the BOPTEST KPIs.
+
+The plant (a :class:`~processtwin.models.HeatPumpBuilding`, its parameters possibly unlike
+the controller's model) is simulated with the adaptive solver every ``control_s``; the
+thermostat acts on the measured room temperatures at that rate, the MPC every ``dt`` of
+its own from an EKF estimate of every state (the envelope temperatures are not measured)
+and a forecast of the weather that errs more the further it looks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from processtwin.errors import ConfigError
+from processtwin.model import Model
+from processtwin.tariffs import noisy_forecast
+
+from .empc import Comfort, EconomicMPC
+
+__all__ = ["Thermostat", "closed_loop", "hourly_weather"]
+
+
+@dataclass(frozen=True)
+class Thermostat:
+    """On/off thermostat per zone with a deadband and a night set-back: the conventional
+    baseline.
+
+    Attributes
+    ----------
+    heating : tuple of float
+        Heating setpoint when occupied and when set back [°C].
+    cooling : tuple of float
+        Cooling setpoint when occupied and when set back [°C].
+    deadband : float
+        Total deadband around each setpoint [K] (on below ``sp - db/2``, off above
+        ``sp + db/2``).
+    threshold : float
+        Occupied when the occupancy is at least this [-].
+
+    Notes
+    -----
+    When on, a zone takes its floor-area share of the heat pump's capacity at the current
+    outdoor temperature, so the unit never exceeds its capacity. The defaults hold a room
+    inside the 21–24 °C occupied band (16–28 °C set back) once it has got there.
+    """
+
+    heating: tuple[float, float] = (21.5, 16.5)
+    cooling: tuple[float, float] = (23.5, 27.5)
+    deadband: float = 1.0
+    threshold: float = 0.5
+
+    def control(self, T_air: np.ndarray, occupied: bool, mode: np.ndarray,
+                cap_heat: np.ndarray, cap_cool: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One decision: ``(Q_heat [W], Q_cool [W], mode)`` per zone from the measured
+        temperatures [°C], the previous ``mode`` (+1 heating, −1 cooling, 0 off) and each
+        zone's share of the capacity [W]."""
+        sp_h = self.heating[0] if occupied else self.heating[1]
+        sp_c = self.cooling[0] if occupied else self.cooling[1]
+        half = self.deadband / 2.0
+        mode = mode.copy()
+        mode[(mode == 1) & (T_air > sp_h + half)] = 0
+        mode[(mode == -1) & (T_air < sp_c - half)] = 0
+        mode[T_air < sp_h - half] = 1
+        mode[T_air > sp_c + half] = -1
+        return (np.where(mode == 1, cap_heat, 0.0), np.where(mode == -1, cap_cool, 0.0), mode)
+
+
+def hourly_weather(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Plain hourly arrays from :func:`processtwin.weather.building_inputs`: ``T_out``
+    ``(H,)`` [°C], ``I_sol`` ``(H, zones)`` [W/m2], ``T_ground`` [°C]."""
+    T_out = np.asarray(inputs["T_out"].values, dtype=float)
+    I_sol = np.asarray(inputs["I_sol"].values, dtype=float)
+    I_sol = I_sol.T if I_sol.shape[0] != T_out.shape[0] else I_sol
+    return {"T_out": T_out, "I_sol": I_sol,
+            "T_ground": float(np.ravel(inputs["T_ground"].values)[0])}
+
+
+def closed_loop(controller: Thermostat | EconomicMPC, plant: Model, *,
+                weather: Mapping[str, Any], occupancy: np.ndarray, prices: np.ndarray,
+                hours: int, x0: Mapping[str, Any], control_s: float = 300.0,
+                comfort: Comfort | None = None, forecast_error: bool = True,
+                estimator: bool = True, seed: int = 0,
+                sensor_noise: float = 0.1) -> xr.Dataset:
+    """Run ``controller`` on ``plant`` for ``hours`` and record what happened.
+
+    Parameters
+    ----------
+    controller : Thermostat or EconomicMPC
+        The baseline, or an economic MPC (its model is the controller's model; its
+        ``dt`` must be a whole number of ``control_s``).
+    plant : Model
+        The simulated building (``HeatPumpBuilding`` variables).
+    weather : mapping
+        Hourly truth, as from :func:`hourly_weather`: long enough for the run plus the
+        MPC's horizon.
+    occupancy : numpy.ndarray
+        Hourly occupancy [-], as long as ``weather``.
+    prices : numpy.ndarray
+        Hourly energy price [currency/kWh], as long as ``weather``.
+    hours : int
+        Length of the run [h].
+    x0 : mapping
+        Initial plant state.
+    control_s : float
+        Plant simulation and thermostat step [s].
+    comfort : Comfort, optional
+        Band for the record (default the MPC's, else :class:`Comfort`'s defaults).
+    forecast_error : bool
+        Give the MPC forecasts with errors growing with lead time (0.5 K + 0.1 K/h, at
+        most 3 K outdoors; 10 % + 2 %/h irradiance, at most 50 %).
+    estimator : bool
+        The MPC plans from an EKF estimate of the states from the noisy room
+        temperatures (else from the true state).
+    seed : int
+        Random seed of the sensor noise and the forecast errors.
+    sensor_noise : float
+        Standard deviation of the room temperature sensors [K].
+
+    Returns
+    -------
+    xarray.Dataset
+        Over ``time`` [s] every ``control_s``: ``T_air`` (true), ``T_meas``, ``T_env``,
+        ``Q_heat``, ``Q_cool`` [W], ``P_el`` [W], ``price``, ``band_lo``, ``band_hi``,
+        ``T_out``; attributes ``step_time_ms`` (mean computation per decision),
+        ``decisions``, ``fallbacks`` and the controller.
+    """
+    from processtwin.estimate import ExtendedKalmanFilter
+    from processtwin.simulate import simulate
+
+    rng = np.random.default_rng(seed)
+    is_mpc = isinstance(controller, EconomicMPC)
+    comfort = comfort or (controller.comfort if is_mpc else Comfort())
+    nz = plant.n_zones
+    T_out_h, I_h, T_g = weather["T_out"], weather["I_sol"], float(weather["T_ground"])
+    need = hours + (controller.horizon * int(round(controller.dt / 3600.0)) if is_mpc else 0)
+    for name, arr in (("T_out", T_out_h), ("I_sol", I_h), ("occupancy", occupancy),
+                      ("prices", prices)):
+        if len(arr) < need:
+            raise ConfigError(f"`{name}` covers {len(arr)} h; the run needs {need} h (its "
+                              "length plus the MPC's horizon).")
+    per_hour = int(round(3600.0 / control_s))
+    steps = hours * per_hour
+    every = int(round(controller.dt / control_s)) if is_mpc else 1
+    if is_mpc and (every * control_s != controller.dt or controller.dt % 3600 != 0):
+        raise ConfigError("the MPC's `dt` must be a whole number of hours and of "
+                          "`control_s`.")
+    lay = plant.layout
+    x = {k: np.asarray(v, dtype=float) for k, v in x0.items()}
+    mode = np.zeros(nz, int)
+    Qh = np.zeros(nz)
+    Qc = np.zeros(nz)
+    rec: dict[str, list] = {k: [] for k in ("T_air", "T_meas", "T_env", "Q_heat", "Q_cool",
+                                            "P_el", "price", "band_lo", "band_hi", "T_out")}
+    lf = None
+    if is_mpc and estimator:
+        ekf = ExtendedKalmanFilter(controller.model, channels=("T_air",),
+                                   q={"T_i": (0.05**2) / 3600.0, "T_e": (0.02**2) / 3600.0})
+        lf = ekf.live(0.0, x0=dict(x), std={"T_i": 0.5, "T_e": 1.0},
+                      u=_inputs(Qh, Qc, T_out_h[0], T_g, I_h[0], occupancy[0]))
+    times_ms: list[float] = []
+    decisions = fallbacks = 0
+    for n in range(steps + 1):
+        t = n * control_s
+        hr = n // per_hour
+        T_air = np.asarray(x["T_i"], dtype=float)
+        T_meas = T_air + sensor_noise * rng.standard_normal(nz)
+        occ = occupancy[min(hr, len(occupancy) - 1)]
+        u_now = _inputs(Qh, Qc, T_out_h[hr], T_g, I_h[hr], occ)
+        if lf is not None and n > 0:
+            lf.step(t, {"T_air": T_meas})
+        if n < steps:
+            t0 = time.perf_counter()
+            if is_mpc and n % every == 0:
+                xe = lf.z[:len(lay.states.flat_names())] if lf is not None else \
+                    lay.states.values(x)
+                N = controller.horizon
+                hh = hr + np.arange(N)
+                fc = {"T_out": T_out_h[hh], "I_sol": I_h[hh], "occupancy": occupancy[hh],
+                      "T_ground": T_g}
+                if forecast_error:
+                    lead = np.arange(N) * 3600.0
+                    fc["T_out"] = noisy_forecast(T_out_h[hh], lead, sigma0=0.5,
+                                                 growth_per_h=0.1, cap=3.0, rng=rng)
+                    fc["I_sol"] = noisy_forecast(I_h[hh], lead, sigma0=0.1,
+                                                 growth_per_h=0.02, cap=0.5, rng=rng,
+                                                 relative=True)
+                    fc["T_out"][0] = T_out_h[hr]        # the current hour is measured
+                    fc["I_sol"][0] = I_h[hr]
+                plan = controller.plan(np.asarray(xe), fc, prices[hh], t=t)
+                decisions += 1
+                fallbacks += not plan.ok
+                u = plan.u[0]
+                Qh, Qc = u[:nz].copy(), u[nz:2 * nz].copy()
+                times_ms.append((time.perf_counter() - t0) * 1e3)
+            elif not is_mpc:
+                area = np.asarray(plant.areas()["floor"])
+                cap_h, cap_c = plant.capacities(_Weather(T_out_h[hr]))
+                share = area / area.sum()
+                Qh, Qc, mode = controller.control(T_meas, occ >= controller.threshold, mode,
+                                                  cap_h * share, cap_c * share)
+                decisions += 1
+                times_ms.append((time.perf_counter() - t0) * 1e3)
+            u_now = _inputs(Qh, Qc, T_out_h[hr], T_g, I_h[hr], occ)
+            if lf is not None:
+                lf.set_inputs(u_now)
+        y = _measure(plant, x, u_now)
+        lo, hi = comfort.bands(np.array([occ]), nz)
+        for k, v in (("T_air", T_air), ("T_meas", T_meas), ("T_env", x["T_e"]),
+                     ("Q_heat", Qh), ("Q_cool", Qc), ("P_el", y["P_el"]),
+                     ("price", prices[min(hr, len(prices) - 1)]), ("band_lo", lo[0]),
+                     ("band_hi", hi[0]), ("T_out", T_out_h[hr])):
+            rec[k].append(np.array(v, dtype=float, copy=True))
+        if n < steps:
+            res = simulate(plant, x, u_now, np.array([0.0, control_s]), rtol=1e-8,
+                           atol=1e-8)
+            x = {leaf.name: np.asarray(res[leaf.name])[-1] for leaf in lay.states.leaves}
+    grid = np.arange(steps + 1) * control_s
+    zone = ("time", "zone")
+    ds = xr.Dataset(
+        {"T_air": (zone, np.array(rec["T_air"]), {"units": "degC"}),
+         "T_meas": (zone, np.array(rec["T_meas"]), {"units": "degC"}),
+         "T_env": (zone, np.array(rec["T_env"]), {"units": "degC"}),
+         "Q_heat": (zone, np.array(rec["Q_heat"]), {"units": "W"}),
+         "Q_cool": (zone, np.array(rec["Q_cool"]), {"units": "W"}),
+         "P_el": ("time", np.array(rec["P_el"]), {"units": "W"}),
+         "price": ("time", np.array(rec["price"]), {"units": "currency/kWh"}),
+         "band_lo": (zone, np.array(rec["band_lo"]), {"units": "degC"}),
+         "band_hi": (zone, np.array(rec["band_hi"]), {"units": "degC"}),
+         "T_out": ("time", np.array(rec["T_out"]), {"units": "degC"})},
+        coords={"time": ("time", grid, {"units": "s"})})
+    ds.attrs.update(controller="economic MPC" if is_mpc else "thermostat",
+                    step_time_ms=float(np.mean(times_ms)) if times_ms else 0.0,
+                    step_time_ms_max=float(np.max(times_ms)) if times_ms else 0.0,
+                    decisions=decisions, fallbacks=fallbacks, control_s=control_s)
+    return ds
+
+
+class _Weather:
+    """The outdoor temperature as an input tuple (for ``capacities``)."""
+
+    def __init__(self, T_out: float) -> None:
+        self.T_out = float(T_out)
+
+
+def _inputs(Qh: np.ndarray, Qc: np.ndarray, T_out: float, T_g: float, I_sol: np.ndarray,
+            occ: float) -> dict[str, Any]:
+    return {"Q_heat": np.asarray(Qh, float), "Q_cool": np.asarray(Qc, float),
+            "T_out": float(T_out), "T_ground": float(T_g),
+            "I_sol": np.asarray(I_sol, float), "occupancy": float(occ)}
+
+
+def _measure(plant: Model, x: Mapping[str, Any], u: Mapping[str, Any]) -> dict[str, Any]:
+    from processtwin.ops import numpy_ops
+
+    lay = plant.layout
+    xs = lay.states.unravel(lay.states.values(dict(x), check=False), numpy_ops)
+    us = lay.inputs.unravel(lay.inputs.values(dict(u), check=False), numpy_ops)
+    y = plant.measure(0.0, xs, us, numpy_ops)
+    return {k: np.asarray(v) for k, v in y._asdict().items()}
