@@ -533,3 +533,12 @@ def demo_cmd(out_dir: Path, members: int, seed: int) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _register() -> None:
+    from .cli_schedule import schedule_cmd
+
+    main.add_command(schedule_cmd)
+
+
+_register()

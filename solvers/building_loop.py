@@ -265,3 +265,95 @@ def _measure(plant: Model, x: Mapping[str, Any], u: Mapping[str, Any]) -> dict[s
     us = lay.inputs.unravel(lay.inputs.values(dict(u), check=False), numpy_ops)
     y = plant.measure(0.0, xs, us, numpy_ops)
     return {k: np.asarray(v) for k, v in y._asdict().items()}
+
+
+def occupancy_schedule(hours: int, occupied: tuple[int, int] = (6, 22), *,
+                       present: float = 1.0, absent: float = 0.3) -> np.ndarray:
+    """Hourly occupancy [-]: ``present`` during ``[start, end)`` hours of each day (the
+    comfort band's occupied hours), ``absent`` otherwise (night set-back)."""
+    h = np.arange(hours) % 24
+    a, b = occupied
+    on = (h >= a) & (h < b) if a <= b else (h >= a) | (h < b)
+    return np.where(on, present, absent)
+
+
+def as_heat_pump_building(model: Model) -> Model:
+    """A plain :class:`~processtwin.models.Building` as the same building with its
+    reversible heat pump (:class:`~processtwin.models.HeatPumpBuilding`, which has a power
+    to price); any other model is returned unchanged."""
+    from processtwin.models import Building, HeatPumpBuilding
+
+    if type(model) is Building:
+        import dataclasses
+
+        return HeatPumpBuilding(**{f.name: getattr(model, f.name)
+                                   for f in dataclasses.fields(model) if f.init})
+    return model
+
+
+def schedule_building(model: Model, weather: Mapping[str, Any], prices: np.ndarray, *,
+                      hours: int, occupancy: np.ndarray, x0: Mapping[str, Any] | None = None,
+                      comfort: Comfort | None = None, baseline: bool = True,
+                      **mpc: Any) -> tuple[Any, xr.Dataset, dict | None]:
+    """Plan a building's heat pump over a whole period as one LP (a planning study), and
+    compare with the thermostat on the same weather.
+
+    Parameters
+    ----------
+    model : Model
+        A :class:`~processtwin.models.HeatPumpBuilding` (a plain ``Building`` is given its
+        heat pump, see :func:`as_heat_pump_building`).
+    weather : mapping
+        Hourly ``T_out``, ``I_sol`` ``(hours, zones)``, ``T_ground`` (see
+        :func:`hourly_weather`).
+    prices : numpy.ndarray
+        Hourly energy price [currency/kWh].
+    hours : int
+        Length of the plan [h].
+    occupancy : numpy.ndarray
+        Hourly occupancy [-].
+    x0 : mapping, optional
+        Initial state (default: the model's defaults).
+    comfort : Comfort, optional
+        Comfort band and price.
+    baseline : bool
+        Also run the :class:`Thermostat` in closed loop (no forecast error) and return its
+        KPIs.
+    **mpc
+        Further :class:`~processtwin.solvers.empc.EconomicMPC` options (``peak_price``,
+        ``staging``, ``limits``).
+
+    Returns
+    -------
+    plan, dataset, baseline_kpis
+        The :class:`~processtwin.solvers.empc.EMPCPlan`, its Dataset (with the forecast,
+        price and band) and the thermostat's KPIs (``None`` without ``baseline``).
+    """
+    from processtwin.kpi import building_kpis
+
+    model = as_heat_pump_building(model)
+    comfort = comfort or Comfort()
+    ctrl = EconomicMPC(model, dt=3600.0, horizon=int(hours), comfort=comfort, **mpc)
+    fc = {"T_out": weather["T_out"][:hours], "I_sol": weather["I_sol"][:hours],
+          "occupancy": occupancy[:hours], "T_ground": weather["T_ground"]}
+    x = x0 if x0 is not None else {}
+    plan = ctrl.plan(x, fc, prices[:hours])
+    ds = plan.dataset(model)
+    lo, hi = comfort.bands(occupancy[:hours], model.n_zones)
+    pad = np.vstack
+    ds["T_out"] = ("time", np.append(fc["T_out"], fc["T_out"][-1]), {"units": "degC"})
+    ds["price"] = ("time", np.append(prices[:hours], prices[hours - 1]),
+                   {"units": "currency/kWh"})
+    ds["band_lo"] = (("time", "T_i_i"), pad([lo, lo[-1:]]), {"units": "degC"})
+    ds["band_hi"] = (("time", "T_i_i"), pad([hi, hi[-1:]]), {"units": "degC"})
+    ds["P_el"] = ("time", np.append(plan.y, plan.y[-1:]) if plan.ok else
+                  np.full(hours + 1, np.nan), {"units": "W"})
+    base = None
+    if baseline:
+        x_start = {leaf.name: model.layout.states.values(x)[
+            model.layout.states.indices([leaf.name])] for leaf in model.layout.states.leaves}
+        rec = closed_loop(Thermostat(), model, weather=weather, occupancy=occupancy,
+                          prices=prices, hours=int(hours), x0=x_start, sensor_noise=0.0,
+                          comfort=comfort)
+        base = building_kpis(rec, floor_area=float(sum(model.areas()["floor"])))
+    return plan, ds, base

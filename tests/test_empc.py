@@ -304,3 +304,35 @@ def test_closed_loop_week_saves_against_the_thermostat(winter_week) -> None:
     assert ds.attrs["fallbacks"] == 0 and ds.attrs["decisions"] == 24 * 7
     assert saving >= 0.15, (saving, mpc, base)
     assert mpc["discomfort_Kh_per_zone"] <= base["discomfort_Kh_per_zone"]
+
+
+def test_schedule_command_plans_a_building_and_reports_against_the_thermostat(tmp_path
+                                                                              ) -> None:
+    from click.testing import CliRunner
+
+    from processtwin.cli import main
+
+    prices = tmp_path / "prices.csv"
+    prices.write_text("hour,price\n" + "".join(f"{h},{0.1 if h < 7 else 0.3}\n"
+                                               for h in range(24)))
+    out = tmp_path / "plan.nc"
+    r = CliRunner().invoke(main, ["schedule", "building", "--zones", "2", "--facing",
+                                  "180,0", "--prices", str(prices), "--days", "2",
+                                  "--x0", "T_i=21,21", "--x0", "T_e=19,19", "--out",
+                                  str(out)])
+    assert r.exit_code == 0, r.output
+    assert "2 zone(s)" in r.output and "thermostat" in r.output and "saving" in r.output
+    ds = xr.open_dataset(out)
+    assert ds["Q_heat"].shape == (49, 2) and ds.attrs["status"] == "optimal"
+    # the daily price file: cheap hours carry more of the heat than dear ones
+    heat = ds["Q_heat"].values[:-1].sum(axis=1)
+    hour = np.arange(48) % 24
+    assert heat[hour < 7].mean() > heat[hour >= 7].mean()
+    ds.close()
+    bad = CliRunner().invoke(main, ["schedule", "building", "--zones", "2", "--facing",
+                                    "180", "--days", "1"])
+    assert bad.exit_code == 2 and "1 azimuths; the building has 2 zones" in bad.output
+    bad = CliRunner().invoke(main, ["schedule", "--days", "0"])
+    assert bad.exit_code == 2 and "--days must be > 0" in bad.output
+    bad = CliRunner().invoke(main, ["schedule", "--weather", "nowhere.epw"])
+    assert bad.exit_code == 2 and "no such file" in bad.output
