@@ -24,7 +24,8 @@ from processtwin.tariffs import noisy_forecast
 
 from .empc import Comfort, EconomicMPC
 
-__all__ = ["Thermostat", "closed_loop", "hourly_weather"]
+__all__ = ["Thermostat", "as_heat_pump_building", "closed_loop", "hourly_weather",
+           "occupancy_schedule", "schedule_building", "thermostat_baseline"]
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def closed_loop(controller: Thermostat | EconomicMPC, plant: Model, *,
         hr = n // per_hour
         T_air = np.asarray(x["T_i"], dtype=float)
         T_meas = T_air + sensor_noise * rng.standard_normal(nz)
+        hr = min(hr, len(T_out_h) - 1)          # the closing row of a run to the end
         occ = occupancy[min(hr, len(occupancy) - 1)]
         u_now = _inputs(Qh, Qc, T_out_h[hr], T_g, I_h[hr], occ)
         if lf is not None and n > 0:
@@ -357,3 +359,77 @@ def schedule_building(model: Model, weather: Mapping[str, Any], prices: np.ndarr
                           comfort=comfort)
         base = building_kpis(rec, floor_area=float(sum(model.areas()["floor"])))
     return plan, ds, base
+
+
+def thermostat_baseline(mpc: EconomicMPC, forecast: Mapping[str, Any], prices: Any, *,
+                        thermostat: Thermostat | None = None, control_s: float = 300.0
+                        ) -> Any:
+    """The thermostat's cost and discomfort over an MPC's horizon from the same state and
+    forecast: the ``baseline`` of :meth:`EconomicMPC.recommend
+    <processtwin.solvers.empc.EconomicMPC.recommend>`.
+
+    The controller's model (a ``HeatPumpBuilding``) is sampled exactly every
+    ``control_s`` (:func:`~processtwin.solvers.linearise.linearise`) and the thermostat
+    acts on its room temperatures at that rate.
+
+    Parameters
+    ----------
+    mpc : EconomicMPC
+        The MPC (its model, interval, horizon, power output and comfort band).
+    forecast : mapping
+        The disturbances over the horizon (as given to the MPC).
+    prices : array
+        Energy price per MPC interval [currency/kWh].
+    thermostat : Thermostat, optional
+        The baseline controller (default :class:`Thermostat`).
+    control_s : float
+        Thermostat step [model time unit]; ``mpc.dt`` must be a whole number of them.
+
+    Returns
+    -------
+    callable
+        ``baseline(plan) -> (cost [currency], discomfort [K·h summed over zones])``.
+    """
+    from .linearise import forecast_matrix, linearise
+
+    thermostat = thermostat or Thermostat()
+    model = mpc.model
+    sub = int(round(mpc.dt / control_s))
+    if sub < 1 or abs(sub * control_s - mpc.dt) > 1e-9 * mpc.dt:
+        raise ConfigError(f"`control_s` must divide the MPC interval {mpc.dt:g}, got "
+                          f"{control_s:g}.")
+    N = mpc.horizon
+    d = np.repeat(forecast_matrix(model, forecast, N), sub, axis=0)
+    price = np.repeat(np.broadcast_to(np.asarray(prices, dtype=float), (N,)), sub)
+    names = [n for n, v in model.inputs().items() if v.kind != "manipulated"]
+    flat = model.layout.inputs.flat_names()
+    dist = [flat[i] for i in model.layout.inputs.indices(names)]
+    occ = d[:, dist.index(mpc.comfort.schedule)]
+    T_out = d[:, dist.index("T_out")]
+    area = np.asarray(model.areas()["floor"])
+    share = area / area.sum()
+    nz = model.n_zones
+    lo, hi = mpc.comfort.bands(occ, nz)
+    h = control_s * mpc.hours / mpc.dt
+
+    def baseline(plan: Any) -> tuple[float, float]:
+        aff = linearise(model, plan.x[0], d, control_s,
+                        outputs=(mpc.power, mpc.comfort.output))
+        x = np.asarray(plan.x[0], dtype=float)
+        mode = np.zeros(nz, int)
+        cost = disc = 0.0
+        u = np.zeros(aff.B.shape[2])
+        for k in range(N * sub):
+            T = aff.C[k, 1:] @ x + aff.D[k, 1:] @ u + aff.e[k, 1:]
+            cap_h, cap_c = model.capacities(_Weather(T_out[k]))
+            Qh, Qc, mode = thermostat.control(T, occ[k] >= thermostat.threshold, mode,
+                                              cap_h * share, cap_c * share)
+            u = np.concatenate([Qh, Qc])
+            P = float(aff.C[k, 0] @ x + aff.D[k, 0] @ u + aff.e[k, 0])
+            # each step's values held over it, as the KPIs of a record count them
+            cost += price[k] * P / 1e3 * h
+            disc += float(np.sum(np.maximum(lo[k] - T, 0) + np.maximum(T - hi[k], 0))) * h
+            x = aff.A[k] @ x + aff.B[k] @ u + aff.c[k]
+        return cost, disc
+
+    return baseline

@@ -54,6 +54,9 @@ def _dense_lp(mpc: EconomicMPC, x0: np.ndarray) -> float:
         A_eq.append(row)
         b_eq.append(x0[i])
     lo, hi = Comfort().bands(FORECAST["occupancy"], nz)
+    # at each node the stricter band of the intervals before and after it
+    lo = np.maximum(lo, np.vstack([lo[1:], lo[-1:]]))
+    hi = np.minimum(hi, np.vstack([hi[1:], hi[-1:]]))
     for k in range(N):
         for i in range(nx):
             row = np.zeros(nv)
@@ -336,3 +339,23 @@ def test_schedule_command_plans_a_building_and_reports_against_the_thermostat(tm
     assert bad.exit_code == 2 and "--days must be > 0" in bad.output
     bad = CliRunner().invoke(main, ["schedule", "--weather", "nowhere.epw"])
     assert bad.exit_code == 2 and "no such file" in bad.output
+
+
+def test_thermostat_baseline_over_the_horizon_matches_the_closed_loop() -> None:
+    from processtwin.solvers.building_loop import thermostat_baseline
+
+    one = HeatPumpBuilding(n_zones=1)
+    fc = {"T_out": FORECAST["T_out"], "I_sol": FORECAST["I_sol"][:, :1],
+          "occupancy": FORECAST["occupancy"], "T_ground": 10.0}
+    mpc = EconomicMPC(one, horizon=N)
+    x0 = {"T_i": [21.5], "T_e": [19.0]}
+    rec = mpc.recommend(0.0, x0, fc, PRICE, baseline=thermostat_baseline(mpc, fc, PRICE))
+    cost, disc = rec.plan.attrs["baseline_cost"], rec.plan.attrs["baseline_discomfort_Kh"]
+    # the same thermostat, simulated with the adaptive solver in the closed-loop runner
+    weather = {"T_out": fc["T_out"], "I_sol": fc["I_sol"], "T_ground": 10.0}
+    ds = closed_loop(Thermostat(), one, weather=weather, occupancy=fc["occupancy"],
+                     prices=PRICE, hours=N, x0=x0, sensor_noise=0.0)
+    k = building_kpis(ds, floor_area=100.0)
+    assert cost == pytest.approx(k["cost"], rel=1e-6)
+    assert disc == pytest.approx(k["discomfort_Kh_per_zone"], rel=1e-3, abs=1e-3)
+    assert rec.benefit == pytest.approx(cost - rec.expected) and rec.benefit > 0
