@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -W ignore experiments/bench/bench_mhe.py
 	$(BIN)/python experiments/bench/bench_recipe.py
 	$(BIN)/python experiments/bench/bench_thermal.py
+	$(BIN)/python experiments/bench/bench_empc.py
 
 clean:
 	rm -rf $(VENV) report build *.egg-info

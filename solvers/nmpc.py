@@ -57,6 +57,10 @@ class Recommendation:
         outcome of holding the feed [s].
     hold_violations : list of str
         Constraints that holding the current setpoints would break, with the worst value.
+    versus : str
+        How ``benefit`` reads, a format with one field: ``"{:+.3g} vs holding the current
+        setpoints"``; for the economic MPC ``"saves {:.3g} against the thermostat"`` (its
+        ``benefit`` is the thermostat's cost minus the plan's).
     """
 
     t: float
@@ -71,6 +75,7 @@ class Recommendation:
     message: str = ""
     solve_time_s: float = 0.0
     hold_violations: list[str] = field(default_factory=list)
+    versus: str = "{:+.3g} vs holding the current setpoints"
 
     @property
     def data(self) -> xr.Dataset | None:
@@ -90,10 +95,12 @@ class Recommendation:
         lines = [f"t = {self.t:g}: {head}set {sp}"]
         if np.isfinite(self.benefit):
             lines.append(f"  expected {self.objective}: {self.expected:.4g} "
-                         f"({self.benefit:+.3g} vs holding the current setpoints)")
-        else:
+                         f"({self.versus.format(self.benefit)})")
+        elif "holding" in self.versus:
             lines.append(f"  expected {self.objective}: {self.expected:.4g} (holding the "
                          "current setpoints is not an allowed alternative)")
+        else:
+            lines.append(f"  expected {self.objective}: {self.expected:.4g}")
         if self.hold_violations:
             lines.append("  holding the current setpoints would violate "
                          + "; ".join(self.hold_violations))
