@@ -125,6 +125,11 @@ class EMPCPlan:
         What went wrong and what was done, if anything.
     active : list of str
         Hard limits at their bounds in the plan.
+    energy : float
+        Planned energy of the priced output [kWh when it is in W].
+    bands : tuple or None
+        ``(lower, upper, slack below, slack above, output indices)`` of the comfort bands
+        at the nodes [output units] (for :meth:`verify`).
     """
 
     status: str
