@@ -596,7 +596,8 @@ class EconomicMPC:
                   baseline: Callable[[EMPCPlan], tuple[float, float]] | None = None,
                   **kw: Any) -> Recommendation:
         """Plan and say what to set now: every manipulated input for the next interval
-        (inside its bounds) and each zone's planned temperature at its end.
+        (inside its bounds), each zone's planned temperature at its end, and the plant's
+        planned power and limited outputs (``"P_el plan"``, ``"load plan"``).
 
         Parameters
         ----------
@@ -627,6 +628,13 @@ class EconomicMPC:
             o = a.outputs.index(n)
             y = float(a.C[0, o] @ plan.x[1] + a.D[0, o] @ plan.u[0] + a.e[0, o])
             setpoints[f"{n} target"] = (y, units)
+        if plan.ok:   # the plant's planned operation over the next interval
+            for name in dict.fromkeys([self.power, *self.limits]):
+                for n in lay.outputs.leaf(name).flat_names():
+                    o = a.outputs.index(n)
+                    y = float(a.C[0, o] @ (plan.x[0] + plan.x[1]) / 2 + a.D[0, o] @ plan.u[0]
+                              + a.e[0, o])
+                    setpoints[f"{n} plan"] = (y, lay.outputs.leaf(name).var.units)
         benefit = float("nan")
         ds = plan.dataset(self.model)
         if baseline is not None and plan.ok:

@@ -225,7 +225,9 @@ def test_recommendation_names_every_setpoint_with_units_inside_the_envelope() ->
     rec = mpc.recommend(0.0, X0, FORECAST, PRICE, baseline=lambda plan: (plan.cost + 1.0,
                                                                          0.0))
     assert set(rec.setpoints) == {"Q_heat[0]", "Q_heat[1]", "Q_cool[0]", "Q_cool[1]",
-                                  "T_air[0] target", "T_air[1] target"}
+                                  "T_air[0] target", "T_air[1] target", "P_el plan",
+                                  "load plan"}
+    assert 0 <= rec.setpoints["load plan"][0] <= 1 + 1e-9
     assert rec.setpoints["Q_heat[0]"][1] == "W" and rec.setpoints["T_air[0] target"][1] == \
         "degC"
     assert all(v >= 0 for k, (v, _) in rec.setpoints.items() if k.startswith("Q_"))
@@ -359,3 +361,20 @@ def test_thermostat_baseline_over_the_horizon_matches_the_closed_loop() -> None:
     assert cost == pytest.approx(k["cost"], rel=1e-6)
     assert disc == pytest.approx(k["discomfort_Kh_per_zone"], rel=1e-3, abs=1e-3)
     assert rec.benefit == pytest.approx(cost - rec.expected) and rec.benefit > 0
+
+
+def test_demand_charge_lowers_the_peak_at_a_price() -> None:
+    flat = EconomicMPC(MODEL, horizon=N).plan(X0, FORECAST, PRICE)
+    peak = EconomicMPC(MODEL, horizon=N, peak_price=5.0).plan(X0, FORECAST, PRICE)
+    via_pyomo = EconomicMPC(MODEL, horizon=N, peak_price=5.0, backend="pyomo").plan(
+        X0, FORECAST, PRICE)
+    assert peak.ok and flat.ok
+    p_flat, p_peak = flat.y.max() / 1e3, peak.y.max() / 1e3          # kW
+    assert p_peak < 0.8 * p_flat          # 4.5 kW → 3.0 kW on this day
+    # the charge is in the cost: energy plus 5 per kW of the peak
+    energy_cost = float(np.sum(PRICE * peak.y / 1e3))
+    assert peak.cost == pytest.approx(energy_cost + 5.0 * p_peak, rel=1e-9)
+    assert peak.cost + peak.discomfort == pytest.approx(via_pyomo.cost + via_pyomo.discomfort,
+                                                        rel=1e-8)
+    # a lower peak costs more energy, never less
+    assert energy_cost >= float(np.sum(PRICE * flat.y / 1e3)) - 1e-9
