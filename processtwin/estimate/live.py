@@ -322,6 +322,14 @@ class LiveFilter:
         """Inputs applied from the latest sample time on (e.g. a new feed setpoint)."""
         self.u = self.ekf.input_vector(u)
 
+    def last_flags(self) -> np.ndarray:
+        """Flag bits (:data:`~processtwin.estimate.FLAGS`) of each flat channel at the latest
+        step, without the cost of :meth:`last_update` (zeros before the first sample)."""
+        if not self._stepped:
+            return np.zeros(self._ny, dtype=np.int64)
+        v = self._read()[self._n_state:]
+        return v[2 * self._ny:3 * self._ny].astype(np.int64)
+
     def last_update(self) -> LastUpdate:
         """The latest step: innovation, NIS, flags and use of each channel, and the
         update's innovation covariance and Kalman gain.
@@ -456,6 +464,39 @@ class LiveFilter:
             self.resets += 1
             self.reset_log.append((self.t, reason))
             self._health.reset()
+
+    #: what :meth:`checkpoint` keeps: everything but the filter and its compiled step
+    _SAVED = ("_health", "_P_reset", "divergence", "divergences", "resets", "reset_log",
+              "history", "_t", "_y", "_u", "_before", "_host", "_t0", "_stepped", "u",
+              "refiltered", "dropped", "on_divergence")
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The filter's full state as plain data (estimate, covariance, monitoring memory,
+        the samples kept for late arrivals and their states, counters): with
+        :meth:`restore` a restarted twin continues exactly where this one stopped."""
+        import copy
+
+        return {k: copy.deepcopy(getattr(self, k)) for k in self._SAVED} | {
+            "channels": list(self.ekf.flat_channels), "names": list(self.ekf.flat_names)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` of a filter with the same channels and
+        estimated quantities.
+
+        Raises
+        ------
+        ConfigError
+            The checkpoint was made for other channels or quantities.
+        """
+        if (list(state["channels"]) != list(self.ekf.flat_channels)
+                or list(state["names"]) != list(self.ekf.flat_names)):
+            raise ConfigError("checkpoint made for channels "
+                              f"{state['channels']} and quantities {state['names']}; this "
+                              f"filter has {list(self.ekf.flat_channels)} and "
+                              f"{list(self.ekf.flat_names)}.")
+        for k in self._SAVED:
+            setattr(self, k, state[k])
+        self._buf = jnp.asarray(self._host)
 
     def estimate(self) -> dict[str, tuple[float, float]]:
         """Current estimate and standard deviation per state/parameter (a vector state's
