@@ -542,3 +542,25 @@ def _register() -> None:
 
 
 _register()
+
+
+@main.command("run")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--quiet", is_flag=True, help="No live status line.")
+def run_cmd(config: Path, quiet: bool) -> None:
+    """Run the twin described by CONFIG (TOML: model, estimator, optimiser, source,
+    historian): a live status line, checkpoints; Ctrl-C stops cleanly with a checkpoint
+    and the next run continues from it."""
+    from .twin.run import run_twin
+
+    s = run_twin(config, echo=click.echo, live=not quiet)
+    c = s["counters"]
+    click.echo(f"  {s['batches']} batches, {c['received']} samples: {c['accepted']} "
+               f"accepted, {c['quarantined']} quarantined "
+               + (f"({', '.join(f'{k} {n}' for k, n in c['by_reason'].items() if n)})"
+                  if c["quarantined"] else "")
+               + f"; {s['wall_s']:.2f} s")
+    if any(s["flags"].values()):
+        click.echo("  alarms: " + ", ".join(f"{k} ×{n}" for k, n in s["flags"].items() if n))
+    if s["recommendation"]:
+        click.echo("  last recommendation:\n    " + s["recommendation"].replace("\n", "\n    "))

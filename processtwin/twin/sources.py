@@ -22,7 +22,7 @@ from ..plant import PlantRun
 from .core import Batch
 from .validate import Sample
 
-__all__ = ["paced", "plant_batches", "replay"]
+__all__ = ["inject_faults", "paced", "plant_batches", "replay"]
 
 
 def _flat(channel: str, value: Any) -> list[tuple[str, Any]]:
@@ -195,3 +195,56 @@ def paced(batches: Iterable[Batch], *, speed: float = math.inf,
             if wait > 0:
                 time.sleep(wait)
         yield b
+
+
+def inject_faults(batches: Iterable[Batch], faults: Iterable[Mapping[str, Any]], *,
+                  rng: np.random.Generator | None = None) -> Iterator[Batch]:
+    """Sensor faults on a stream of batches, for fault runs and the demo.
+
+    Parameters
+    ----------
+    batches : iterable of Batch
+        The clean stream.
+    faults : iterable of mapping
+        Each ``{"kind", "channel", "at"}`` plus, by kind: ``spike`` (the sample at or after
+        ``at`` multiplied by ``size``, default 5), ``stuck`` (frozen at its value at
+        ``at`` for ``duration``, default 5), ``dropout`` (missing for ``duration``),
+        ``clock_jump`` (one sample stamped ``jump`` later, default 1e6), ``malformed``
+        (one sample whose value is text) [times in model units].
+    rng : numpy.random.Generator, optional
+        Unused by the deterministic faults above; reserved for random ones.
+
+    Yields
+    ------
+    Batch
+        The stream with the faults applied.
+    """
+    del rng
+    faults = [dict(f) for f in faults]
+    done: set[int] = set()
+    frozen: dict[int, float] = {}
+    for b in batches:
+        out = []
+        extra = []
+        for s in b.samples:
+            keep = True
+            for i, f in enumerate(faults):
+                if s.channel != f["channel"] or s.t < f["at"]:
+                    continue
+                kind, dur = f["kind"], float(f.get("duration", 5.0))
+                if kind == "spike" and i not in done:
+                    s = Sample(s.t, s.channel, s.value * float(f.get("size", 5.0)), s.unit)
+                    done.add(i)
+                elif kind == "stuck" and s.t <= f["at"] + dur:
+                    s = Sample(s.t, s.channel, frozen.setdefault(i, s.value), s.unit)
+                elif kind == "dropout" and s.t <= f["at"] + dur:
+                    keep = False
+                elif kind == "clock_jump" and i not in done:
+                    s = Sample(s.t + float(f.get("jump", 1e6)), s.channel, s.value, s.unit)
+                    done.add(i)
+                elif kind == "malformed" and i not in done:
+                    extra.append(Sample(s.t, s.channel, "0.0x1e", s.unit))
+                    done.add(i)
+            if keep:
+                out.append(s)
+        yield Batch(out + extra, b.inputs)

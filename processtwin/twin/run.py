@@ -1,0 +1,109 @@
+"""Run a twin from its TOML file: a live status line, checkpoints, a clean stop on
+Ctrl-C (with a checkpoint), and a restart that continues where it stopped."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import build, load_config
+
+__all__ = ["run_twin"]
+
+
+def _status(twin: Any) -> str:
+    c = twin.validator.counters
+    est = twin.filter.estimate()
+    shown = ", ".join(f"{k} {v[0]:.4g}±{v[1]:.2g}" for k, v in list(est.items())[:4])
+    alarms = ", ".join(f"{k} {n}" for k, n in twin.counters.flags.items() if n) or "none"
+    rec = twin.recommendation
+    r = (f"rec {rec.age(twin.filter.t):.3g} old" if rec is not None else "no rec")
+    return (f"t={twin.filter.t:.4g} {twin.model.time_unit} | samples {c['received']} "
+            f"(ok {c['accepted']}, quarantined {c['quarantined']}) | {shown} | alarms "
+            f"{alarms} | {r}")
+
+
+def run_twin(path: str | Path, *, echo: Callable[[str], Any] = print,
+             live: bool = True) -> dict[str, Any]:
+    """Run the twin a TOML file describes to the end of its source.
+
+    Parameters
+    ----------
+    path : str or Path
+        The configuration (see :mod:`processtwin.twin.config`).
+    echo : callable
+        Where the summary goes.
+    live : bool
+        Show a status line (rewritten in place on a terminal, twice a second).
+
+    Returns
+    -------
+    dict
+        ``batches``, ``counters`` (validation), ``flags``, ``estimate``, ``restarted``
+        (whether a checkpoint was restored), ``interrupted``, ``wall_s``, and
+        ``recommendation`` (its text, or None).
+    """
+    cfg = load_config(path)
+    twin, batches, opts = build(cfg)
+    ckpt = opts["checkpoint"]
+    restarted = False
+    if ckpt is not None and Path(ckpt).exists():
+        twin.restore(ckpt)
+        restarted = True
+        echo(f"restored {ckpt}: continuing at batch {twin.next_batch} "
+             f"(t = {twin.filter.t:g} {twin.model.time_unit})")
+    t0 = time.perf_counter()
+    shown = 0.0
+    interrupted = False
+    tty = sys.stdout.isatty()
+    # Ctrl-C between batches only: a batch is validated, filtered and stored as a whole
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        for k, b in enumerate(itertools.islice(batches, twin.next_batch, None),
+                              start=twin.next_batch):
+            if stop.is_set():
+                raise KeyboardInterrupt
+            twin.advance(b)
+            if ckpt is not None and (k + 1) % opts["checkpoint_every"] == 0:
+                twin.checkpoint(ckpt)
+            now = time.perf_counter()
+            if live and now - shown > 0.5:
+                shown = now
+                line = _status(twin)
+                if tty:
+                    sys.stdout.write("\r" + line[:160].ljust(160))
+                    sys.stdout.flush()
+                else:
+                    echo(line)
+        if stop.is_set():
+            raise KeyboardInterrupt
+        twin.wait()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if ckpt is not None:
+            twin.checkpoint(ckpt)
+        twin.close()
+        if live and tty:
+            sys.stdout.write("\n")
+    rec = twin.recommendation
+    summary = {"batches": twin.next_batch, "counters": twin.validator.counters,
+               "flags": dict(twin.counters.flags), "estimate": twin.filter.estimate(),
+               "restarted": restarted, "interrupted": interrupted,
+               "wall_s": time.perf_counter() - t0,
+               "recommendation": None if rec is None else str(rec.value),
+               "truth": opts["truth"]}
+    echo(("stopped (Ctrl-C), checkpoint written: " if interrupted else "finished: ")
+         + _status(twin))
+    return summary
