@@ -547,13 +547,15 @@ _register()
 @main.command("run")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--quiet", is_flag=True, help="No live status line.")
-def run_cmd(config: Path, quiet: bool) -> None:
+@click.option("--batches", type=int, default=None,
+              help="Stop after this many batches (with a checkpoint); the next run continues.")
+def run_cmd(config: Path, quiet: bool, batches: int | None) -> None:
     """Run the twin described by CONFIG (TOML: model, estimator, optimiser, source,
     historian): a live status line, checkpoints; Ctrl-C stops cleanly with a checkpoint
     and the next run continues from it."""
     from .twin.run import run_twin
 
-    s = run_twin(config, echo=click.echo, live=not quiet)
+    s = run_twin(config, echo=click.echo, live=not quiet, max_batches=batches)
     c = s["counters"]
     click.echo(f"  {s['batches']} batches, {c['received']} samples: {c['accepted']} "
                f"accepted, {c['quarantined']} quarantined "

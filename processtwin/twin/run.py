@@ -30,7 +30,7 @@ def _status(twin: Any) -> str:
 
 
 def run_twin(path: str | Path, *, echo: Callable[[str], Any] = print,
-             live: bool = True) -> dict[str, Any]:
+             live: bool = True, max_batches: int | None = None) -> dict[str, Any]:
     """Run the twin a TOML file describes to the end of its source.
 
     Parameters
@@ -41,6 +41,9 @@ def run_twin(path: str | Path, *, echo: Callable[[str], Any] = print,
         Where the summary goes.
     live : bool
         Show a status line (rewritten in place on a terminal, twice a second).
+    max_batches : int, optional
+        Stop (with a checkpoint) after this many batches in this run; the next run
+        continues.
 
     Returns
     -------
@@ -68,8 +71,10 @@ def run_twin(path: str | Path, *, echo: Callable[[str], Any] = print,
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        for k, b in enumerate(itertools.islice(batches, twin.next_batch, None),
-                              start=twin.next_batch):
+        first = twin.next_batch
+        for k, b in enumerate(itertools.islice(batches, first, None), start=first):
+            if max_batches is not None and k - first >= max_batches:
+                break
             if stop.is_set():
                 raise KeyboardInterrupt
             twin.advance(b)
