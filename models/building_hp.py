@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from processtwin.model import Limit, Var, param, variables
 
-from .building import Building, BuildingState
+from .building import Building, BuildingInputs, BuildingOutputs, BuildingState
 
 __all__ = ["HeatPumpBuilding"]
 
@@ -26,19 +26,12 @@ HeatPumpBuildingInputs = variables(
                bounds=(0.0, None), kind="manipulated", shape="n_zones"),
     Q_cool=Var("W", "heat the heat pump (cooling mode) removes from each zone",
                default=0.0, bounds=(0.0, None), kind="manipulated", shape="n_zones"),
-    T_out=Var("degC", "outdoor air temperature (also the heat pump's source/sink)",
-              default=0.0, kind="disturbance"),
-    T_ground=Var("degC", "ground temperature under the slab", default=10.0,
-                 kind="disturbance"),
-    I_sol=Var("W/m2", "solar irradiance on each zone's windows (their orientation)",
-              default=0.0, bounds=(0.0, None), kind="disturbance", shape="n_zones"),
-    occupancy=Var("-", "occupancy (fraction of full), for the internal gains", default=0.5,
-                  bounds=(0.0, 1.0), kind="disturbance"),
+    # the zones' disturbances, as the building declares them
+    **{k: BuildingInputs._vars[k] for k in ("T_out", "T_ground", "I_sol", "occupancy")},
 )
 HeatPumpBuildingOutputs = variables(
     "HeatPumpBuildingOutputs",
-    T_air=Var("degC", "room temperature sensor of each zone", kind="online", noise=0.1,
-              shape="n_zones"),
+    T_air=BuildingOutputs._vars["T_air"],
     P_el=Var("W", "heat pump electric power meter", kind="online", noise=20.0),
     load=Var("-", "heat pump load: delivered heat over the heating capacity plus removed "
              "heat over the cooling capacity", kind="online", noise=0.01),
