@@ -22,7 +22,7 @@ from processtwin.errors import ConfigError
 from processtwin.model import Model
 from processtwin.tariffs import noisy_forecast
 
-from .empc import Comfort, EconomicMPC
+from .empc import Comfort, EconomicMPC, _dist_names
 
 __all__ = ["Thermostat", "as_heat_pump_building", "closed_loop", "hourly_weather",
            "occupancy_schedule", "schedule_building", "thermostat_baseline"]
@@ -342,12 +342,11 @@ def schedule_building(model: Model, weather: Mapping[str, Any], prices: np.ndarr
     plan = ctrl.plan(x, fc, prices[:hours])
     ds = plan.dataset(model)
     lo, hi = comfort.bands(occupancy[:hours], model.n_zones)
-    pad = np.vstack
     ds["T_out"] = ("time", np.append(fc["T_out"], fc["T_out"][-1]), {"units": "degC"})
     ds["price"] = ("time", np.append(prices[:hours], prices[hours - 1]),
                    {"units": "currency/kWh"})
-    ds["band_lo"] = (("time", "T_i_i"), pad([lo, lo[-1:]]), {"units": "degC"})
-    ds["band_hi"] = (("time", "T_i_i"), pad([hi, hi[-1:]]), {"units": "degC"})
+    ds["band_lo"] = (("time", "T_i_i"), np.vstack([lo, lo[-1:]]), {"units": "degC"})
+    ds["band_hi"] = (("time", "T_i_i"), np.vstack([hi, hi[-1:]]), {"units": "degC"})
     ds["P_el"] = ("time", np.append(plan.y, plan.y[-1:]) if plan.ok else
                   np.full(hours + 1, np.nan), {"units": "W"})
     base = None
@@ -401,9 +400,7 @@ def thermostat_baseline(mpc: EconomicMPC, forecast: Mapping[str, Any], prices: A
     N = mpc.horizon
     d = np.repeat(forecast_matrix(model, forecast, N), sub, axis=0)
     price = np.repeat(np.broadcast_to(np.asarray(prices, dtype=float), (N,)), sub)
-    names = [n for n, v in model.inputs().items() if v.kind != "manipulated"]
-    flat = model.layout.inputs.flat_names()
-    dist = [flat[i] for i in model.layout.inputs.indices(names)]
+    dist = _dist_names(model)
     occ = d[:, dist.index(mpc.comfort.schedule)]
     T_out = d[:, dist.index("T_out")]
     area = np.asarray(model.areas()["floor"])

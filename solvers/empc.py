@@ -209,14 +209,11 @@ class EMPCPlan:
         a = self.affine
         lay = model.layout
         ds = xr.Dataset(coords={"time": self.times})
-        for name, names, values in (("state", a.states, self.x),):
-            del name
-            for leaf in lay.states.leaves:
-                cols = [names.index(n) for n in leaf.flat_names()]
-                v = values[:, cols]
-                ds[leaf.name] = (("time",) if leaf.size == 1 else ("time", f"{leaf.name}_i"),
-                                 v[:, 0] if leaf.size == 1 else v,
-                                 {"units": leaf.var.units, "long_name": leaf.var.doc})
+        for leaf in lay.states.leaves:
+            v = self.x[:, [a.states.index(n) for n in leaf.flat_names()]]
+            ds[leaf.name] = (("time",) if leaf.size == 1 else ("time", f"{leaf.name}_i"),
+                             v[:, 0] if leaf.size == 1 else v,
+                             {"units": leaf.var.units, "long_name": leaf.var.doc})
         held = np.vstack([self.u, self.u[-1:]])
         for leaf in lay.inputs.leaves:
             if leaf.var.kind != "manipulated":
@@ -312,6 +309,8 @@ class EconomicMPC:
             raise ConfigError(f"comfort `schedule` {self.comfort.schedule!r} is not an input "
                               f"of `{model.name}`.")
         self.power = power
+        self._occ_cols = [i for i, n in enumerate(_dist_names(model))
+                          if n.split("[")[0] == self.comfort.schedule]
         self.limits = self._limits(limits)
         if staging is not None and staging.output not in self.limits:
             raise ConfigError(f"staged output {staging.output!r} needs a limit (its upper "
@@ -438,11 +437,7 @@ class EconomicMPC:
         if u_ref is not None:
             u_ref = np.vstack([u_ref[1:], u_ref[-1:]])
         affine = linearise(self.model, x0, d, self.dt, u_ref=u_ref, outputs=self._outputs)
-        occ = forecast_matrix(self.model, {k: v for k, v in forecast.items()
-                                           if k == self.comfort.schedule}, N)
-        occ = occ[:, [i for i, n in enumerate(_dist_names(self.model))
-                      if n.split("[")[0] == self.comfort.schedule]]
-        data = self._data(affine, x0, price, occ, on_before, run_before)
+        data = self._data(affine, x0, price, d[:, self._occ_cols], on_before, run_before)
         plan = self._solve(data, t)
         plan.solve_time_s = time.perf_counter() - t0
         self.decisions += 1
@@ -543,8 +538,7 @@ class EconomicMPC:
         a = data.affine
         u = sol["u"] * data.u_scale[None, :]
         u = np.clip(u, data.u_lo, data.u_hi)          # the envelope, exactly
-        p_kw = sol["p"] * data.y_scale[data.power] / 1e3 if data.y_scale[data.power] == 1e3 \
-            else sol["p"]
+        p_kw = sol["p"]      # LP units: kW when the priced output is declared in W
         energy = float(np.sum(p_kw) * data.dt_h)
         cost = float(np.sum(data.price * p_kw) * data.dt_h)
         if data.peak_price > 0:
@@ -585,7 +579,7 @@ class EconomicMPC:
             u = np.clip(np.broadcast_to(a.u_ref[:1], a.B.shape[::2]), data.u_lo, data.u_hi)
             u = np.asarray(u, dtype=float).copy()
             src = "the inputs' reference values (no earlier plan)"
-        x = a.simulate(data.x0, u / 1.0)
+        x = a.simulate(data.x0, u)
         return EMPCPlan(status="fallback", cost=float("nan"), discomfort=float("nan"), x=x,
                         u=u, y=np.full(a.N, np.nan), times=t + self.dt * np.arange(a.N + 1),
                         affine=a, message=f"{why}; using {src}")

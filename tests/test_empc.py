@@ -28,10 +28,9 @@ PRICE = time_of_use(HOURS * 3600.0)
 X0 = {"T_i": [19.0, 20.5], "T_e": [18.0, 17.5]}
 
 
-def _dense_lp(mpc: EconomicMPC, x0: np.ndarray) -> float:
+def _dense_lp(x0: np.ndarray) -> float:
     """The same LP written independently: dense matrices from the linearisation, the
     priced output substituted into the cost, solved by scipy's linprog."""
-    lay = MODEL.layout
     aff = linearise(MODEL, x0, FORECAST, 3600.0, outputs=("P_el", "T_air", "load"))
     nx, nu = aff.A.shape[1], aff.B.shape[2]
     nz = 2
@@ -100,7 +99,6 @@ def _dense_lp(mpc: EconomicMPC, x0: np.ndarray) -> float:
                            "dual_feasibility_tolerance": 1e-10})
     assert res.status == 0, res.message
     const = sum(PRICE[k] * aff.e[k, 0] / 1e3 for k in range(N))
-    del lay
     return float(res.fun + const)
 
 
@@ -117,7 +115,7 @@ def test_lp_optimum_equals_independent_formulations(x0_flat: np.ndarray) -> None
     assert a.status == b.status == "optimal"
     total_a = a.cost + comfort.price * a.discomfort
     total_b = b.cost + comfort.price * b.discomfort
-    dense = _dense_lp(fast, x0_flat)
+    dense = _dense_lp(x0_flat)
     assert total_a == pytest.approx(dense, rel=1e-8, abs=1e-9)
     assert total_b == pytest.approx(dense, rel=1e-8, abs=1e-9)
     # the plan pre-heats in the cheap night hours rather than in the evening peak
