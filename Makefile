@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean services
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -19,7 +19,16 @@ $(STAMP): pyproject.toml setup.py | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/processtwin demo --out-dir report
 
-test: $(STAMP)
+# Real components the tests start themselves (a Mosquitto broker on a loopback port):
+# installed from Debian's packages when missing.
+services:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing mosquitto (Debian package) for the MQTT tests"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install \
+	    -y -qq --no-install-recommends mosquitto >/dev/null; }
+
+test: $(STAMP) services
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,21 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from .estimate import ExtendedKalmanFilter
 from .io import save
 from .models import Bioreactor
 from .plant import simulated_plant
 from .signals import hold
 from .simulate import ensemble, simulate
-from .solvers import BatchNMPC
 
 __all__ = ["run_demo"]
 
 #: A plausible operator recipe: batch phase, then stepped feed [L/h] (Bajpai–Reuss scale).
 FEED_TIMES = (0.0, 10.0, 40.0, 90.0)
 FEED_VALUES = (0.0, 0.02, 0.04, 0.03)
-#: When the demo operator asks the twin for a recommendation [h].
-RECOMMEND_AT = 60.0
 
 
 def run_demo(out_dir: str | Path, *, members: int = 1000, seed: int = 0,
@@ -88,30 +83,30 @@ def run_demo(out_dir: str | Path, *, members: int = 1000, seed: int = 0,
         "",
         "![trajectories](demo.png)",
         "",
-        "## Live twin: simulated plant → EKF",
+        "## Live twin: simulated plant → validation → EKF → NMPC → historian",
         "",
-        f"The plant's true μmax is {live['mu_max_true']:.4f} 1/h (the model's nominal value is "
-        f"{model.mu_max:.4f}); volume and OUR arrive every 15 min, lab assays every 4 h, 2 h "
-        "late (re-filtered at their sampling time).",
+        f"The twin runtime (`processtwin.twin.Twin`) against the embedded simulated plant: "
+        f"true μmax {live['mu_max_true']:.4f} 1/h (the model's nominal value is "
+        f"{model.mu_max:.4f}); volume and OUR every 15 min, lab assays every 4 h, 2 h late "
+        "(re-filtered at their sampling time); sensor faults injected mid-batch: "
+        + "; ".join(f"{f['kind']} on {f['channel']} at {f['at']:g} h" for f in FAULTS)
+        + ". Everything is in the historian `twin.h5` (`processtwin.twin.read_historian`); "
+        "`twin.ckpt` continues the twin.",
         "",
         "| quantity | value |",
         "|---|---|",
-        f"| μmax estimate at 150 h | {live['mu_max_est']:.4f} ± {live['mu_max_std']:.4f} 1/h |",
-        f"| biomass estimate vs truth at 150 h | {live['X_est']:.3f} vs {live['X_true']:.3f} "
-        "g/L |",
-        f"| samples processed / re-filtered for late lab assays | {live['samples']} / "
-        f"{live['refiltered']} |",
-        f"| median live step | {live['step_us']:.0f} µs |",
+        *[f"| {k} | {v} |" for k, v in live["table"]],
         "",
         "![estimation](estimate.png)",
         "",
-        f"## Recommendation at {RECOMMEND_AT:g} h",
+        "## Last recommendation",
         "",
         "```",
         live["recommendation"],
         "```",
         "",
-        "Files: `batch.nc`, `ensemble.nc` (netCDF-4/HDF5, open with `xarray.open_dataset`).",
+        "Files: `batch.nc`, `ensemble.nc`, `estimate.nc` (netCDF-4/HDF5, open with "
+        "`xarray.open_dataset`), `twin.h5` (the historian), `twin.ckpt` (checkpoint).",
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     echo(f"nominal batch: final product {headline['P_final_nominal']:.3f} g/L, biomass "
@@ -123,80 +118,125 @@ def run_demo(out_dir: str | Path, *, members: int = 1000, seed: int = 0,
     return headline
 
 
+#: Sensor faults the demo plant suffers mid-batch [h]: a spike and a stuck OUR probe, a
+#: garbled volume reading and a volume sample stamped a day late (clock jump).
+FAULTS = ({"kind": "spike", "channel": "OUR", "at": 75.0, "size": 4.0},
+          {"kind": "stuck", "channel": "OUR", "at": 100.0, "duration": 6.0},
+          {"kind": "malformed", "channel": "V", "at": 50.0},
+          {"kind": "clock_jump", "channel": "V", "at": 120.0, "jump": 24.0})
+#: Model time between NMPC recommendations [h].
+CADENCE = 30.0
+
+
 def _live_twin(model: Bioreactor, feed: Any, out: Path, echo: Callable[[str], Any]
                ) -> dict[str, Any]:
-    """Stream a simulated plant (true mu_max 20 % above nominal) into a live EKF."""
+    """Run the twin runtime against the embedded simulated plant (true μmax 20 % above
+    nominal, faults injected mid-batch): validation, EKF, NMPC every ``CADENCE`` hours and
+    the historian, as fast as the machine allows."""
+    from .twin import Twin, read_historian
+    from .twin.config import _nmpc
+    from .twin.sources import inject_faults, plant_batches
+
     truth_model = model.replace(mu_max=1.2 * model.mu_max)
     plant = simulated_plant(truth_model, inputs={"F": feed}, until=150.0, dt=0.25,
                             lab_every=4.0, lab_delay=2.0, seed=1)
-    ekf = ExtendedKalmanFilter(model, estimate=["mu_max"],
-                               q={"mu_max": (2e-4) ** 2})
-    feed_times, feed_values = np.asarray(feed.times).tolist(), np.asarray(feed.values).tolist()
-
-    def feed_at(t: float) -> float:  # the plant's recipe, looked up on the host
-        return feed_values[max(bisect.bisect_right(feed_times, t) - 1, 0)]
-
-    twin = ekf.live(0.0, u={"F": feed_at(0.0)})
-    steps = []
-    rec = None
-    for arrival, t_sample, y in plant.arrivals:
-        u = {"F": feed_at(t_sample)} if arrival == t_sample else None
-        t0 = time.perf_counter()
-        twin.step(t_sample, y, u)
-        steps.append(time.perf_counter() - t0)
-        if rec is None and arrival >= RECOMMEND_AT:  # the operator asks what to do next
-            est_now = twin.estimate()
-            nmpc = BatchNMPC(model, batch_end=150.0, interval=3.0)
-            rec = nmpc.recommend(arrival, {s: est_now[s][0] for s in model.states()},
-                                 params={"mu_max": est_now["mu_max"][0]},
-                                 u_now=feed_at(arrival))
-            echo(f"recommendation at {arrival:g} h (shrinking-horizon NMPC on the estimate):")
-            echo("  " + str(rec).replace("\n", "\n  "))
-    est = twin.estimate()
-    data = plant.data
-    batch_est = ekf.filter(data, t0=0.0, smooth=True).data
-    save(batch_est, out / "estimate.nc")
-    _plot_estimate(plant, batch_est, truth_model, out / "estimate.png")
+    recipe = {float(t): {"F": float(v)} for t, v in zip(feed.times, feed.values,
+                                                         strict=True)}
+    hist = out / "twin.h5"
+    hist.unlink(missing_ok=True)     # the demo starts a fresh record every run
+    optimiser = _nmpc(model, {"batch_end": 150.0, "interval": 3.0}, list(model.states()))
+    twin = Twin(model, estimate=("mu_max",), filter_options={"q": {"mu_max": (2e-4) ** 2}},
+                inputs={"F": recipe[0.0]["F"]}, historian=hist, max_future=10.0,
+                optimiser=optimiser, cadence=CADENCE, threaded=False)
+    steps, alarms = [], []
+    t0 = time.perf_counter()
+    for batch in inject_faults(plant_batches(plant, inputs=recipe), FAULTS):
+        t_step = time.perf_counter()
+        res = twin.advance(batch)
+        steps.append(time.perf_counter() - t_step)
+        if res["flags"]:
+            alarms.append((res["t"], res["flags"]))
+    wall = time.perf_counter() - t0
+    twin.checkpoint(out / "twin.ckpt")
+    twin.close()
+    h = read_historian(hist)
+    est = twin.filter.estimate()
+    c = twin.validator.counters
+    recs = h["recommendations"]
+    flags = {k: n for k, n in twin.counters.flags.items() if n}
+    rec = twin.recommendation.value if twin.recommendation is not None else None
+    h["estimates"].to_netcdf(out / "estimate.nc")
+    _plot_estimate(plant, h, truth_model, alarms, out / "estimate.png")
     result = {
         "mu_max_true": truth_model.mu_max, "mu_max_est": est["mu_max"][0],
         "mu_max_std": est["mu_max"][1], "X_est": est["X"][0],
-        "X_true": float(plant.truth["X"].values[-1]), "samples": len(steps),
-        "refiltered": twin.refiltered, "step_us": float(np.median(steps[10:]) * 1e6),
+        "X_true": float(plant.truth["X"].values[-1]), "received": c["received"],
+        "accepted": c["accepted"], "quarantined": c["quarantined"],
+        "by_reason": {k: n for k, n in c["by_reason"].items() if n}, "flags": flags,
+        "first_alarm": alarms[0] if alarms else None, "recommendations": len(recs),
+        "batches": twin.next_batch, "step_us": float(np.median(steps) * 1e6),
+        "twin_s": wall, "historian_kB": hist.stat().st_size / 1e3,
         "recommendation": str(rec) if rec is not None else "",
+        "refiltered": twin.filter.refiltered,
     }
-    echo(f"live twin: mu_max {result['mu_max_est']:.4f} ± {result['mu_max_std']:.4f} 1/h "
-         f"(plant truth {result['mu_max_true']:.4f}, nominal {model.mu_max:.4f}); "
-         f"X {result['X_est']:.3f} g/L (truth {result['X_true']:.3f}); "
-         f"{result['samples']} samples, {result['refiltered']} re-filtered for late lab "
-         f"assays, median step {result['step_us']:.0f} µs")
+    rows = [("samples received / accepted / quarantined",
+             f"{c['received']} / {c['accepted']} / {c['quarantined']} ("
+             + ", ".join(f"{k} {n}" for k, n in result["by_reason"].items()) + ")"),
+            ("alarms raised", ", ".join(f"{k} {n}" for k, n in flags.items()) or "none"),
+            ("first alarm", f"t = {alarms[0][0]:g} h: {', '.join(alarms[0][1])}"
+             if alarms else "none"),
+            ("mu_max estimate (truth, nominal)",
+             f"{est['mu_max'][0]:.4f} ± {est['mu_max'][1]:.4f} 1/h "
+             f"({truth_model.mu_max:.4f}, {model.mu_max:.4f})"),
+            ("X at 150 h, estimate vs truth", f"{est['X'][0]:.3f} vs {result['X_true']:.3f} "
+             "g/L"),
+            ("NMPC recommendations", f"{len(recs)} (every {CADENCE:g} h)"),
+            ("historian", f"{hist.name}, {result['historian_kB']:.0f} kB, "
+             f"{twin.next_batch} batches"),
+            ("wall time / median batch", f"{wall:.1f} s / {result['step_us']:.0f} µs")]
+    width = max(len(k) for k, _ in rows)
+    echo("live twin (runtime: simulated plant → validation → EKF → NMPC → historian):")
+    for k, v in rows:
+        echo(f"  {k.ljust(width)}  {v}")
+    if rec is not None:
+        echo(f"last recommendation (t = {twin.recommendation.t:g} h):")
+        echo("  " + str(rec).replace("\n", "\n  "))
+    result["table"] = rows
     return result
 
 
-def _plot_estimate(plant: Any, est: Any, truth_model: Bioreactor, path: Path) -> None:
+def _plot_estimate(plant: Any, h: dict, truth_model: Bioreactor, alarms: list,
+                   path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    est = h["estimates"]
     t = est["time"].values
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
     for ax, name in zip(axes.flat, ["X", "S", "P", "mu_max"], strict=True):
-        m, sd = est[name].values, est[f"{name}_std"].values
-        ax.fill_between(t, m - 2 * sd, m + 2 * sd, alpha=0.3, label="EKF ±2σ")
-        ax.plot(t, m, lw=1, label="EKF (live)")
-        ax.plot(t, est[f"{name}_smooth"].values, lw=1, ls=":", label="RTS smoother")
+        m, sd = est[name].values, est[f"sd_{name}"].values
+        ax.fill_between(t, m - 2 * sd, m + 2 * sd, alpha=0.3, label="twin ±2σ")
+        ax.plot(t, m, lw=1, label="twin (live EKF)")
         if name == "mu_max":
             ax.axhline(truth_model.mu_max, color="k", ls="--", lw=1, label="plant truth")
         else:
             ax.plot(plant.truth["time"], plant.truth[name], "k--", lw=1, label="plant truth")
-            if name in plant.data:
-                ax.plot(t, plant.data[name].values, "r.", ms=4, label="lab assay")
-        ax.set_ylabel(f"{name} [{est[name].attrs['units']}]")
+            if name in h["samples"]:
+                ax.plot(h["samples"]["time"], h["samples"][name], "r.", ms=4,
+                        label="lab assay")
+        for ta, _ in alarms[:1]:
+            ax.axvline(ta, color="tab:red", lw=0.8, ls=":", label="first alarm")
+        units = (truth_model.states()[name].units if name in truth_model.states()
+                 else type(truth_model).parameters()[name].units)
+        ax.set_ylabel(f"{name} [{units}]")
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("time [h]")
     axes[1, 1].legend(fontsize=8)
-    fig.suptitle("Live twin: EKF tracks the plant and its growth rate from noisy, late data")
+    fig.suptitle("Live twin: the runtime tracks the plant and its growth rate through "
+                 "sensor faults")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -54,11 +54,24 @@ def test_demo_writes_report(runner, tmp_path):
     out = runner.invoke(main, ["demo", "--out-dir", str(tmp_path), "--members", "40"])
     assert out.exit_code == 0, out.output
     for name in ("batch.nc", "ensemble.nc", "demo.png", "report.md", "estimate.nc",
-                 "estimate.png"):
+                 "estimate.png", "twin.h5", "twin.ckpt"):
         assert (tmp_path / name).stat().st_size > 0, name
     ens = pt.load(tmp_path / "ensemble.nc")
     assert ens.sizes["scenario"] == 40
-    assert "P10/P50/P90" in out.output and "live twin: mu_max" in out.output
+    assert "P10/P50/P90" in out.output and "live twin (runtime" in out.output
+    # the runtime's record: every received sample accepted or quarantined, the injected
+    # spike raised at its time, NMPC recommendations stored beside the estimates
+    from processtwin.twin import read_historian
+
+    h = read_historian(tmp_path / "twin.h5")
+    n_good, n_bad = len(h["rows"]), h["quarantine"].sizes["sample"]
+    assert f"received / accepted / quarantined  {n_good + n_bad} / {n_good} / {n_bad}" \
+        in out.output
+    assert sorted(h["quarantine"]["reason"].values) == ["future", "not_a_number"]
+    spikes = h["flags"]["t"].values[h["flags"]["flag"].values == "spike"]
+    assert spikes.size == 1 and spikes[0] == 75.0
+    assert len(h["recommendations"]) == 5 and "first alarm" in out.output
+    assert h["estimates"]["mu_max"].values[-1] == pytest.approx(0.024, rel=0.05)
 
 
 @pytest.fixture(scope="module")

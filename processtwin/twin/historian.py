@@ -102,6 +102,8 @@ class Historian:
                              dtype="f8")
         f.swmr_mode = True
         self.f = f
+        self._ds: dict[str, Any] = {}
+        self._rows: dict[str, int] = {}
         b = f["samples"]["batch"] if f["samples"].shape[0] else np.zeros(0, np.int64)
         q = f["quarantine"]["batch"] if f["quarantine"].shape[0] else np.zeros(0, np.int64)
         i = f["inputs"]["batch"] if f["inputs"].shape[0] else np.zeros(0, np.int64)
@@ -112,10 +114,26 @@ class Historian:
     def _append(self, name: str, rows: np.ndarray | list) -> None:
         if len(rows) == 0:
             return
-        d = self.f[name]
-        n = d.shape[0]
-        d.resize((n + len(rows),) + d.shape[1:])
-        d[n:] = rows
+        d = self._ds.get(name)
+        if d is None:   # looked up once: a group lookup costs more than a small write
+            d = self._ds[name] = self.f[name]
+            self._rows[name] = d.shape[0]
+        n = self._rows[name]
+        if d.dtype.kind == "O" or not isinstance(rows, np.ndarray):
+            d.resize((n + len(rows),) + d.shape[1:])
+            d[n:] = rows
+        else:
+            # the single writer knows its length; h5py's low-level calls skip the
+            # selection machinery of ``d[n:] = rows`` (most of a small append's cost)
+            from h5py import h5s
+
+            rows = np.ascontiguousarray(rows, dtype=d.dtype)
+            shape = (n + len(rows),) + rows.shape[1:]
+            d.id.set_extent(shape)
+            space = d.id.get_space()
+            space.select_hyperslab((n,) + (0,) * (rows.ndim - 1), rows.shape)
+            d.id.write(h5s.create_simple(rows.shape), space, rows)
+        self._rows[name] = n + len(rows)
 
     def write_batch(self, batch: int, *, accepted: Sequence[Sample] = (),
                     quarantined: Sequence[tuple[Sample, str]] = (),
