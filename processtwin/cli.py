@@ -544,6 +544,32 @@ def _register() -> None:
 _register()
 
 
+@main.command("certs")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--common-name", default="processtwin", show_default=True,
+              help="Base of the subject names and application URIs (urn:NAME:server/client).")
+@click.option("--days", type=click.IntRange(min=1), default=365, show_default=True,
+              help="Validity from now [days].")
+@click.option("--hostname", "hostnames", multiple=True,
+              help="Host name or IP address for the certificates (repeatable; default "
+                   "localhost, 127.0.0.1 and this host).")
+@click.option("--overwrite", is_flag=True, help="Replace existing certificate files.")
+def certs_cmd(out_dir: Path, common_name: str, days: int, hostnames: tuple[str, ...],
+              overwrite: bool) -> None:
+    """Generate self-signed OPC UA certificates (Basic256Sha256: RSA 2048, SHA-256) for
+    the plant server and the twin client into OUT_DIR, for tests and first use."""
+    from .twin.certs import generate_certificates
+
+    c = generate_certificates(out_dir, common_name=common_name, days=days,
+                              hostnames=list(hostnames) or None, overwrite=overwrite)
+    click.echo(f"server certificate  {c.server_certificate}  ({c.server_uri})")
+    click.echo(f"server private key  {c.server_private_key}")
+    click.echo(f"client certificate  {c.client_certificate}  ({c.client_uri})")
+    click.echo(f"client private key  {c.client_private_key}")
+    click.echo("keep the private keys private (written with mode 0600); trust each side's "
+               "certificate on the other")
+
+
 @main.command("run")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--quiet", is_flag=True, help="No live status line.")

@@ -46,3 +46,22 @@ def test_setpoints_of_reads_recommendations_and_skips_fallbacks() -> None:
     assert setpoints_of({"setpoints": {"F": (0.03, "L/h")}}) == {"F": 0.03}
     assert setpoints_of({"setpoints": {"F": 0.03}, "fallback": True}) == {}
     assert setpoints_of({"t": 1.0}) == {}
+
+
+def test_certs_command_writes_a_pair_and_refuses_to_overwrite(tmp_path) -> None:
+    from click.testing import CliRunner
+    from cryptography import x509
+
+    from processtwin.cli import main
+
+    r = CliRunner().invoke(main, ["certs", str(tmp_path), "--days", "30",
+                                  "--hostname", "plant.local"])
+    assert r.exit_code == 0, r.output
+    cert = x509.load_der_x509_certificate((tmp_path / "server_cert.der").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "urn:processtwin:server" in san.get_values_for_type(
+        x509.UniformResourceIdentifier)
+    assert "plant.local" in san.get_values_for_type(x509.DNSName)
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days in (29, 30, 31)
+    again = CliRunner().invoke(main, ["certs", str(tmp_path)])
+    assert again.exit_code == 2 and "overwrite" in again.output

@@ -104,6 +104,7 @@ class Historian:
         self.f = f
         self._ds: dict[str, Any] = {}
         self._rows: dict[str, int] = {}
+        self._mem: dict[tuple, Any] = {}
         b = f["samples"]["batch"] if f["samples"].shape[0] else np.zeros(0, np.int64)
         q = f["quarantine"]["batch"] if f["quarantine"].shape[0] else np.zeros(0, np.int64)
         i = f["inputs"]["batch"] if f["inputs"].shape[0] else np.zeros(0, np.int64)
@@ -114,25 +115,29 @@ class Historian:
     def _append(self, name: str, rows: np.ndarray | list) -> None:
         if len(rows) == 0:
             return
-        d = self._ds.get(name)
-        if d is None:   # looked up once: a group lookup costs more than a small write
-            d = self._ds[name] = self.f[name]
+        entry = self._ds.get(name)
+        if entry is None:   # looked up once: a group lookup costs more than a small write
+            d = self.f[name]
+            entry = self._ds[name] = (d, d.id, d.dtype, d.shape[1:])
             self._rows[name] = d.shape[0]
+        d, dsid, dtype, tail = entry
         n = self._rows[name]
-        if d.dtype.kind == "O" or not isinstance(rows, np.ndarray):
-            d.resize((n + len(rows),) + d.shape[1:])
+        if dtype.kind == "O" or not isinstance(rows, np.ndarray):
+            d.resize((n + len(rows),) + tail)
             d[n:] = rows
         else:
             # the single writer knows its length; h5py's low-level calls skip the
             # selection machinery of ``d[n:] = rows`` (most of a small append's cost)
-            from h5py import h5s
+            rows = np.ascontiguousarray(rows, dtype=dtype)
+            dsid.set_extent((n + len(rows),) + tail)
+            space = dsid.get_space()
+            space.select_hyperslab((n,) + (0,) * len(tail), rows.shape)
+            mem = self._mem.get(rows.shape)
+            if mem is None:
+                from h5py import h5s
 
-            rows = np.ascontiguousarray(rows, dtype=d.dtype)
-            shape = (n + len(rows),) + rows.shape[1:]
-            d.id.set_extent(shape)
-            space = d.id.get_space()
-            space.select_hyperslab((n,) + (0,) * (rows.ndim - 1), rows.shape)
-            d.id.write(h5s.create_simple(rows.shape), space, rows)
+                mem = self._mem[rows.shape] = h5s.create_simple(rows.shape)
+            dsid.write(mem, space, rows)
         self._rows[name] = n + len(rows)
 
     def write_batch(self, batch: int, *, accepted: Sequence[Sample] = (),
