@@ -337,3 +337,65 @@ def test_setpoint_write_back_is_guarded(broker) -> None:
         sink.write_setpoints({"t": 12.0, "setpoints": {"S_in": 500.0}})
     sink.close()
     screen.close()
+
+
+def test_processtwin_run_over_mqtt_from_a_toml_file(broker, batches, tmp_path, monkeypatch
+                                                    ) -> None:
+    """The newcomer's path: a TOML file, `processtwin run`, a broker with a password (from
+    the environment), recommendations and guarded setpoints back on the broker."""
+    from processtwin.twin.run import run_twin
+
+    prefix = "plant7"
+    # the twin's persistent session exists before the plant publishes (as after a first
+    # run), so the broker queues everything until the twin connects
+    MqttSource(broker.host, broker.port, channels=CHANNELS, prefix=prefix,
+               client_id="twin-7", **AUTH).connect().close()
+    report = publish_plant(batches, broker.host, broker.port, prefix=prefix, mode="batch",
+                           **AUTH)
+    assert report.acked == report.messages
+    screen, seen = _listen(broker, f"{prefix}/recommendations", f"{prefix}/setpoints/#")
+    cfg = tmp_path / "twin.toml"
+    cfg.write_text(f"""
+[model]
+name = "bioreactor"
+
+[estimator]
+estimate = ["mu_max"]
+
+[optimiser]
+objective = "product"
+batch_end = 60.0
+interval = 6.0
+cadence = 15.0
+
+[source]
+kind = "mqtt"
+host = "{broker.host}"
+port = {broker.port}
+prefix = "{prefix}"
+client_id = "twin-7"
+idle_timeout_s = 3.0
+
+[security]
+username = "twin"
+password_env = "TWIN7_PASSWORD"
+write_setpoints = true
+envelope = {{ F = [0.0, 0.01] }}
+
+[historian]
+path = "twin.h5"
+""")
+    monkeypatch.delenv("TWIN7_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match="TWIN7_PASSWORD.*not set"):
+        run_twin(cfg, live=False, echo=lambda _: None)
+    monkeypatch.setenv("TWIN7_PASSWORD", "secret")
+    s = run_twin(cfg, live=False, echo=lambda _: None)
+    n = sum(len(b.samples) for b in batches)
+    assert s["counters"]["received"] == n == s["counters"]["accepted"]
+    assert s["batches"] == len(batches)
+    assert _wait(lambda: any(t.endswith("/recommendations") for t, _ in seen))
+    recs = read_historian(tmp_path / "twin.h5")["recommendations"]
+    assert len(recs) >= 1
+    sp = [p for t, p in seen if "/setpoints/" in t]
+    assert sp and all(0.0 <= p["value"] <= 0.01 for p in sp)
+    screen.close()

@@ -31,7 +31,24 @@ expected and what was received.
     seed = 1
     speed = "max"                       # or a factor of real time
     faults = [{ kind = "spike", channel = "OUR", at = 60.0, size = 10.0 }]
-    # kind = "replay": path = "records.nc"
+    # kind = "replay": path = "records.nc", batch = 10 (sampling times per batch)
+    # kind = "mqtt": host = "127.0.0.1", port = 1883, prefix = "plant1",
+    #   client_id = "twin-1" (persistent session), batch_window_s = 0.05,
+    #   idle_timeout_s = 60.0, until = 150.0; recommendations, alarms and guarded setpoints
+    #   are published back under the prefix
+    # kind = "opcua": url = "opc.tcp://127.0.0.1:4840/processtwin/", timeout_s = 30.0;
+    #   guarded setpoints are written to the server's Setpoints nodes
+
+    [security]
+    write_setpoints = false             # write-back to the plant: off unless true
+    envelope = { F = [0.0, 0.05] }      # actuator envelope [input units]
+    rate = { F = 0.01 }                 # largest change per model time unit
+    username = "twin"                   # MQTT / OPC UA user
+    password_env = "TWIN_PASSWORD"      # the password comes from this variable, never the file
+    certificate = "certs/client_cert.der"       # OPC UA (Basic256Sha256 SignAndEncrypt):
+    private_key = "certs/client_key.pem"        # `processtwin certs certs` makes a pair
+    server_certificate = "certs/server_cert.der"
+    # tls_ca, tls_cert, tls_key: MQTT over TLS
 
     [historian]
     path = "twin.h5"
@@ -61,10 +78,17 @@ _TABLES = {
                   "cadence": float, "deadline_s": float, "limits": dict},
     "source": {"kind": str, "until": float, "truth": dict, "inputs": dict, "seed": int,
                "speed": (str, float), "faults": list, "path": str, "dt": float,
-               "lab_every": float, "lab_delay": float},
+               "lab_every": float, "lab_delay": float, "batch": int,
+               "host": str, "port": int, "prefix": str, "client_id": str,
+               "batch_window_s": float, "idle_timeout_s": float, "url": str,
+               "timeout_s": float},
     "historian": {"path": str, "checkpoint": str, "checkpoint_every": int},
-    "security": {"write_setpoints": bool},
+    "security": {"write_setpoints": bool, "envelope": dict, "rate": dict, "username": str,
+                 "password_env": str, "certificate": str, "private_key": str,
+                 "server_certificate": str, "tls_ca": str, "tls_cert": str,
+                 "tls_key": str},
 }
+_KINDS = ("simulated", "replay", "mqtt", "opcua")
 _REQUIRED = {"model": ("name",), "source": ("kind",)}
 _FAULTS = ("spike", "stuck", "dropout", "clock_jump", "malformed")
 
@@ -151,11 +175,36 @@ def load_config(path: str | Path) -> TwinConfig:
                               f"{', '.join(keys)}.")
         out[table] = {k: _check(table, k, v, keys[k]) for k, v in given.items()}
     src = out["source"]
-    if src["kind"] not in ("simulated", "replay"):
-        raise ConfigError(f"[source] kind: expected 'simulated' or 'replay' (OPC UA and MQTT "
-                          f"connectors are not in this version), got {src['kind']!r}.")
-    if src["kind"] == "replay" and "path" not in src:
-        raise ConfigError("[source] path is required with kind = 'replay'.")
+    if src["kind"] not in _KINDS:
+        raise ConfigError(f"[source] kind: expected one of {', '.join(map(repr, _KINDS))}, "
+                          f"got {src['kind']!r}.")
+    for kind, need in (("replay", ("path",)), ("mqtt", ("host", "port")),
+                       ("opcua", ("url",))):
+        for k in need:
+            if src["kind"] == kind and k not in src:
+                raise ConfigError(f"[source] {k} is required with kind = '{kind}'.")
+    if "port" in src and not 0 < src["port"] < 65536:
+        raise ConfigError(f"[source] port: expected a TCP port 1-65535, got {src['port']!r}.")
+    if "batch" in src and src["batch"] < 1:
+        raise ConfigError(f"[source] batch: expected a whole number ≥ 1, got "
+                          f"{src['batch']!r}.")
+    sec = out["security"]
+    if src["kind"] == "opcua":
+        for k in ("certificate", "private_key", "server_certificate"):
+            if k not in sec:
+                raise ConfigError(f"[security] {k} is required with an OPC UA source "
+                                  "(Basic256Sha256 SignAndEncrypt; `processtwin certs DIR` "
+                                  "makes a self-signed pair).")
+    if "password_env" in sec and "username" not in sec:
+        raise ConfigError("[security] password_env needs a username.")
+    for k in ("envelope", "rate"):
+        for name, v in sec.get(k, {}).items():
+            ok = (isinstance(v, list) and len(v) == 2 and all(
+                isinstance(x, int | float) for x in v)) if k == "envelope" else \
+                (isinstance(v, int | float) and not isinstance(v, bool) and v > 0)
+            if not ok:
+                want = "[low, high]" if k == "envelope" else "a number > 0"
+                raise ConfigError(f"[security] {k}.{name}: expected {want}, got {v!r}.")
     if src["kind"] == "simulated" and not src.get("until", 0) > 0:
         raise ConfigError(f"[source] until: expected a time > 0, got {src.get('until')!r}.")
     speed = src.get("speed", "max")
@@ -203,8 +252,11 @@ def build(cfg: TwinConfig) -> tuple[Any, Iterator[Any], dict[str, Any]]:
     Returns
     -------
     twin, batches, options
-        ``options``: ``checkpoint`` path or None, ``checkpoint_every``, ``speed``,
-        ``seconds_per_unit``, ``truth`` (the simulated plant's run or None).
+        ``options``: ``checkpoint`` path or None, ``checkpoint_every``, ``truth`` (the
+        simulated plant's run or None), ``sink`` (recommendations, alarms and guarded
+        setpoints back to the plant, or None) and ``connector`` (the MQTT/OPC UA source,
+        or None: a simulated or replayed source, which a restart skips to
+        ``twin.next_batch``).
     """
     import numpy as np
 
@@ -234,7 +286,7 @@ def build(cfg: TwinConfig) -> tuple[Any, Iterator[Any], dict[str, Any]]:
                 history=est.get("history", 2000), optimiser=optimiser,
                 cadence=(cfg.optimiser or {}).get("cadence"),
                 deadline_s=(cfg.optimiser or {}).get("deadline_s"))
-    truth = None
+    truth = connector = None
     if src["kind"] == "simulated":
         plant_model = model.replace(**src["truth"]) if src.get("truth") else model
         signals = {k: hold([a for a, _ in v], [b for _, b in v]) for k, v in steps.items()}
@@ -248,15 +300,106 @@ def build(cfg: TwinConfig) -> tuple[Any, Iterator[Any], dict[str, Any]]:
         batches: Iterator[Any] = plant_batches(truth, inputs=changes)
         batches = inject_faults(batches, src.get("faults", []),
                                 rng=np.random.default_rng(src.get("seed", 0)))
-    else:
-        batches = replay(cfg.path(src["path"]), model)
-    speed = src.get("speed", "max")
-    seconds = {"s": 1.0, "min": 60.0, "h": 3600.0}.get(model.time_unit, 1.0)
-    batches = paced(batches, speed=math.inf if speed == "max" else float(speed),
-                    seconds_per_unit=seconds)
+    elif src["kind"] == "replay":
+        batches = replay(cfg.path(src["path"]), model, batch=src.get("batch", 1))
+    else:       # a live plant: its own pace, resumed where it is (not from the start)
+        connector = _connector(cfg, twin)
+        batches = connector
+    if connector is None:
+        speed = src.get("speed", "max")
+        seconds = {"s": 1.0, "min": 60.0, "h": 3600.0}.get(model.time_unit, 1.0)
+        batches = paced(batches, speed=math.inf if speed == "max" else float(speed),
+                        seconds_per_unit=seconds)
     return twin, batches, {"checkpoint": cfg.path(hist["checkpoint"]) if "checkpoint" in hist
                            else None, "checkpoint_every": hist.get("checkpoint_every", 50),
-                           "truth": truth}
+                           "truth": truth, "sink": _sink(cfg, twin),
+                           "connector": connector}
+
+
+def _password(sec: Mapping[str, Any]) -> str | None:
+    """The password named by ``password_env`` (never stored in the file)."""
+    import os
+
+    name = sec.get("password_env")
+    if name is None:
+        return None
+    if name not in os.environ:
+        raise ConfigError(f"[security] password_env: environment variable `{name}` is not "
+                          "set.")
+    return os.environ[name]
+
+
+def _guard(cfg: TwinConfig, model: Any) -> Any:
+    from .setpoints import SetpointGuard
+
+    sec = cfg.security
+    return SetpointGuard(model, enabled=sec.get("write_setpoints", False),
+                         envelope={k: tuple(v) for k, v in sec.get("envelope", {}).items()},
+                         rate=sec.get("rate"))
+
+
+def _tls(sec: Mapping[str, Any], cfg: TwinConfig) -> dict[str, str] | None:
+    keys = {"tls_ca": "ca_certs", "tls_cert": "certfile", "tls_key": "keyfile"}
+    tls = {v: str(cfg.path(sec[k])) for k, v in keys.items() if k in sec}
+    return tls or None
+
+
+def _opcua_keys(cfg: TwinConfig) -> dict[str, Any]:
+    sec = cfg.security
+    return {"certificate": cfg.path(sec["certificate"]),
+            "private_key": cfg.path(sec["private_key"]),
+            "server_certificate": cfg.path(sec["server_certificate"]),
+            "username": sec.get("username"), "password": _password(sec)}
+
+
+def _connector(cfg: TwinConfig, twin: Any) -> Any:
+    """The batches of a plant connection (MQTT or OPC UA)."""
+    src, sec = cfg.source, cfg.security
+    channels = list(twin.validator.units)
+    if src["kind"] == "mqtt":
+        from .mqtt import MqttSource
+
+        return MqttSource(src["host"], src["port"], channels=channels,
+                          prefix=src.get("prefix", "processtwin"),
+                          username=sec.get("username"), password=_password(sec),
+                          tls=_tls(sec, cfg), client_id=src.get("client_id", "processtwin"),
+                          batch_window_s=src.get("batch_window_s", 0.05),
+                          idle_timeout_s=src.get("idle_timeout_s"), until=src.get("until"))
+    from .opcua import OpcUaSource
+
+    return OpcUaSource(src["url"], channels=channels, timeout=src.get("timeout_s", 30.0),
+                       **_opcua_keys(cfg))
+
+
+def _sink(cfg: TwinConfig, twin: Any) -> Any:
+    """Where recommendations, alarms and guarded setpoints go: back over the plant's
+    connection (``None`` for simulated and replayed sources)."""
+    src, sec = cfg.source, cfg.security
+    if src["kind"] == "mqtt":
+        from .mqtt import MqttSink
+
+        return MqttSink(src["host"], src["port"], prefix=src.get("prefix", "processtwin"),
+                        guard=_guard(cfg, twin.model), username=sec.get("username"),
+                        password=_password(sec), tls=_tls(sec, cfg),
+                        client_id=src.get("client_id", "processtwin") + "-sink")
+    if src["kind"] == "opcua":
+        from .opcua import OpcUaSink
+
+        sink = OpcUaSink(src["url"], guard=_guard(cfg, twin.model), **_opcua_keys(cfg))
+        last = [None]
+
+        class _Writes:   # the runner's sink protocol: update(twin, result), close()
+            def update(self, tw: Any, result: Any) -> None:
+                rec = tw.recommendation
+                if rec is not None and rec is not last[0]:
+                    last[0] = rec
+                    sink.write(rec)
+
+            def close(self) -> None:
+                sink.close()
+
+        return _Writes()
+    return None
 
 
 def _nmpc(model: Any, opt: Mapping[str, Any], states: list[str]) -> Any:

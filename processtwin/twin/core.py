@@ -295,6 +295,10 @@ class Twin:
         if self._job is not None:
             self._job[0].result()
             self._collect()
+        if self._pending_recs and self.historian is not None:   # stored, not held back
+            recs, self._pending_recs = self._pending_recs, []
+            self.historian.write_batch(max(self.counters.batches - 1, 0),
+                                       recommendations=recs)
 
     # ---- checkpoint -----------------------------------------------------------------
     def checkpoint(self, path: str | Path) -> None:

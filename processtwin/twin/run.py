@@ -55,6 +55,7 @@ def run_twin(path: str | Path, *, echo: Callable[[str], Any] = print,
     cfg = load_config(path)
     twin, batches, opts = build(cfg)
     ckpt = opts["checkpoint"]
+    sink, connector = opts["sink"], opts["connector"]
     restarted = False
     if ckpt is not None and Path(ckpt).exists():
         twin.restore(ckpt)
@@ -69,15 +70,25 @@ def run_twin(path: str | Path, *, echo: Callable[[str], Any] = print,
     stop = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        def interrupt(*_: Any) -> None:
+            stop.set()
+            if connector is not None:    # a source waiting for the plant ends now
+                connector.stop()
+
+        previous = signal.signal(signal.SIGINT, interrupt)
     try:
         first = twin.next_batch
-        for k, b in enumerate(itertools.islice(batches, first, None), start=first):
+        # a recorded or simulated source starts again from its beginning: skip what the
+        # checkpoint holds; a plant connection delivers only what is new
+        todo = batches if connector is not None else itertools.islice(batches, first, None)
+        for k, b in enumerate(todo, start=first):
             if max_batches is not None and k - first >= max_batches:
                 break
             if stop.is_set():
                 raise KeyboardInterrupt
-            twin.advance(b)
+            result = twin.advance(b)
+            if sink is not None:
+                sink.update(twin, result)
             if ckpt is not None and (k + 1) % opts["checkpoint_every"] == 0:
                 twin.checkpoint(ckpt)
             now = time.perf_counter()
@@ -92,6 +103,8 @@ def run_twin(path: str | Path, *, echo: Callable[[str], Any] = print,
         if stop.is_set():
             raise KeyboardInterrupt
         twin.wait()
+        if sink is not None:       # a recommendation the wait collected goes out too
+            sink.update(twin, {"t": twin.filter.t, "flags": []})
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -100,6 +113,9 @@ def run_twin(path: str | Path, *, echo: Callable[[str], Any] = print,
         if ckpt is not None:
             twin.checkpoint(ckpt)
         twin.close()
+        for end in (connector, sink):
+            if end is not None:
+                end.close()
         if live and tty:
             sys.stdout.write("\n")
     rec = twin.recommendation
