@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python experiments/bench/bench_recipe.py
 	$(BIN)/python experiments/bench/bench_thermal.py
 	$(BIN)/python experiments/bench/bench_empc.py
+	$(BIN)/python experiments/bench/bench_twin.py
 
 clean:
 	rm -rf $(VENV) report build *.egg-info

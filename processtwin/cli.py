@@ -584,8 +584,8 @@ def run_cmd(config: Path, quiet: bool, batches: int | None) -> None:
     s = run_twin(config, echo=click.echo, live=not quiet, max_batches=batches)
     c = s["counters"]
     click.echo(f"  {s['batches']} batches, {c['received']} samples: {c['accepted']} "
-               f"accepted, {c['quarantined']} quarantined "
-               + (f"({', '.join(f'{k} {n}' for k, n in c['by_reason'].items() if n)})"
+               f"accepted, {c['quarantined']} quarantined"
+               + (f" ({', '.join(f'{k} {n}' for k, n in c['by_reason'].items() if n)})"
                   if c["quarantined"] else "")
                + f"; {s['wall_s']:.2f} s")
     if any(s["flags"].values()):
