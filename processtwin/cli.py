@@ -557,7 +557,8 @@ _register()
 def certs_cmd(out_dir: Path, common_name: str, days: int, hostnames: tuple[str, ...],
               overwrite: bool) -> None:
     """Generate self-signed OPC UA certificates (Basic256Sha256: RSA 2048, SHA-256) for
-    the plant server and the twin client into OUT_DIR, for tests and first use."""
+    the plant server and the twin client into OUT_DIR, for tests and first use (PEM
+    copies too, for MQTT over TLS)."""
     from .twin.certs import generate_certificates
 
     c = generate_certificates(out_dir, common_name=common_name, days=days,
@@ -566,6 +567,8 @@ def certs_cmd(out_dir: Path, common_name: str, days: int, hostnames: tuple[str, 
     click.echo(f"server private key  {c.server_private_key}")
     click.echo(f"client certificate  {c.client_certificate}  ({c.client_uri})")
     click.echo(f"client private key  {c.client_private_key}")
+    click.echo(f"PEM copies (MQTT over TLS)  {c.server_certificate_pem}, "
+               f"{c.client_certificate_pem}")
     click.echo("keep the private keys private (written with mode 0600); trust each side's "
                "certificate on the other")
 

@@ -65,6 +65,10 @@ class Broker:
         Where the configuration, password file, persistence database and log live.
     users : mapping
         User name → password accepted by the broker.
+    tls : mapping, optional
+        ``cafile`` (the client certificates it trusts), ``certfile`` and ``keyfile``
+        (its own, PEM): a second listener on ``tls_port`` that speaks only TLS and
+        requires a trusted client certificate (besides the password).
     start_timeout_s : float
         Longest wait for the broker to accept connections [s].
     """
@@ -72,11 +76,13 @@ class Broker:
     host = "127.0.0.1"
 
     def __init__(self, directory: Path, users: Mapping[str, str], *,
+                 tls: Mapping[str, str | Path] | None = None,
                  start_timeout_s: float = 10.0) -> None:
         self.binary, passwd = find_mosquitto()
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
+        self.tls_port = _free_port() if tls else None
         self.start_timeout_s = float(start_timeout_s)
         self.log = self.directory / "mosquitto.log"
         pw_file = self.directory / "passwd"
@@ -104,7 +110,12 @@ class Broker:
             "max_queued_messages 100000\n"
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-            "connection_messages true\n")
+            "connection_messages true\n"
+            + ("" if not tls else
+               f"listener {self.tls_port} {self.host}\n"
+               f"cafile {tls['cafile']}\ncertfile {tls['certfile']}\n"
+               f"keyfile {tls['keyfile']}\nrequire_certificate true\n"
+               "tls_version tlsv1.2\n"))
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -183,8 +194,8 @@ class Broker:
 
 
 @contextmanager
-def mosquitto(tmp_path: str | Path, users: Mapping[str, str] | None = None
-              ) -> Iterator[Broker]:
+def mosquitto(tmp_path: str | Path, users: Mapping[str, str] | None = None,
+              tls: Mapping[str, str | Path] | None = None) -> Iterator[Broker]:
     """A running Mosquitto broker on a free loopback port, killed afterwards.
 
     Parameters
@@ -194,13 +205,16 @@ def mosquitto(tmp_path: str | Path, users: Mapping[str, str] | None = None
     users : mapping, optional
         User name → password (default ``{"twin": "secret"}``); anonymous clients are
         refused.
+    tls : mapping, optional
+        A TLS listener too (see :class:`Broker`).
 
     Yields
     ------
     Broker
         With ``host``, ``port``, ``restart()`` and ``stop()``.
     """
-    broker = Broker(Path(tmp_path), {"twin": "secret"} if users is None else users)
+    broker = Broker(Path(tmp_path), {"twin": "secret"} if users is None else users,
+                    tls=tls)
     try:
         broker.start()
         yield broker

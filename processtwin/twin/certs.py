@@ -47,6 +47,9 @@ class CertificateSet:
         The twin client's certificate (DER) and private key (PEM).
     server_uri, client_uri : str
         The application URIs in the certificates' subjectAltName.
+    server_certificate_pem, client_certificate_pem : Path
+        The same certificates in PEM, as TLS libraries (MQTT over TLS, Mosquitto's
+        ``cafile``/``certfile``) read them.
     """
 
     server_certificate: Path
@@ -55,6 +58,8 @@ class CertificateSet:
     client_private_key: Path
     server_uri: str
     client_uri: str
+    server_certificate_pem: Path
+    client_certificate_pem: Path
 
 
 def _default_hostnames() -> list[str]:
@@ -159,13 +164,15 @@ def generate_certificate(certificate: str | Path, private_key: str | Path, *,
 def generate_certificates(out_dir: str | Path, *, common_name: str = "processtwin",
                           days: int = 365, hostnames: Sequence[str] | None = None,
                           overwrite: bool = False) -> CertificateSet:
-    """Write a server and a client certificate pair for an encrypted OPC UA link.
+    """Write a server and a client certificate pair for an encrypted OPC UA link (or
+    an MQTT connection over TLS with client certificates).
 
     Parameters
     ----------
     out_dir : str or Path
         Folder for ``server_cert.der``, ``server_key.pem``, ``client_cert.der`` and
-        ``client_key.pem`` (created if missing).
+        ``client_key.pem`` (created if missing), and PEM copies of the certificates,
+        ``server_cert.pem`` and ``client_cert.pem``.
     common_name : str
         Base of the subject names (``<common_name> plant server`` / ``… twin client``)
         and of the application URIs ``urn:<common_name>:server`` / ``…:client``.
@@ -188,6 +195,9 @@ def generate_certificates(out_dir: str | Path, *, common_name: str = "processtwi
         See :func:`generate_certificate`.
     """
     out = Path(out_dir)
+    for name in ("server_cert.pem", "client_cert.pem"):
+        if (out / name).exists() and not overwrite:
+            raise ConfigError(f"{out / name} exists; pass `overwrite=True` to replace it.")
     slug = "".join(c if c.isalnum() or c in "-." else "-" for c in common_name)
     server_uri, client_uri = f"urn:{slug}:server", f"urn:{slug}:client"
     sc, sk = generate_certificate(out / "server_cert.der", out / "server_key.pem",
@@ -198,7 +208,12 @@ def generate_certificates(out_dir: str | Path, *, common_name: str = "processtwi
                                   application_uri=client_uri,
                                   common_name=f"{common_name} twin client", days=days,
                                   hostnames=hostnames, overwrite=overwrite)
-    return CertificateSet(sc, sk, cc, ck, server_uri, client_uri)
+    pems = []
+    for der in (sc, cc):
+        pem = der.with_suffix(".pem")
+        pem.write_bytes(load_certificate(der).public_bytes(serialization.Encoding.PEM))
+        pems.append(pem)
+    return CertificateSet(sc, sk, cc, ck, server_uri, client_uri, *pems)
 
 
 def load_certificate(path: str | Path) -> x509.Certificate:

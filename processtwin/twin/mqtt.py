@@ -29,6 +29,8 @@ import json
 import logging
 import math
 import queue
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -107,7 +109,12 @@ class MqttConnection:
         queued QoS ≥ 1 messages survive a disconnection.
     on_message : callable, optional
         ``on_message(topic, payload)`` for each message received, called in the
-        network thread (must be quick).
+        network thread (must be quick); with ``manual_ack``
+        ``on_message(topic, payload, token)``, and the message is acknowledged to the
+        broker only by :meth:`ack` ``(token)``.
+    manual_ack : bool
+        Acknowledge received QoS ≥ 1 messages only when told (:meth:`ack`), so that a
+        message the application has not stored yet is redelivered after a crash.
     keepalive_s : int
         Keep-alive interval [s].
     connect_timeout_s : float
@@ -120,7 +127,7 @@ class MqttConnection:
     def __init__(self, host: str, port: int, *, username: str | None = None,
                  password: str | None = None, tls: Mapping[str, str] | None = None,
                  client_id: str | None = None, persistent: bool = False,
-                 on_message: Callable[[str, bytes], None] | None = None,
+                 on_message: Callable[..., None] | None = None, manual_ack: bool = False,
                  keepalive_s: int = 30, connect_timeout_s: float = 10.0,
                  reconnect_delay_s: tuple[float, float] = (0.5, 30.0)) -> None:
         if not (isinstance(host, str) and host):
@@ -140,6 +147,7 @@ class MqttConnection:
         self.connect_timeout_s = float(connect_timeout_s)
         self.keepalive_s = int(keepalive_s)
         self._handler = on_message
+        self.manual_ack = bool(manual_ack)
         self._options = (persistent, username, password, None if tls is None else dict(tls),
                          (lo, hi))
         self.client = self._new_client()      # checks the options now, not at connect
@@ -147,6 +155,7 @@ class MqttConnection:
         self._subs: list[tuple[str, int]] = []
         self._connack = threading.Event()
         self._suback = threading.Event()
+        self._gone = threading.Event()        # set on every disconnection
         self._lock = threading.Lock()
         self._acks: deque[int] = deque()      # mids acknowledged, appended by paho's thread
         self._outstanding: dict[int, int] = {}  # mid -> message number, not yet acked
@@ -154,7 +163,9 @@ class MqttConnection:
         self.connected = False
         #: The broker's refusal (or of a subscription), raised by :meth:`connect`.
         self.error: ConfigError | None = None
-        self.counters = {"connects": 0, "disconnects": 0, "published": 0, "acked": 0}
+        self.counters = {"connects": 0, "disconnects": 0, "published": 0, "acked": 0,
+                         "delivered_acked": 0, "ack_stale": 0}
+        self._session = 0                     # connection number, for manual acks
 
     def __repr__(self) -> str:
         return f"MqttConnection({self.host}:{self.port}, client_id={self.client_id!r})"
@@ -164,7 +175,8 @@ class MqttConnection:
         sockets of its network thread for the client's lifetime)."""
         persistent, username, password, tls, (lo, hi) = self._options
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                        clean_session=not persistent, protocol=mqtt.MQTTv311)
+                        clean_session=not persistent, protocol=mqtt.MQTTv311,
+                        manual_ack=self.manual_ack)
         if username is not None:
             c.username_pw_set(username, password)
         if tls is not None:
@@ -194,6 +206,7 @@ class MqttConnection:
             self._connack.set()
             return
         self.connected = True
+        self._session += 1
         self.counters["connects"] += 1
         if self.counters["connects"] > 1:
             log.info("reconnected to %s:%s (session present: %s)", self.host, self.port,
@@ -205,6 +218,19 @@ class MqttConnection:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
+        self._gone.set()
+        if self.counters["connects"] == 0 and not self._connack.is_set():
+            tls = self._options[3]
+            why = (" over TLS: the broker did not accept the client certificate "
+                   "(`certfile`/`keyfile`), or the listener wants another protocol"
+                   if tls is not None else "; if the listener speaks TLS, configure `tls`")
+            self.error = ConfigError(
+                f"MQTT broker {self.host}:{self.port} closed the connection of client "
+                f"`{self.client_id}` before answering it ({reason}){why}.")
+            log.error("%s", self.error)
+            client.disconnect()
+            self._connack.set()
+            return
         if self.connected:
             self.counters["disconnects"] += 1
             if reason.is_failure:
@@ -227,8 +253,38 @@ class MqttConnection:
         self._acks.append(mid)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if self._handler is not None:
+        if self.manual_ack:
+            token = (client, self._session, msg.mid, msg.qos)
+            if self._handler is None:
+                self.ack(token)
+            else:
+                self._handler(msg.topic, msg.payload, token)
+        elif self._handler is not None:
             self._handler(msg.topic, msg.payload)
+
+    def ack(self, token: tuple) -> bool:
+        """Acknowledge a received message to the broker (with ``manual_ack``).
+
+        Parameters
+        ----------
+        token : tuple
+            The token ``on_message`` was called with.
+
+        Returns
+        -------
+        bool
+            True when acknowledged; False when it arrived on an earlier connection
+            (the broker redelivers it on this one, as a duplicate).
+        """
+        client, session, mid, qos = token
+        if qos == 0:
+            return True
+        if client is not self.client or session != self._session or not self.connected:
+            self.counters["ack_stale"] += 1
+            return False
+        client.ack(mid, qos)
+        self.counters["delivered_acked"] += 1
+        return True
 
     # ---- use ---------------------------------------------------------------------------
     def subscribe(self, topic: str, qos: int = 1) -> None:
@@ -278,6 +334,15 @@ class MqttConnection:
         self._used = True
         try:
             self.client.connect(self.host, self.port, keepalive=self.keepalive_s)
+        except ssl.SSLError as e:
+            self.client.loop_stop()
+            _close_sockets_of(e)
+            log.error("TLS handshake with MQTT broker %s:%s failed: %s", self.host,
+                      self.port, e)
+            raise ConnectionError(
+                f"TLS handshake with MQTT broker {self.host}:{self.port} failed: {e}; check "
+                "that `ca_certs` holds the certificate (or its CA) the broker presents and "
+                "that it names this host.") from e
         except OSError as e:
             self.client.loop_stop()
             raise ConnectionError(f"MQTT broker {self.host}:{self.port} is not reachable: "
@@ -377,10 +442,28 @@ class MqttConnection:
         """Disconnect and stop the network thread (a persistent session stays at the
         broker)."""
         if self._started:
+            was = self.connected
+            self._gone.clear()
             self.client.disconnect()
+            # paho's thread stops without writing what is still queued (acknowledgements
+            # of delivered messages): wait until the DISCONNECT behind them went out
+            if was and not self._gone.wait(self.connect_timeout_s):
+                log.warning("%s: the broker did not see the disconnection within %g s",
+                            self, self.connect_timeout_s)
             self.client.loop_stop()
             self._started = False
         self.connected = False
+
+
+def _close_sockets_of(error: BaseException) -> None:
+    """Close the sockets a failed TLS handshake left open in paho's frames (paho-mqtt
+    2.2 does not close them; they would linger until garbage collection)."""
+    tb = error.__traceback__
+    while tb is not None:
+        for v in tb.tb_frame.f_locals.values():
+            if isinstance(v, socket.socket):
+                v.close()
+        tb = tb.tb_next
 
 
 def _number(v: Any) -> bool:
@@ -438,9 +521,15 @@ class MqttSource:
         for this object, valid across reconnections only).
     batch_window_s : float
         Arrival window of a batch [s].
+    max_messages : int
+        A batch also closes after this many messages: a broker holds back deliveries
+        beyond its in-flight limit until they are acknowledged (Mosquitto: 20), so a
+        longer window would only wait.
     qos : int
         Subscription QoS (1: nothing lost, duplicates possible, which the validator
-        quarantines).
+        quarantines). A message is acknowledged to the broker only after the twin has
+        taken the batch holding it (when the iteration asks for the next batch, or at
+        :meth:`commit`), so what a crashed twin had not stored is delivered again.
     idle_timeout_s : float, optional
         End the iteration after this long without a message [s] (``None``: never).
     until : float, optional
@@ -455,7 +544,8 @@ class MqttSource:
     def __init__(self, host: str, port: int, *, channels: Sequence[str],
                  prefix: str = "processtwin", username: str | None = None,
                  password: str | None = None, tls: Mapping[str, str] | None = None,
-                 client_id: str | None = None, batch_window_s: float = 0.05, qos: int = 1,
+                 client_id: str | None = None, batch_window_s: float = 0.05,
+                 max_messages: int = 16, qos: int = 1,
                  idle_timeout_s: float | None = None, until: float | None = None,
                  connect_timeout_s: float = 10.0,
                  reconnect_delay_s: tuple[float, float] = (0.5, 30.0)) -> None:
@@ -469,6 +559,10 @@ class MqttSource:
         if idle_timeout_s is not None and not idle_timeout_s > 0:
             raise ConfigError(f"`idle_timeout_s`: expected a number > 0 [s] or None, got "
                               f"{idle_timeout_s!r}.")
+        if not (isinstance(max_messages, int) and max_messages >= 1):
+            raise ConfigError(f"`max_messages`: expected an integer >= 1, got "
+                              f"{max_messages!r}.")
+        self.max_messages = max_messages
         self.channels = list(channels)
         self.prefix = _check_prefix(prefix)
         self.batch_window_s = float(batch_window_s)
@@ -478,8 +572,8 @@ class MqttSource:
         self.connection = MqttConnection(
             host, port, username=username, password=password, tls=tls,
             client_id=client_id or f"processtwin-source-{uuid.uuid4().hex[:12]}",
-            persistent=True, on_message=self._on_message, connect_timeout_s=connect_timeout_s,
-            reconnect_delay_s=reconnect_delay_s)
+            persistent=True, on_message=self._on_message, manual_ack=True,
+            connect_timeout_s=connect_timeout_s, reconnect_delay_s=reconnect_delay_s)
         self.connection.subscribe(f"{self.prefix}/sensors/#", _check_qos(qos))
         self.connection.subscribe(f"{self.prefix}/inputs/#", qos)
         #: ``messages`` received, ``samples`` and ``inputs`` made of them, ``malformed``
@@ -490,15 +584,32 @@ class MqttSource:
         self._pending: list[Sample] = []
         self._opened = 0.0
         self._ready: list[Batch] = []
+        self._tokens: list[tuple] = []        # of the messages in _pending
+        self._ready_tokens: list[list[tuple]] = []
+        self._taken: list[tuple] = []         # of the batches yielded, not yet acked
 
     @property
     def received_messages(self) -> int:
         """Messages the broker delivered so far."""
         return self.counters["messages"]
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, token: tuple) -> None:
         self.counters["messages"] += 1
-        self._queue.put((time.monotonic(), topic, payload))
+        self._queue.put((time.monotonic(), topic, payload, token))
+
+    def commit(self) -> int:
+        """Acknowledge to the broker the messages of every batch yielded so far.
+
+        Call it once the twin has stored those batches (:func:`processtwin.twin.run`
+        does after each); iterating on does it too.
+
+        Returns
+        -------
+        int
+            Messages acknowledged now.
+        """
+        taken, self._taken = self._taken, []
+        return sum(self.connection.ack(tok) for tok in taken)
 
     def connect(self) -> MqttSource:
         """Connect and subscribe (see :meth:`MqttConnection.connect` for the errors).
@@ -570,7 +681,7 @@ class MqttSource:
             samples.append(self._parse_sample("inputs", None, _json(inputs)))
         return Batch(samples, u or None)
 
-    def _take(self, arrival: float, topic: str, payload: bytes) -> None:
+    def _take(self, arrival: float, topic: str, payload: bytes, token: tuple) -> None:
         """Turn one message into samples or inputs, closing batches into ``_ready``."""
         raw = payload.decode("utf-8", errors="replace")
         try:
@@ -583,27 +694,33 @@ class MqttSource:
         if rest == "sensors":
             self._close()
             self._ready.append(self._parse_batch(raw, obj))
+            self._ready_tokens.append([token])
         elif rest.startswith("inputs/"):
             name = rest[len("inputs/"):]
             x = _input_value(obj.get("value")) if isinstance(obj, dict) else None
             if x is None:      # kept, with its text, as a sample to quarantine
-                self._add(arrival, self._parse_sample(rest, obj, raw))
+                self._add(arrival, self._parse_sample(rest, obj, raw), token)
             else:
                 self.counters["inputs"] += 1
+                self._tokens.append(token)
                 self._close({name: x})
         else:
             channel = rest[len("sensors/"):] if rest.startswith("sensors/") else rest
-            self._add(arrival, self._parse_sample(channel, obj, raw))
+            self._add(arrival, self._parse_sample(channel, obj, raw), token)
 
-    def _add(self, arrival: float, s: Sample) -> None:
+    def _add(self, arrival: float, s: Sample, token: tuple) -> None:
         if not self._pending:
             self._opened = arrival
         self._pending.append(s)
+        self._tokens.append(token)
+        if len(self._tokens) >= self.max_messages:
+            self._close()
 
     def _close(self, inputs: dict[str, Any] | None = None) -> None:
         if self._pending or inputs:
             self._ready.append(Batch(self._pending, inputs))
-            self._pending = []
+            self._ready_tokens.append(self._tokens)
+            self._pending, self._tokens = [], []
 
     def _reached(self, b: Batch) -> bool:
         if self.until is None:
@@ -616,8 +733,10 @@ class MqttSource:
         while True:
             while self._ready:
                 b = self._ready.pop(0)
+                self._taken += self._ready_tokens.pop(0)
                 self.counters["batches"] += 1
                 yield b
+                self.commit()
                 if self._reached(b):
                     return
             if self.connection.error is not None:
@@ -642,8 +761,10 @@ class MqttSource:
             if item is _STOP:
                 self._close()
                 while self._ready:
+                    self._taken += self._ready_tokens.pop(0)
                     self.counters["batches"] += 1
                     yield self._ready.pop(0)
+                    self.commit()
                 return
             last = item[0]
             self._take(*item)
