@@ -157,6 +157,7 @@ class Problem:
         self._diag_nlp: NLP | None = None  # the softened NLP of the last diagnosis
         self._last_plan: Any = None
         self.expand = True
+        self.structured = True
 
     # ---- problem set-up (chainable) -------------------------------------------------
     def _check_name(self, name: str, where: tuple[str, ...], what: str) -> None:

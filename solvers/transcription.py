@@ -30,6 +30,8 @@ import numpy as np
 from processtwin.model import Model
 from processtwin.ops import casadi_ops
 
+from .structured import Calls
+
 if TYPE_CHECKING:
     from .ocp import OCP
 
@@ -54,6 +56,10 @@ class NLP:
         Block name → slice of ``w`` (``X``, ``U``, ``Xc``, ``T``, ``S``).
     fns : dict
         The interval Functions (``step`` or ``coll``, ``out``).
+    calls : Calls, optional
+        The mapped calls of the interval Functions the NLP is built from.
+    glue : tuple, optional
+        ``(f, g)`` over the calls' placeholders (see :mod:`.structured`).
     """
 
     nlp: dict
@@ -65,6 +71,8 @@ class NLP:
     slacks: list
     blocks: dict
     fns: dict
+    calls: Any = None
+    glue: Any = None
 
 
 def _nargs(fn: Any) -> int:
@@ -279,6 +287,7 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> NLP:
     nx, nu, N, M = lay.states.size, ocp.nu, ocp.N, ocp.M
     fns = interval_functions(ocp)
     b = _Builder()
+    calls = Calls()      # every mapped call, as placeholders (exact structured derivatives)
     # NLP parameters
     nth, nd = len(ocp.theta_names), ocp.nd
     P = ca.MX.sym("p", nth * N + nd * N + nu + 1)
@@ -307,7 +316,7 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> NLP:
     J: Any = 0
     # dynamics
     if Xc is None:
-        Xn, Q = fns["step"].map(N)(X[:, :N], Uk, D, TH, hrow)
+        Xn, Q = calls(fns["step"], N, X[:, :N], Uk, D, TH, hrow)
         b.con(X[:, 1:] - Xn, 0.0, 0.0,
               [f"continuity {s} at {ocp.at_node(k + 1)}" for k in range(N) for s in names])
         Yc = None
@@ -317,13 +326,13 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> NLP:
         pos = [(e + tau[j + 1]) / ocp.elements for e in range(ocp.elements)
                for j in range(ocp.degree)]
         Xc3 = ca.horzsplit(Xc, list(range(0, N * K + 1, K)))
-        RES, Xn, Q, Yc = fns["coll"].map(N)(X[:, :N], ca.horzcat(*Xc3), Uk, D, TH, hrow)
+        RES, Xn, Q, Yc = calls(fns["coll"], N, X[:, :N], ca.horzcat(*Xc3), Uk, D, TH, hrow)
         b.con(RES, 0.0, 0.0, [f"collocation {s} at {ocp.at_node(k + p)}" for k in range(N)
                               for p in pos for s in names])
         b.con(X[:, 1:] - Xn, 0.0, 0.0,
               [f"continuity {s} at {ocp.at_node(k + 1)}" for k in range(N) for s in names])
     if ocp.stage is not None and ocp.stage_rule == "rectangle":
-        J += h * ca.sum2(fns["stage"].map(N)(X[:, :N], Uk, D, TH))
+        J += h * ca.sum2(calls(fns["stage"], N, X[:, :N], Uk, D, TH))
     elif ocp.stage is not None:  # (an unused output would still be differentiated)
         J += ca.sum2(Q)
     # input rate limits and move penalties (the previous input is an NLP parameter)
@@ -342,13 +351,13 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> NLP:
         if c in ocp.du_weight:
             J += ocp.du_weight[c] * ca.sumsqr(du)
     if ocp.mayer is not None:
-        J += fns["mayer"](X[:, N], T)
+        J += calls(fns["mayer"], 1, X[:, N], T)
     if ocp.time_weight:
         J += ocp.time_weight * T
     # state and output bounds: every node after the first (path) and, with collocation,
     # every collocation point, or the final node (terminal)
-    Ynodes = fns["out"].map(N + 1)(X, ca.horzcat(Uk, Uk[:, N - 1]), ca.horzcat(D, D[:, N - 1]),
-                                   ca.horzcat(TH, TH[:, N - 1])) if lay.outputs.size else None
+    Ynodes = calls(fns["out"], N + 1, X, ca.horzcat(Uk, Uk[:, N - 1]), ca.horzcat(D, D[:, N - 1]),
+                   ca.horzcat(TH, TH[:, N - 1])) if lay.outputs.size else None
     slacks: list[tuple[str, float]] = []
     soft_rows: list[tuple[Any, float, float, list[str]]] = []  # expr, sign, bound, labels
     hard: list[tuple[Any, Any, Any, list[str]]] = []
@@ -389,7 +398,9 @@ def transcribe(ocp: OCP, soften_all: bool = False) -> NLP:
             b.con(sign * (expr - bound) - S[i:i + n], -np.inf, 0.0, labels)
             i += n
         J += ca.dot(ca.DM([wt for _, wt in slacks]), S)
-    nlp = {"x": ca.vertcat(*b.w), "f": J, "g": ca.vertcat(*b.g) if b.g else ca.MX(0, 1),
-           "p": P}
+    G = ca.vertcat(*b.g) if b.g else ca.MX(0, 1)
+    J = ca.MX(J) if not isinstance(J, ca.MX) else J
+    f_real, g_real = calls.substitute([J, G])
+    nlp = {"x": ca.vertcat(*b.w), "f": f_real, "g": g_real, "p": P}
     return NLP(nlp, _cat(b.lbw), _cat(b.ubw), _cat(b.lbg), _cat(b.ubg), b.gname, slacks,
-               b.blocks, fns)
+               b.blocks, fns, calls, (J, G))
