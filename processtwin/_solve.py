@@ -69,8 +69,17 @@ def _max_rms_norm(y: Any) -> Any:
     return jnp.max(jnp.sqrt(jnp.mean(y**2, axis=-1)))
 
 
+def _model_axes(model: Model, batched: tuple | None) -> Any:
+    """``vmap`` axes of a batch's model: 0 for the leaves flagged in ``batched`` (all when
+    ``None``), ``None`` (shared by every member) for the rest."""
+    if batched is None:
+        return 0
+    leaves, tdef = jax.tree.flatten(model)
+    return tdef.unflatten([0 if b else None for b in batched])
+
+
 def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
-                 reverse=False):
+                 reverse=False, shared=False, batched=None, grid=None):
     """Integrate scenarios.
 
     If ``y0`` is 2-D every leaf of ``model``, ``y0`` and ``signals`` has a leading scenario
@@ -80,13 +89,41 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
     loops are plain while loops (``simulate``, ``ensemble``: not for gradients). Returns states
     (scenario, time, state), inputs, outputs and one int vector: the status code
     (``_tsit5.OK``, ``MAX_STEPS``, ``FAILED``) and the step counts (steps, accepted,
-    rejected), read back together."""
+    rejected), read back together. ``shared``: a batch whose ``signals`` have no scenario
+    axis (the same inputs for every member: held values looked up once per step for all,
+    one jump list; adaptive ``tsit5`` runs the lean loop on the stacked states).
+    ``batched``: per leaf of ``model``, whether it has a scenario axis (``None``: all).
+    ``grid``: the fixed steps (:func:`_tsit5.fixed_grid`) of a fixed-step ``tsit5`` run."""
     global _TRACE_COUNT
     _TRACE_COUNT += 1
     single = y0.ndim == 1
     jumps = [s.times.reshape(-1) for s in signals if s.interpolation == "hold"
              and s.times.shape[-1] > 1]
     jump_ts = jnp.sort(jnp.concatenate(jumps)) if jumps else None
+    sig_axis = None if shared else 0
+    m_axis = _model_axes(model, batched)
+    if grid is not None and (single or shared):
+        # fixed Tsit5 steps on a grid aligned to the switches and outputs (lean loop)
+        t_step, h_step, ends = grid
+        if single:
+            def f_fix(t, y, v):
+                return _rhs_held(model, t, y, signals, v)
+        else:
+            n, nx = y0.shape
+            member_rhs = jax.vmap(_rhs_held, in_axes=(m_axis, None, 0, None, None))
+
+            def f_fix(t, y, v):
+                return member_rhs(model, t, y.reshape(n, nx), signals, v).reshape(-1)
+        flat, ok = _tsit5.solve_fixed(f_fix, y0.reshape(-1), ts, t_step, h_step, ends,
+                                      held=lambda t: _held_values(signals, t))
+        ys = (flat[None] if single
+              else jnp.swapaxes(flat.reshape(ts.shape[0], *y0.shape), 0, 1))
+        us, outs = jax.vmap(_per_member, in_axes=(m_axis if not single else None, None, 0,
+                                                  None if single else sig_axis))(
+            model, ts, ys, signals)
+        S = t_step.shape[0]
+        stats = jnp.asarray([S, S, 0])
+        return ys, us, outs, _info(jnp.where(ok, _tsit5.OK, _tsit5.FAILED), stats, ys)
     if single and dt is None and solver == "tsit5" and not reverse:
         # the fast path: a lean Tsit5 loop whose body XLA runs inline (see _tsit5)
         ys1, code, stats = _tsit5.solve(
@@ -96,13 +133,29 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
             held=lambda t: _held_values(signals, t))
         us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, ys1, signals))
         return ys1[None], us, outs, _info(code, stats, ys1)
+    if not single and shared and dt is None and solver == "tsit5" and not reverse:
+        n, nx = y0.shape
+        member_rhs = jax.vmap(_rhs_held, in_axes=(m_axis, None, 0, None, None))
+
+        def f_all(t, y, v):
+            return member_rhs(model, t, y.reshape(n, nx), signals, v).reshape(-1)
+
+        flat, code, stats = _tsit5.solve(
+            f_all, y0.reshape(-1), ts,
+            jnp.zeros(0, y0.dtype) if jump_ts is None else jump_ts,
+            rtol=rtol, atol=atol, max_steps=max_steps,
+            held=lambda t: _held_values(signals, t), members=n)
+        ys = jnp.swapaxes(flat.reshape(ts.shape[0], n, nx), 0, 1)
+        us, outs = jax.vmap(_per_member, in_axes=(m_axis, None, 0, None))(model, ts, ys,
+                                                                          signals)
+        return ys, us, outs, _info(code, stats, ys)
     if single:
         def f(t, y, args):
             return _rhs_vector(*args[:1], t, y, args[1])
 
         norm = optx.rms_norm
     else:
-        batched_rhs = jax.vmap(_rhs_vector, in_axes=(0, None, 0, 0))
+        batched_rhs = jax.vmap(_rhs_vector, in_axes=(m_axis, None, 0, sig_axis))
 
         def f(t, y, args):
             return batched_rhs(args[0], t, y, args[1])
@@ -142,7 +195,8 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
         us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, sol.ys, signals))
     else:
         ys = jnp.swapaxes(sol.ys, 0, 1)  # (scenario, time, state)
-        us, outs = jax.vmap(_per_member, in_axes=(0, None, 0, 0))(model, ts, ys, signals)
+        us, outs = jax.vmap(_per_member, in_axes=(m_axis, None, 0, sig_axis))(model, ts, ys,
+                                                                               signals)
     stats = jnp.stack([sol.stats[k] for k in STAT_KEYS])
     code = jnp.where(sol.result == diffrax.RESULTS.successful, _tsit5.OK,
                      jnp.where(sol.result == diffrax.RESULTS.max_steps_reached,
@@ -171,7 +225,8 @@ def _per_member(model: Model, ts: Any, ys: Any, signals: Any) -> tuple[Any, Any]
     return jax.vmap(at)(ts, ys)
 
 
-def _solve_discrete(model, y0, signals, ts, k_out, *, n_steps):
+def _solve_discrete(model, y0, signals, ts, k_out, *, n_steps, shared=False,
+                    batched=None):
     """Iterate a discrete-time model ``n_steps`` samples from ``ts[0]`` and keep the
     samples ``k_out`` (one per output time). Batched like :func:`_solve_batch`."""
     global _TRACE_COUNT
@@ -192,7 +247,8 @@ def _solve_discrete(model, y0, signals, ts, k_out, *, n_steps):
     if y0.ndim == 1:
         ys, us, outs = jax.tree.map(lambda a: a[None], one(model, y0, signals))
     else:
-        ys, us, outs = jax.vmap(one)(model, y0, signals)
+        ys, us, outs = jax.vmap(one, in_axes=(_model_axes(model, batched), 0,
+                                              None if shared else 0))(model, y0, signals)
     stats = jnp.asarray([n_steps, n_steps, 0])
     return ys, us, outs, _info(jnp.asarray(_tsit5.OK), stats, ys)
 
@@ -202,5 +258,6 @@ STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
 solve_batch_jit = jax.jit(_solve_batch,
                            static_argnames=("solver", "rtol", "atol", "dt", "max_steps",
-                                            "reverse"))
-solve_discrete_jit = jax.jit(_solve_discrete, static_argnames=("n_steps",))
+                                            "reverse", "shared", "batched"))
+solve_discrete_jit = jax.jit(_solve_discrete, static_argnames=("n_steps", "shared",
+                                                                "batched"))

@@ -69,8 +69,8 @@ def _dense_weights(dtype: str) -> np.ndarray:
 
 
 def solve(f: Callable[..., Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
-          atol: float, max_steps: int,
-          held: Callable[[Any], Any] | None = None) -> tuple[Any, Any, Any]:
+          atol: float, max_steps: int, held: Callable[[Any], Any] | None = None,
+          members: int = 1) -> tuple[Any, Any, Any]:
     """Integrate ``dy/dt = f(t, y)`` from ``ts[0]`` to ``ts[-1]``.
 
     Parameters
@@ -118,6 +118,14 @@ def solve(f: Callable[..., Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
     t0, tend = ts[0], ts[-1]
     has_jumps = jumps.shape[0] > 0
     jumps_pad = jnp.concatenate([jnp.asarray(jumps, dtype), jnp.full(1, jnp.inf, dtype)])
+    # the held values on each segment between jumps (row r: after the r-th jump), looked
+    # up once before the loop: a search in the signals' knots inside the loop costs more
+    # than the step's arithmetic when the knots are arguments
+    seg_table = jax.vmap(held)(jnp.concatenate([ts[:1].astype(dtype),
+                                                jnp.asarray(jumps, dtype)]))
+
+    def held_at(jn: Any) -> Any:
+        return jax.tree.map(lambda col: col[jn.astype(jnp.int32)], seg_table)
     weights = _dense_weights(jnp.dtype(dtype).name)
 
     # outputs after ts[0] in chunks of `size`; a chunk's loop ends at its last output time
@@ -129,7 +137,10 @@ def solve(f: Callable[..., Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
 
     def scaled_rms(e: Any, ya: Any, yb: Any) -> Any:
         scale = atol + rtol * jnp.maximum(jnp.abs(ya), jnp.abs(yb))
-        return jnp.sqrt(jnp.mean(jnp.square(e / scale)))
+        r = jnp.square(e / scale)
+        if members > 1:
+            return jnp.sqrt(jnp.max(jnp.mean(r.reshape(members, -1), axis=1)))
+        return jnp.sqrt(jnp.mean(r))
 
     # Hairer's starting step (Solving ODEs I, §II.4)
     v0 = held(t0)
@@ -166,7 +177,7 @@ def solve(f: Callable[..., Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
             cross = hit & (t_before <= t)
             t1 = jnp.where(hit, t_before, t_try)
             dt = jnp.where(cross, 1.0, t1 - t)  # (a crossing's stages are not used)
-            v_held = held(t)  # constant over the step: it ends before the next jump
+            v_held = held_at(jn)  # constant over the step: it ends before the next jump
             ks = [fy * dt]
             for s in range(1, _STAGES):
                 y_stage = y + sum(_A[s - 1][r] * ks[r] for r in range(s))
@@ -196,18 +207,20 @@ def solve(f: Callable[..., Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
             t_new = jnp.where(keep, jnp.where(hit, t_after, t1), t)
             f1 = jnp.where(cross, fy, ks[-1] / dt)  # f at t1 (at t when crossing)
             if has_jumps:
+                # jumps passed (a binary search: the list holds every input's switches)
+                jn_new = jnp.where(keep & hit, jnp.searchsorted(
+                    jumps_pad, t_new, side="right", method="scan_unrolled").astype(dtype), jn)
+
                 def past_jump():
                     # carry the state over the two floats around the jump, each side with
                     # its own input; the next step starts from a fresh first stage
-                    f_after = f(t_after, y1, held(t_after))
+                    f_after = f(t_after, y1, held_at(jn_new))
                     return (y1 + (t_jump - t_before) * f1 + (t_after - t_jump) * f_after,
                             f_after)
 
                 y1, f_new = lax.cond(keep & hit, past_jump,
                                      lambda: (y1, jnp.where(keep, f1, fy)))
-                # jumps passed (a binary search: the list holds every input's switches)
-                jn = jnp.where(keep & hit, jnp.searchsorted(
-                    jumps_pad, t_new, side="right", method="scan_unrolled").astype(dtype), jn)
+                jn = jn_new
             else:
                 f_new = jnp.where(keep, f1, fy)
             clipped = keep & (dt < h)  # resume the unclipped step after an output or jump
@@ -234,3 +247,92 @@ def solve(f: Callable[..., Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
     status = jnp.where(final[0] >= tend, OK, final[5].astype(jnp.int32))
     ys = jnp.concatenate([y0[None], outs.reshape(-1, nx)[:n_out - 1]])
     return ys, status, jnp.stack([steps, accepted, steps - accepted])
+
+
+def fixed_grid(ts: Any, jumps: Any, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The steps of a fixed-step run (host side, numpy): every interval between
+    consecutive output times and hold-input switches split into the fewest equal steps
+    of at most ``dt``.
+
+    Parameters
+    ----------
+    ts : array (m,)
+        Output times.
+    jumps : array (k,)
+        Switch times of held inputs (any order, duplicates allowed).
+    dt : float
+        Largest step [model time unit].
+
+    Returns
+    -------
+    t_step, h_step : numpy.ndarray (S,)
+        Start and length of each step.
+    ends : numpy.ndarray (m,)
+        Number of steps completed at each output time (``ends[0] = 0``).
+    """
+    ts = np.asarray(ts, dtype=float)
+    j = np.asarray(jumps, dtype=float).ravel()
+    j = j[(j > ts[0]) & (j < ts[-1])]
+    knots = np.unique(np.concatenate([ts, j]))
+    length = np.diff(knots)
+    m = np.maximum(1, np.ceil(length / dt * (1.0 - 1e-12)).astype(np.int64))
+    h = np.repeat(length / m, m)
+    first = np.repeat(knots[:-1], m)
+    k = np.arange(m.sum()) - np.repeat(np.cumsum(m) - m, m)
+    t_step = first + k * h
+    done = np.concatenate([[0], np.cumsum(m)])
+    ends = done[np.searchsorted(knots, ts)]
+    return t_step, h, ends
+
+
+def solve_fixed(f: Callable[..., Any], y0: Any, ts: Any, t_step: Any, h_step: Any,
+                ends: Any, *, held: Callable[[Any], Any] | None = None) -> tuple[Any, Any]:
+    """Integrate ``dy/dt = f(t, y[, v])`` with Tsit5 on the steps of :func:`fixed_grid`:
+    no step crosses a switch, the held inputs ``v`` are looked up once per step, and the
+    outputs are the states at the ends of the steps that end on them (no interpolation).
+
+    Parameters
+    ----------
+    f : callable
+        ``f(t, y, v) -> dy`` (``v`` the held inputs' values from ``held``).
+    y0 : array (n,)
+        Initial state at ``ts[0]``.
+    ts : array (m,)
+        Output times.
+    t_step, h_step, ends : arrays
+        The grid (:func:`fixed_grid`).
+    held : callable, optional
+        ``held(t) -> v``.
+
+    Returns
+    -------
+    ys : array (m, n)
+        The solution at ``ts``.
+    ok : bool array
+        Whether every state stayed finite.
+    """
+    if held is None:
+        def held(t: Any) -> Any:
+            return ()
+    a = [[jnp.asarray(v, y0.dtype) for v in row] for row in _A]
+    # the held values of every step, looked up once before the loop (a lookup in the
+    # signal's knots inside the loop costs more than the step's arithmetic)
+    table = jax.vmap(held)(t_step)
+
+    def step(i: Any, y: Any) -> Any:
+        t, h = t_step[i], h_step[i]
+        # constant over the step: it ends at or before the next switch
+        v = jax.tree.map(lambda col: col[i], table)
+        ks = [f(t, y, v) * h]
+        for s in range(1, _STAGES - 1):
+            ks.append(f(t + _C[s] * h, y + sum(a[s - 1][r] * ks[r] for r in range(s)), v) * h)
+        # Tsit5's last row of A holds its solution weights
+        return y + sum(a[_STAGES - 2][r] * ks[r] for r in range(_STAGES - 1))
+
+    def interval(y: Any, k: Any) -> tuple[Any, Any]:
+        y1 = lax.fori_loop(ends[k], ends[k + 1], step, y)
+        return y1, y1
+
+    _, outs = lax.scan(interval, y0, jnp.arange(ts.shape[0] - 1))
+    ys = jnp.concatenate([y0[None], outs])
+    return ys, jnp.all(jnp.isfinite(ys))

@@ -238,6 +238,7 @@ def _broadcast_scenarios(model: Model, x0: Any, inputs: Any, params: Mapping | N
         if np.ndim(v) > 1:
             raise ConfigError(f"parameter `{k}`: one value per scenario (a 1-D array), got "
                               f"shape {np.shape(v)}.")
+    nominal = model
     model = model.replace(**params) if params else model
     signals = as_inputs(model, inputs, batch=True)
     y0_n, x0_varied = _scenario_x0(model, x0)
@@ -259,11 +260,19 @@ def _broadcast_scenarios(model: Model, x0: Any, inputs: Any, params: Mapping | N
     def bc(a, tail=()):
         return np.broadcast_to(np.asarray(a, dtype=float), (n, *tail))
 
-    model_b = jax.tree.map(lambda a: bc(a), model)
+    # only the varied parameters get a scenario axis (a shared matrix is not copied per
+    # member, and each member's rhs uses it unbatched)
+    batched = tuple(np.ndim(a) == np.ndim(a0) + 1 for a, a0 in
+                    zip(jax.tree.leaves(model), jax.tree.leaves(nominal), strict=True))
+    model_b = (model, batched)
     y0 = np.broadcast_to(y0_n, (n, y0_n.shape[1]))
-    sig_b = tuple(Signal(bc(s.times, s.times.shape[-1:]),
-                         bc(s.values, (*leaf.shape, s.values.shape[-1])), s.interpolation)
-                  for leaf, s in zip(model.layout.inputs.leaves, signals, strict=True))
+    if not any(k.startswith("input") for k in sizes):
+        # the same inputs for every member: kept once (no per-member copies, one jump list)
+        sig_b = tuple(signals)
+    else:
+        sig_b = tuple(Signal(bc(s.times, s.times.shape[-1:]),
+                             bc(s.values, (*leaf.shape, s.values.shape[-1])), s.interpolation)
+                      for leaf, s in zip(model.layout.inputs.leaves, signals, strict=True))
     scen = {k: np.broadcast_to(np.asarray(v, dtype=float), (n,)) for k, v in params.items()
             if np.ndim(v) > 0}
     for k, v in x0_varied.items():
@@ -285,12 +294,33 @@ def _sample_indices(model: Model, ts: np.ndarray) -> tuple[np.ndarray, int]:
     return k_int.astype(np.int32), int(k_int[-1])
 
 
-def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps, discrete=None):
+def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps, discrete=None,
+         shared=False):
+    """One compiled solve; ``model_b`` is a model, or ``(model, batched)`` for a batch
+    whose leaves flagged in ``batched`` carry a scenario axis."""
+    model_b, batched = model_b if isinstance(model_b, tuple) else (model_b, None)
+    grid = None
+    if discrete is None and dt is not None and solver == "tsit5" and (
+            np.ndim(y0) == 1 or shared):
+        # fixed steps aligned to the switches and outputs, laid out here (host side)
+        jumps = [np.asarray(s.times).ravel() for s in sig_b if s.interpolation == "hold"
+                 and np.shape(s.times)[-1] > 1]
+        t_step, h_step, ends = _tsit5.fixed_grid(
+            np.asarray(ts), np.concatenate(jumps) if jumps else np.zeros(0), dt)
+        if t_step.size > max_steps:
+            raise SolverError(
+                f"fixed steps of dt={dt:g} {model_b.time_unit}: {t_step.size} steps (each "
+                f"interval between outputs and input switches split into steps ≤ dt) "
+                f"exceed `max_steps` ({max_steps}); raise it or choose a larger dt.")
+        grid = (jnp.asarray(t_step), jnp.asarray(h_step), jnp.asarray(ends))
     if discrete is not None:
-        out = solve_discrete_jit(model_b, y0, sig_b, ts, discrete[0], n_steps=discrete[1])
+        out = solve_discrete_jit(model_b, y0, sig_b, ts, discrete[0], n_steps=discrete[1],
+                                 shared=shared, batched=batched)
     else:
         out = solve_batch_jit(model_b, y0, sig_b, ts, solver=solver, rtol=rtol,
-                               atol=atol, dt=dt, max_steps=max_steps)
+                               atol=atol, dt=None if grid is not None else dt,
+                               max_steps=max_steps, shared=shared, batched=batched,
+                               grid=grid)
     ys, us, outs, info = out
     code, *stats = np.asarray(info).tolist()  # one read-back: status and step counts
     if code != _tsit5.OK:
@@ -338,10 +368,12 @@ def simulate(
     rtol, atol : float
         Relative and absolute local error tolerances of the adaptive step.
     dt : float, optional
-        Fixed step size [model time unit]; disables adaptivity (for convergence studies).
-        With held inputs a step ends at each switch, never crosses one (an implicit
-        solver, whose stages reach past its step, also controls its error within steps
-        of at most ``dt``).
+        Largest fixed step [model time unit]; disables adaptivity. With ``tsit5`` every
+        interval between output times and held-input switches is split into the fewest
+        equal steps of at most ``dt`` (steps end on each switch and output, never cross
+        one). Other solvers step ``dt`` and end a step at each switch (an implicit one,
+        whose stages reach past its step, also controls its error within steps of at
+        most ``dt``).
     max_steps : int
         Step budget; exceeded → :class:`~processtwin.errors.SolverError`.
 
@@ -408,10 +440,12 @@ def ensemble(
         step (the step is chosen by the worst scenario). Looser defaults than
         :func:`simulate`.
     dt : float, optional
-        Fixed step size [model time unit]; disables adaptivity (for convergence studies).
-        With held inputs a step ends at each switch, never crosses one (an implicit
-        solver, whose stages reach past its step, also controls its error within steps
-        of at most ``dt``).
+        Largest fixed step [model time unit]; disables adaptivity. With ``tsit5`` every
+        interval between output times and held-input switches is split into the fewest
+        equal steps of at most ``dt`` (steps end on each switch and output, never cross
+        one). Other solvers step ``dt`` and end a step at each switch (an implicit one,
+        whose stages reach past its step, also controls its error within steps of at
+        most ``dt``).
     max_steps : int
         Step budget (per chunk); exceeded → :class:`~processtwin.errors.SolverError`.
     chunk_size : int, optional
@@ -457,6 +491,7 @@ def _simulate(model, x0, inputs, t, params, solver, rtol, atol, dt, max_steps, *
                      atol=atol, scenarios=1)
         return SimulationResult(model, ts, ys, us, outs, stats, {}, False)
     model, model_b, y0, sig_b, n, scen = _broadcast_scenarios(model, x0, inputs, params)
+    shared = all(np.ndim(s.times) == 1 for s in sig_b)
     size = n if not chunk_size else min(chunk_size, n)
     parts = []
     chunks = range(0, n, size)
@@ -466,10 +501,17 @@ def _simulate(model, x0, inputs, t, params, solver, rtol, atol, dt, max_steps, *
         chunks = tqdm(chunks, desc=f"simulating {n} scenarios", unit="chunk")
     for lo in chunks:
         idx = np.minimum(np.arange(lo, lo + size), n - 1)  # pad the last chunk
-        args = (model_b, y0, sig_b) if size == n else jax.tree.map(
-            lambda a, idx=idx: a[idx], (model_b, y0, sig_b))
+        if size == n:
+            args = (model_b, y0, sig_b)
+        else:
+            m, batched = model_b
+            leaves, tdef = jax.tree.flatten(m)
+            m_k = tdef.unflatten([np.asarray(a)[idx] if b else a
+                                  for a, b in zip(leaves, batched, strict=True)])
+            args = ((m_k, batched), np.asarray(y0)[idx],
+                    sig_b if shared else jax.tree.map(lambda a, idx=idx: a[idx], sig_b))
         parts.append((min(size, n - lo), _run(*args, ts, solver, rtol, atol, dt, max_steps,
-                                              disc)))
+                                              disc, shared=shared)))
     if len(parts) == 1:
         ys, us, outs, stats = parts[0][1]
     else:

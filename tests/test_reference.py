@@ -12,7 +12,10 @@ the estimates most, so they stay in the file only as the record of the old filte
 The simulation matched to 1e-12 until the Tsit5 loop began to look held inputs up once per
 step instead of once per stage (the same values; XLA fuses the step differently, and the
 adaptive step sequence moves by rounding): since then it matches to 3e-10 relative, well
-inside the integrator's rtol of 1e-8, and is compared at 1e-9.
+inside the integrator's rtol of 1e-8, and is compared at 1e-9. The ensemble (shared
+inputs) runs the lean Tsit5 loop on the stacked members since the ensemble work instead of
+diffrax's controller: its step sequence differs, and it matches to 5e-9 relative, 200×
+inside the ensemble's rtol of 1e-6; it is compared at 1e-7.
 """
 
 import importlib.util
@@ -33,7 +36,7 @@ def test_bioreactor_results_unchanged_by_the_redesign():
     with xr.open_dataset(DATA / "bioreactor_reference.nc", engine="h5netcdf") as ref:
         ref = ref.load()
     assert set(now.data_vars) == set(ref.data_vars)
-    for name in ("sim_states", "sim_OUR", "ens_P"):
+    for name, tol in (("sim_states", 1e-9), ("sim_OUR", 1e-9), ("ens_P", 1e-7)):
         a, b = now[name].values, ref[name].values
         scale = np.maximum(np.abs(b), 1.0)
-        np.testing.assert_array_less(np.abs(a - b) / scale, 1e-9, err_msg=name)
+        np.testing.assert_array_less(np.abs(a - b) / scale, tol, err_msg=name)
