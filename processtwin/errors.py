@@ -43,6 +43,8 @@ class SolverError(RuntimeError):
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean `x`?"`` for the closest choice, or the list of choices."""
     choices = list(choices)
+    if not choices:
+        return "; there is none."
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     if close:
         return f"; did you mean `{close[0]}`?"

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .errors import ConfigError
 from .model import Model
 from .simulate import simulate
 
@@ -56,12 +57,18 @@ def simulated_plant(model: Model, *, inputs: Mapping[str, Any], until: float,
     seed : int
         Noise seed.
     """
+    lay = model.layout
+    if not any(lf.var.kind in ("online", "offline") for lf in lay.outputs.leaves):
+        have = ", ".join(f"`{lf.name}` ({lf.var.kind})" for lf in lay.outputs.leaves)
+        raise ConfigError(
+            f"model `{model.name}` has no measured outputs, so the simulated plant would "
+            f"send nothing: outputs {have or 'none'}; declare the sensors' outputs with "
+            "`Var(..., kind=\"online\", noise=...)` (or \"offline\" for lab assays).")
     n = int(round(until / dt))
     t = np.arange(n + 1) * dt
     res = simulate(model, x0, inputs, t, rtol=1e-8, atol=1e-10)
     rng = np.random.default_rng(seed)
     lab_rows = np.isclose(np.mod(t + 1e-9, lab_every), 0.0, atol=1e-6) & (t > 0)
-    lay = model.layout
     cols: dict[str, Any] = {}
     for leaf in lay.outputs.leaves:
         c, spec = leaf.name, leaf.var

@@ -73,3 +73,42 @@ def test_bad_options():
 def test_step_budget_exhausted_is_a_solver_error():
     with pytest.raises(pt.SolverError, match="max_steps"):
         pt.simulate(Bioreactor(), None, None, T, max_steps=2)
+
+
+def _plain_tank():
+    """A newcomer's model: constants as plain attributes, an output without a sensor kind."""
+    from typing import ClassVar
+
+    from processtwin.model import Model, Var, variables
+
+    St = variables("PlainTankState", T=Var("degC", "water temperature", default=20.0))
+    In = variables("PlainTankInputs", P=Var("kW", "heater power", kind="manipulated"))
+    Out = variables("PlainTankOutputs", T_meas=Var("degC", "measured temperature"))
+
+    class PlainTank(Model):
+        State: ClassVar[type] = St
+        Inputs: ClassVar[type] = In
+        Outputs: ClassVar[type] = Out
+        time_unit: ClassVar[str] = "h"
+        UA: ClassVar[float] = 0.05
+
+        def rhs(self, t, x, u, ops):
+            return St(T=u.P - self.UA * (x.T - 20.0))
+
+        def measure(self, t, x, u, ops):
+            return Out(T_meas=x.T)
+
+    return PlainTank()
+
+
+def test_a_model_without_parameters_or_sensors_says_so():
+    from processtwin.estimate import ExtendedKalmanFilter
+    from processtwin.plant import simulated_plant
+
+    model = _plain_tank()
+    with pytest.raises(pt.ConfigError, match=r"declares no parameters.*param\(default"):
+        ExtendedKalmanFilter(model, estimate=["UA"])
+    with pytest.raises(pt.ConfigError, match=r"no measured outputs.*`T_meas` \(state\)"
+                                             r".*kind=\"online\""):
+        simulated_plant(model, inputs={"P": 1.0}, until=2.0)
+    assert pt.errors.suggest("x", []) == "; there is none."

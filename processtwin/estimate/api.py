@@ -138,6 +138,12 @@ class ExtendedKalmanFilter:
             raise ConfigError(f"`readmit_after` must be a positive number of samples, got "
                               f"{readmit_after!r}.")
         params = parameter_info(model)
+        if estimate and not params:
+            raise ConfigError(
+                f"cannot estimate {', '.join(f'`{k}`' for k in estimate)}: model "
+                f"`{model.name}` declares no parameters; declare each as a field with "
+                "`param(default, units=..., bounds=...)` (plain class attributes are "
+                "constants).")
         for k in estimate:
             if k not in params:
                 raise ConfigError(f"cannot estimate unknown parameter `{k}`"
