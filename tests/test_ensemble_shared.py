@@ -89,3 +89,22 @@ def test_fixed_steps_beyond_the_budget_are_refused() -> None:
     with pytest.raises(pt.SolverError, match="max_steps"):
         pt.simulate(Bioreactor(), None, {"F": 0.01}, np.array([0.0, 100.0]), dt=0.01,
                     max_steps=1000)
+
+
+def test_automatic_chunks_on_all_cores_equal_one_chunk() -> None:
+    """40 members (above the one-chunk limit of 32): the automatic chunks, run on every
+    core at once, give each member what one chunk of all 40 gives."""
+    rng = np.random.default_rng(2)
+    n = 40
+    mu = rng.uniform(0.015, 0.025, n)
+    t = np.linspace(0.0, 60.0, 31)
+    feed = {"F": pt.hold([0.0, 20.0], [0.0, 0.03])}
+    auto = pt.ensemble(Bioreactor(), None, feed, t, params={"mu_max": mu}, rtol=1e-9,
+                       atol=1e-11)
+    one = pt.ensemble(Bioreactor(), None, feed, t, params={"mu_max": mu}, rtol=1e-9,
+                      atol=1e-11, chunk_size=n)
+    assert auto.states.shape == one.states.shape == (n, t.size, 4)
+    np.testing.assert_allclose(auto.states, one.states, rtol=1e-7, atol=1e-9)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(pt.ConfigError, match="chunk_size"):
+            pt.ensemble(Bioreactor(), None, feed, t, params={"mu_max": mu}, chunk_size=bad)

@@ -520,7 +520,8 @@ def ensemble(args, out, b):
         err = max(float(np.abs(ys[i] - ref[i]).max()) for i in check)
         warm_t = times[1:] if len(times) > 1 else times
         year = times[0] + float(np.mean(warm_t)) * (n_year - 1) if n_w < n_year else sum(times)
-        name = (f"processtwin ensemble tsit5 {label}, chunk_size {args.chunk}"
+        name = (f"processtwin ensemble tsit5 {label}, chunk_size "
+                f"{args.chunk if args.chunk else 'automatic'}"
                 + (f" ({n_w} of {n_year} windows run, scaled)" if n_w < n_year else ""))
         rows.append(row(name, year, int(steps * n_year / n_w), err, measured_s=sum(times),
                         windows_run=n_w, window_s=times, members=n))
@@ -608,7 +609,8 @@ def main():
     ap.add_argument("--no-one-call", dest="one_call", action="store_false",
                     help="skip the building year as one simulate call (~1 min)")
     ap.add_argument("--members", type=int, default=1000)
-    ap.add_argument("--chunk", type=int, default=100, help="ensemble chunk_size")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="ensemble chunk_size (default: automatic)")
     ap.add_argument("--adaptive-windows", type=int, default=2,
                     help="5-day windows of the adaptive ensemble run (73: the year)")
     ap.add_argument("--fixed-windows", type=int, default=3,
