@@ -313,15 +313,15 @@ def constraint_jacobian(nlp: Any) -> Any:
         for k in range(c.n):
             e = o_start[o_of[r_loc]] + k * np.asarray(nout)[o_of[r_loc]] + within[r_loc]
             gc, a = loc_idx[c_loc, k], loc_scl[c_loc, k]
-            ok = gc >= 0
-            for t in np.nonzero(ok)[0]:
-                lo, hi = Cn.indptr[e[t]], Cn.indptr[e[t] + 1]
-                if lo == hi:
-                    continue
-                r = Cn.indices[lo:hi]
-                rows.append(np.stack([r, np.full(r.size, gc[t]),
-                                      np.full(r.size, off + k * nnz + t)]))
-                wts.append(Cn.data[lo:hi] * a[t])
+            t_ok = np.nonzero(gc >= 0)[0]
+            # every constraint row that output element e[t] enters (column e[t] of C)
+            lo = Cn.indptr[e[t_ok]]
+            cnt = Cn.indptr[e[t_ok] + 1] - lo
+            rep = np.repeat(np.arange(t_ok.size), cnt)
+            at = lo[rep] + np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            rows.append(np.stack([Cn.indices[at], gc[t_ok][rep],
+                                  off + k * nnz + t_ok[rep]]))
+            wts.append(Cn.data[at] * a[t_ok][rep])
         off += c.n * nnz
     spg = J_glue.sparsity()
     if spg.nnz():
