@@ -84,7 +84,7 @@ def _numeric(ex: Any, p: Any) -> Any:
 
 @dataclass
 class _Prepared:
-    """What both derivatives need: per call the instance selections and the SX pieces."""
+    """What both derivatives need: per call, the decision variables each input selects."""
 
     w: Any
     p: Any
