@@ -78,6 +78,28 @@ def _model_axes(model: Model, batched: tuple | None) -> Any:
     return tdef.unflatten([0 if b else None for b in batched])
 
 
+def _lean_rhs(model: Model, signals: Any, y0: Any, m_axis: Any) -> Any:
+    """``f(t, y, v)`` of the lean loops (``v``: the held inputs' values): one scenario, or
+    a batch with shared inputs whose members' states are stacked into one vector."""
+    if y0.ndim == 1:
+        return lambda t, y, v: _rhs_held(model, t, y, signals, v)
+    n, nx = y0.shape
+    member_rhs = jax.vmap(_rhs_held, in_axes=(m_axis, None, 0, None, None))
+    return lambda t, y, v: member_rhs(model, t, y.reshape(n, nx), signals, v).reshape(-1)
+
+
+def _lean_result(model: Model, ts: Any, flat: Any, y0: Any, signals: Any, m_axis: Any,
+                 code: Any, stats: Any) -> tuple:
+    """States (scenario, time, state), inputs, outputs and info from a lean loop's
+    solution ``flat`` (time × stacked states)."""
+    if y0.ndim == 1:
+        us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, flat, signals))
+        return flat[None], us, outs, _info(code, stats, flat)
+    ys = jnp.swapaxes(flat.reshape(ts.shape[0], *y0.shape), 0, 1)
+    us, outs = jax.vmap(_per_member, in_axes=(m_axis, None, 0, None))(model, ts, ys, signals)
+    return ys, us, outs, _info(code, stats, ys)
+
+
 def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
                  reverse=False, shared=False, batched=None, grid=None):
     """Integrate scenarios.
@@ -102,53 +124,27 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
     jump_ts = jnp.sort(jnp.concatenate(jumps)) if jumps else None
     sig_axis = None if shared else 0
     m_axis = _model_axes(model, batched)
+
+    def held(t: Any) -> tuple:
+        return _held_values(signals, t)
+
     if grid is not None and (single or shared):
         # fixed Tsit5 steps on a grid aligned to the switches and outputs (lean loop)
         t_step, h_step, ends = grid
-        if single:
-            def f_fix(t, y, v):
-                return _rhs_held(model, t, y, signals, v)
-        else:
-            n, nx = y0.shape
-            member_rhs = jax.vmap(_rhs_held, in_axes=(m_axis, None, 0, None, None))
-
-            def f_fix(t, y, v):
-                return member_rhs(model, t, y.reshape(n, nx), signals, v).reshape(-1)
-        flat, ok = _tsit5.solve_fixed(f_fix, y0.reshape(-1), ts, t_step, h_step, ends,
-                                      held=lambda t: _held_values(signals, t))
-        ys = (flat[None] if single
-              else jnp.swapaxes(flat.reshape(ts.shape[0], *y0.shape), 0, 1))
-        us, outs = jax.vmap(_per_member, in_axes=(m_axis if not single else None, None, 0,
-                                                  None if single else sig_axis))(
-            model, ts, ys, signals)
+        flat, ok = _tsit5.solve_fixed(_lean_rhs(model, signals, y0, m_axis), y0.reshape(-1),
+                                      ts, t_step, h_step, ends, held=held)
         S = t_step.shape[0]
-        stats = jnp.asarray([S, S, 0])
-        return ys, us, outs, _info(jnp.where(ok, _tsit5.OK, _tsit5.FAILED), stats, ys)
-    if single and dt is None and solver == "tsit5" and not reverse:
-        # the fast path: a lean Tsit5 loop whose body XLA runs inline (see _tsit5)
-        ys1, code, stats = _tsit5.solve(
-            lambda t, y, v: _rhs_held(model, t, y, signals, v), y0, ts,
-            jnp.zeros(0, y0.dtype) if jump_ts is None else jump_ts,
-            rtol=rtol, atol=atol, max_steps=max_steps,
-            held=lambda t: _held_values(signals, t))
-        us, outs = jax.tree.map(lambda a: a[None], _per_member(model, ts, ys1, signals))
-        return ys1[None], us, outs, _info(code, stats, ys1)
-    if not single and shared and dt is None and solver == "tsit5" and not reverse:
-        n, nx = y0.shape
-        member_rhs = jax.vmap(_rhs_held, in_axes=(m_axis, None, 0, None, None))
-
-        def f_all(t, y, v):
-            return member_rhs(model, t, y.reshape(n, nx), signals, v).reshape(-1)
-
+        return _lean_result(model, ts, flat, y0, signals, m_axis,
+                            jnp.where(ok, _tsit5.OK, _tsit5.FAILED), jnp.asarray([S, S, 0]))
+    if (single or shared) and dt is None and solver == "tsit5" and not reverse:
+        # the fast path: a lean Tsit5 loop (see _tsit5) on one scenario, or on the stacked
+        # states of members that share their inputs (the worst member's error decides)
         flat, code, stats = _tsit5.solve(
-            f_all, y0.reshape(-1), ts,
+            _lean_rhs(model, signals, y0, m_axis), y0.reshape(-1), ts,
             jnp.zeros(0, y0.dtype) if jump_ts is None else jump_ts,
-            rtol=rtol, atol=atol, max_steps=max_steps,
-            held=lambda t: _held_values(signals, t), members=n)
-        ys = jnp.swapaxes(flat.reshape(ts.shape[0], n, nx), 0, 1)
-        us, outs = jax.vmap(_per_member, in_axes=(m_axis, None, 0, None))(model, ts, ys,
-                                                                          signals)
-        return ys, us, outs, _info(code, stats, ys)
+            rtol=rtol, atol=atol, max_steps=max_steps, held=held,
+            members=1 if single else y0.shape[0])
+        return _lean_result(model, ts, flat, y0, signals, m_axis, code, stats)
     if single:
         def f(t, y, args):
             return _rhs_vector(*args[:1], t, y, args[1])

@@ -308,25 +308,30 @@ def _sample_indices(model: Model, ts: np.ndarray) -> tuple[np.ndarray, int]:
     return k_int.astype(np.int32), int(k_int[-1])
 
 
+def _fixed_grid(model: Model, signals: Any, ts: Any, solver: str, dt: float | None,
+                max_steps: int, lean: bool, discrete: Any) -> tuple | None:
+    """The step grid of a fixed-step ``tsit5`` run on the lean loop (one scenario, or
+    members sharing their inputs), laid out on the host; ``None`` otherwise."""
+    if discrete is not None or dt is None or solver != "tsit5" or not lean:
+        return None
+    jumps = [np.asarray(s.times).ravel() for s in signals if s.interpolation == "hold"
+             and np.shape(s.times)[-1] > 1]
+    t_step, h_step, ends = _tsit5.fixed_grid(
+        np.asarray(ts), np.concatenate(jumps) if jumps else np.zeros(0), dt)
+    if t_step.size > max_steps:
+        raise SolverError(
+            f"fixed steps of dt={dt:g} {model.time_unit}: {t_step.size} steps (each "
+            f"interval between outputs and input switches split into steps ≤ dt) "
+            f"exceed `max_steps` ({max_steps}); raise it or choose a larger dt.")
+    return jnp.asarray(t_step), jnp.asarray(h_step), jnp.asarray(ends)
+
+
 def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps, discrete=None,
-         shared=False):
+         shared=False, grid=None):
     """One compiled solve; ``model_b`` is a model, or ``(model, batched)`` for a batch
-    whose leaves flagged in ``batched`` carry a scenario axis."""
+    whose leaves flagged in ``batched`` carry a scenario axis; ``grid`` from
+    :func:`_fixed_grid`."""
     model_b, batched = model_b if isinstance(model_b, tuple) else (model_b, None)
-    grid = None
-    if discrete is None and dt is not None and solver == "tsit5" and (
-            np.ndim(y0) == 1 or shared):
-        # fixed steps aligned to the switches and outputs, laid out here (host side)
-        jumps = [np.asarray(s.times).ravel() for s in sig_b if s.interpolation == "hold"
-                 and np.shape(s.times)[-1] > 1]
-        t_step, h_step, ends = _tsit5.fixed_grid(
-            np.asarray(ts), np.concatenate(jumps) if jumps else np.zeros(0), dt)
-        if t_step.size > max_steps:
-            raise SolverError(
-                f"fixed steps of dt={dt:g} {model_b.time_unit}: {t_step.size} steps (each "
-                f"interval between outputs and input switches split into steps ≤ dt) "
-                f"exceed `max_steps` ({max_steps}); raise it or choose a larger dt.")
-        grid = (jnp.asarray(t_step), jnp.asarray(h_step), jnp.asarray(ends))
     if discrete is not None:
         out = solve_discrete_jit(model_b, y0, sig_b, ts, discrete[0], n_steps=discrete[1],
                                  shared=shared, batched=batched)
@@ -502,8 +507,9 @@ def _simulate(model, x0, inputs, t, params, solver, rtol, atol, dt, max_steps, *
         model = model.replace(**params) if params else model
         signals = as_inputs(model, inputs)
         y0 = model.layout.states.values(x0)
+        grid = _fixed_grid(model, signals, ts, solver, dt, max_steps, True, disc)
         ys, us, outs, stats = _run(model, y0, signals, ts, solver, rtol, atol, dt, max_steps,
-                                   disc)
+                                   disc, grid=grid)
         stats.update(wall_time_s=_time.perf_counter() - start, solver=solver, rtol=rtol,
                      atol=atol, scenarios=1)
         return SimulationResult(model, ts, ys, us, outs, stats, {}, False)
@@ -515,12 +521,14 @@ def _simulate(model, x0, inputs, t, params, solver, rtol, atol, dt, max_steps, *
                           f"(automatic), got {chunk_size!r}.")
     size = n if chunk_size is None and n < 2 * _MIN_CHUNK else (
         _auto_chunk(n, y0.shape[1]) if chunk_size is None else min(chunk_size, n))
+    grid = _fixed_grid(model, sig_b, ts, solver, dt, max_steps, shared, disc)  # one for all
     parts = []
     chunks: Any = range(0, n, size)
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc=f"simulating {n} scenarios", unit="chunk")
+
     def one_chunk(lo: int) -> tuple[int, Any]:
         idx = np.minimum(np.arange(lo, lo + size), n - 1)  # pad the last chunk
         if size == n:
@@ -532,7 +540,8 @@ def _simulate(model, x0, inputs, t, params, solver, rtol, atol, dt, max_steps, *
                                   for a, b in zip(leaves, batched, strict=True)])
             args = ((m_k, batched), np.asarray(y0)[idx],
                     sig_b if shared else jax.tree.map(lambda a, idx=idx: a[idx], sig_b))
-        out = _run(*args, ts, solver, rtol, atol, dt, max_steps, disc, shared=shared)
+        out = _run(*args, ts, solver, rtol, atol, dt, max_steps, disc, shared=shared,
+                   grid=grid)
         jax.block_until_ready(out[:3])
         return min(size, n - lo), out
 

@@ -49,6 +49,8 @@ class Calls:
     :meth:`substitute` puts the real mapped calls in."""
 
     calls: list[_Call] = field(default_factory=list)
+    #: what :func:`_prepare` found (both derivatives need it; computed once)
+    prepared: Any = field(default=None, repr=False, compare=False)
 
     def __call__(self, fn: Any, n: int, *args: Any) -> Any:
         """Placeholders for ``fn.map(n)(*args)``: one MX symbol per output, of the mapped
@@ -93,9 +95,17 @@ class _Prepared:
 
 
 def _prepare(nlp: Any) -> _Prepared | None:
+    """The selections of every call's inputs (cached on ``nlp.calls``); ``None`` when an
+    input is not a fixed (scaled) selection of decision variables."""
     calls: Calls | None = getattr(nlp, "calls", None)
     if calls is None:
         return None
+    if calls.prepared is None:
+        calls.prepared = (_select(nlp, calls),)
+    return calls.prepared[0]
+
+
+def _select(nlp: Any, calls: Calls) -> _Prepared | None:
     w, p = nlp.nlp["x"], nlp.nlp["p"]
     out = []
     every = ca.vertcat(w, *[ca.vec(ph) for ph in calls.placeholders])
@@ -134,6 +144,32 @@ def _instance_index(c: _Call, i: int, sel: tuple[np.ndarray, np.ndarray]
     # vec() of an (r × cols·n) matrix: instance k holds columns k·cols … (k+1)·cols − 1,
     # i.e. the contiguous elements k·r·cols … (k+1)·r·cols − 1
     return (idx.reshape(c.n, r * cols).T, scale.reshape(c.n, r * cols).T)
+
+
+@dataclass
+class _Instance:
+    """One symbolic instance of a call's Function and where its decision inputs live."""
+
+    sx_in: list         # SX inputs
+    outs: list          # SX outputs
+    z: Any              # the decision inputs, stacked
+    loc_idx: np.ndarray  # (len(z) × instances): index in w of each element, -1: none
+    loc_scl: np.ndarray  # (len(z) × instances): its scale
+
+
+def _instance(c: _Call, sels: list) -> _Instance | None:
+    """``None`` when no input of the call holds decision variables."""
+    dec = [i for i, s in enumerate(sels) if s is not None]
+    if not dec:
+        return None
+    fn = c.fn
+    sx_in = [ca.SX.sym(f"i{i}", fn.sparsity_in(i)) for i in range(fn.n_in())]
+    outs = fn(*sx_in)
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    where = [_instance_index(c, i, sels[i]) for i in dec]
+    return _Instance(sx_in, outs, ca.vertcat(*[ca.vec(sx_in[i]) for i in dec]),
+                     np.concatenate([w[0] for w in where]),
+                     np.concatenate([w[1] for w in where]))
 
 
 def lagrangian_hessian(nlp: Any) -> Any:
@@ -175,38 +211,30 @@ def lagrangian_hessian(nlp: Any) -> Any:
     start = 0
     for c, sels in prep.calls:
         fn = c.fn
-        dec = [i for i, s in enumerate(sels) if s is not None]
         nseed = [ph.numel() for ph in c.placeholders]
         om_all = [seeds[start + sum(nseed[:o]):start + sum(nseed[:o + 1])]
                   for o in range(fn.n_out())]
         start += sum(nseed)
-        if not dec:
+        inst = _instance(c, sels)
+        if inst is None:
             continue
-        # one instance: SX inputs, seeds, and the Hessian of ω·F over the decision inputs
-        sx_in = [ca.SX.sym(f"i{i}", fn.sparsity_in(i)) for i in range(fn.n_in())]
+        # one instance: the Hessian of ω·F over its decision inputs
         sx_om = [ca.SX.sym(f"o{o}", fn.size1_out(o), fn.size2_out(o))
                  for o in range(fn.n_out())]
-        outs = fn(*sx_in)
-        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        Lk = sum(ca.dot(ca.vec(sx_om[o]), ca.vec(outs[o])) for o in range(fn.n_out()))
-        z = ca.vertcat(*[ca.vec(sx_in[i]) for i in dec])
-        Hk = ca.hessian(Lk, z)[0]
+        Lk = sum(ca.dot(ca.vec(sx_om[o]), ca.vec(inst.outs[o])) for o in range(fn.n_out()))
+        Hk = ca.hessian(Lk, inst.z)[0]
         spk = Hk.sparsity()
         if spk.nnz() == 0:
             continue
-        HF = ca.Function(f"hess_{fn.name()}", sx_in + sx_om, [Hk])
+        HF = ca.Function(f"hess_{fn.name()}", inst.sx_in + sx_om, [Hk])
         om_args = [ca.reshape(om_all[o], fn.size1_out(o), fn.size2_out(o) * c.n)
                    for o in range(fn.n_out())]
-        Hmap = (HF.map(c.n) if c.n > 1 else HF)(*c.args, *om_args)
-        parts.append(ca.sparsity_cast(Hmap, ca.Sparsity.dense(Hmap.nnz(), 1)))
-        # local index → (global index, scale) per instance
-        loc_idx = np.concatenate([_instance_index(c, i, sels[i])[0] for i in dec])
-        loc_scl = np.concatenate([_instance_index(c, i, sels[i])[1] for i in dec])
-        r_loc, c_loc = np.asarray(spk.get_triplet()[0]), np.asarray(spk.get_triplet()[1])
+        parts.append(_nonzeros((HF.map(c.n) if c.n > 1 else HF)(*c.args, *om_args)))
+        r_loc, c_loc = (np.asarray(v) for v in spk.get_triplet())
         nnz = spk.nnz()
         for k in range(c.n):
-            gi, gj = loc_idx[r_loc, k], loc_idx[c_loc, k]
-            wt = loc_scl[r_loc, k] * loc_scl[c_loc, k]
+            gi, gj = inst.loc_idx[r_loc, k], inst.loc_idx[c_loc, k]
+            wt = inst.loc_scl[r_loc, k] * inst.loc_scl[c_loc, k]
             keep = (gi >= 0) & (gj >= 0) & (gi <= gj)
             pos = off + k * nnz + np.nonzero(keep)[0]
             rows.append(np.stack([gi[keep], gj[keep], pos]))
@@ -215,7 +243,7 @@ def lagrangian_hessian(nlp: Any) -> Any:
     # the glue's own Hessian (move penalties: constant)
     spg = H_glue.sparsity()
     if spg.nnz():
-        parts.append(ca.sparsity_cast(H_glue, ca.Sparsity.dense(spg.nnz(), 1)))
+        parts.append(_nonzeros(H_glue))
         gi, gj = (np.asarray(v) for v in spg.get_triplet())
         keep = gi <= gj
         rows.append(np.stack([gi[keep], gj[keep], off + np.nonzero(keep)[0]]))
@@ -285,24 +313,18 @@ def constraint_jacobian(nlp: Any) -> Any:
     for c, sels in prep.calls:
         fn = c.fn
         nout = [fn.numel_out(o) for o in range(fn.n_out())]
-        dec = [i for i, s in enumerate(sels) if s is not None]
         col0 = start
         start += sum(nout) * c.n
-        if not dec:
+        inst = _instance(c, sels)
+        if inst is None:
             continue
-        sx_in = [ca.SX.sym(f"i{i}", fn.sparsity_in(i)) for i in range(fn.n_in())]
-        outs = fn(*sx_in)
-        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        z = ca.vertcat(*[ca.vec(sx_in[i]) for i in dec])
-        Jk = ca.jacobian(ca.vertcat(*[ca.vec(o) for o in outs]), z)
+        Jk = ca.jacobian(ca.vertcat(*[ca.vec(o) for o in inst.outs]), inst.z)
         spk = Jk.sparsity()
         if spk.nnz() == 0:
             continue
-        JF = ca.Function(f"jac_{fn.name()}", sx_in, [Jk])
-        Jmap = (JF.map(c.n) if c.n > 1 else JF)(*c.args)
-        parts.append(_nonzeros(Jmap))
-        loc_idx = np.concatenate([_instance_index(c, i, sels[i])[0] for i in dec])
-        loc_scl = np.concatenate([_instance_index(c, i, sels[i])[1] for i in dec])
+        JF = ca.Function(f"jac_{fn.name()}", inst.sx_in, [Jk])
+        parts.append(_nonzeros((JF.map(c.n) if c.n > 1 else JF)(*c.args)))
+        loc_idx, loc_scl = inst.loc_idx, inst.loc_scl
         r_loc, c_loc = (np.asarray(v) for v in spk.get_triplet())
         nnz = spk.nnz()
         # the row of a local output element in PH: outputs are placed output by output,

@@ -157,7 +157,8 @@ def main() -> None:
         print(f"{k:>12}: build + solve {med[k]:.3f} s (runs: "
               + ", ".join(f"{r[0]:.3f}" for r in rows[k])
               + f"), objective {obj[k]:.10g}, {it[k]} iterations, {per_it[k]:.2f} ms per "
-              "iteration (build included)")
+              "iteration (build included)"
+              + ("" if all(r[3] for r in rows[k]) else " — a run did NOT converge"))
     ratio = med["processtwin"] / med["raw CasADi"]
     print(f"ratio processtwin / raw CasADi: {ratio:.2f}x (target <= 1x); objectives differ "
           f"by {abs(obj['processtwin'] - obj['raw CasADi']):.2e}")
