@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optimistix as optx
 from jax import lax
 
-from . import _tsit5
+from . import _rosenbrock, _tsit5
 from .model import Model
 from .ops import jax_ops
 
@@ -27,6 +27,9 @@ SOLVERS = {
     "dopri5": diffrax.Dopri5,
     "dopri8": diffrax.Dopri8,
     "kvaerno5": diffrax.Kvaerno5,  # ESDIRK 5(4), Kværnø (2004): stiff problems
+    # Rosenbrock 4(3), Steinebach (1995), sparse Jacobian and LU (see _rosenbrock): stiff,
+    # sparse models (thermal networks); adaptive only, not a differentiation path
+    "rodas": None,
 }
 
 # Number of times the core program has been traced (compiled); tests read it.
@@ -101,7 +104,7 @@ def _lean_result(model: Model, ts: Any, flat: Any, y0: Any, signals: Any, m_axis
 
 
 def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
-                 reverse=False, shared=False, batched=None, grid=None):
+                 reverse=False, shared=False, batched=None, grid=None, sparsity=None):
     """Integrate scenarios.
 
     If ``y0`` is 2-D every leaf of ``model``, ``y0`` and ``signals`` has a leading scenario
@@ -115,7 +118,8 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
     axis (the same inputs for every member: held values looked up once per step for all,
     one jump list; adaptive ``tsit5`` runs the lean loop on the stacked states).
     ``batched``: per leaf of ``model``, whether it has a scenario axis (``None``: all).
-    ``grid``: the fixed steps (:func:`_tsit5.fixed_grid`) of a fixed-step ``tsit5`` run."""
+    ``grid``: the fixed steps (:func:`_tsit5.fixed_grid`) of a fixed-step ``tsit5`` run.
+    ``sparsity``: the Jacobian pattern (:func:`_rosenbrock.model_sparsity`) for ``rodas``."""
     global _TRACE_COUNT
     _TRACE_COUNT += 1
     single = y0.ndim == 1
@@ -136,6 +140,26 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
         S = t_step.shape[0]
         return _lean_result(model, ts, flat, y0, signals, m_axis,
                             jnp.where(ok, _tsit5.OK, _tsit5.FAILED), jnp.asarray([S, S, 0]))
+    if solver == "rodas":
+        jumps = jnp.zeros(0, y0.dtype) if jump_ts is None else jump_ts
+
+        def one(model_1, y0_1, signals_1):
+            def f(t, y, v):
+                return _rhs_held(model_1, t, y, signals_1, v)
+
+            def held_1(t):
+                return _held_values(signals_1, t)
+            return _rosenbrock.solve(f, y0_1, ts, jumps, sparsity, rtol=rtol, atol=atol,
+                                     max_steps=max_steps, held=held_1)
+        if single:
+            flat, code, stats = one(model, y0, signals)
+            return _lean_result(model, ts, flat, y0, signals, m_axis, code, stats)
+        # members one by one in a vmapped loop (their own steps; the worst decides the time)
+        flat, code, stats = jax.vmap(one, in_axes=(m_axis, 0, sig_axis))(model, y0, signals)
+        ys = flat
+        us, outs = jax.vmap(_per_member, in_axes=(m_axis, None, 0, sig_axis))(model, ts, ys,
+                                                                               signals)
+        return ys, us, outs, _info(jnp.max(code), jnp.sum(stats, axis=0), ys)
     if (single or shared) and dt is None and solver == "tsit5" and not reverse:
         # the fast path: a lean Tsit5 loop (see _tsit5) on one scenario, or on the stacked
         # states of members that share their inputs (the worst member's error decides)
@@ -254,6 +278,6 @@ STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
 solve_batch_jit = jax.jit(_solve_batch,
                            static_argnames=("solver", "rtol", "atol", "dt", "max_steps",
-                                            "reverse", "shared", "batched"))
+                                            "reverse", "shared", "batched", "sparsity"))
 solve_discrete_jit = jax.jit(_solve_discrete, static_argnames=("n_steps", "shared",
                                                                 "batched"))

@@ -174,7 +174,7 @@ def _describe(model: Any, origin: Any, source: str, name: str | None = None) -> 
 @click.option("--x0", "x0", multiple=True, metavar="NAME=VALUE",
               help="Initial state (a vector: `T=20` for every element or `T=20,21,22`).")
 @click.option("--solver", default="tsit5", show_default=True,
-              type=click.Choice(["tsit5", "dopri5", "dopri8", "kvaerno5"]))
+              type=click.Choice(["tsit5", "dopri5", "dopri8", "kvaerno5", "rodas"]))
 @click.option("--rtol", type=float, default=1e-8, show_default=True)
 @click.option("--atol", type=float, default=1e-10, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -28,9 +28,16 @@ from .signals import Signal, as_inputs
 
 __all__ = ["SimulationResult", "ensemble", "simulate", "trajectory"]
 
-def _check_options(solver: str, rtol: float, atol: float, dt: float | None) -> None:
+def _check_options(solver: str, rtol: float, atol: float, dt: float | None,
+                   differentiable: bool = False) -> None:
     if solver not in SOLVERS:
         raise ConfigError(f"unknown solver `{solver}`" + suggest(solver, SOLVERS))
+    if solver == "rodas" and differentiable:
+        raise ConfigError("solver `rodas` is not a differentiation path; `trajectory` "
+                          "takes 'tsit5', 'dopri5', 'dopri8' or 'kvaerno5' (stiff).")
+    if solver == "rodas" and dt is not None:
+        raise ConfigError(f"solver `rodas` chooses its own steps; `dt` must be None, got "
+                          f"{dt} (for fixed steps use 'tsit5' or 'kvaerno5').")
     if not (rtol > 0 and atol > 0):
         raise ConfigError(f"`rtol` and `atol` must be positive, got rtol={rtol}, atol={atol}.")
     if dt is not None and not dt > 0:
@@ -98,8 +105,9 @@ def trajectory(
         ``t[0]`` to ``t[-1]``. For a discrete-time model the times must lie on its sample
         grid (every ``model.sample_time`` from ``t[0]``).
     solver : {"tsit5", "dopri5", "dopri8", "kvaerno5"}
-        Runge–Kutta method; ``kvaerno5`` is implicit (stiff problems). Ignored for a
-        discrete-time model, which is stepped on its grid.
+        Runge–Kutta method: explicit ``tsit5`` (default), ``dopri5``, ``dopri8``, or
+        ``kvaerno5`` (implicit, stiff models); ``rodas`` is not a differentiation path.
+        Ignored for a discrete-time model, which is stepped on its grid.
     rtol, atol : float
         Relative [-] and absolute [state units] local error tolerances of the adaptive
         step; both must be positive.
@@ -117,7 +125,7 @@ def trajectory(
         The model's ``State`` tuple: scalar states as arrays over ``t`` ``(time,)``,
         vector states as arrays ``(time, n)`` [state units].
     """
-    _check_options(solver, rtol, atol, dt)
+    _check_options(solver, rtol, atol, dt, differentiable=True)
     signals = as_inputs(model, inputs)
     lay = model.layout
     y0 = jnp.asarray(lay.states.assemble(x0, jax_ops), dtype=float)
@@ -326,12 +334,41 @@ def _fixed_grid(model: Model, signals: Any, ts: Any, solver: str, dt: float | No
     return jnp.asarray(t_step), jnp.asarray(h_step), jnp.asarray(ends)
 
 
+_SPARSITY: dict = {}
+
+
+def _sparsity(model: Model, batched: tuple | None) -> Any:
+    """The Jacobian pattern of ``model`` for ``rodas`` (of its first member when batched),
+    cached per structure and parameter values."""
+    leaves, tdef = jax.tree.flatten(model)
+    if batched is not None:
+        leaves = [np.asarray(a)[0] if b else a for a, b in zip(leaves, batched, strict=True)]
+        model = tdef.unflatten(leaves)
+    key = (tdef, tuple(np.asarray(a).tobytes() for a in leaves))
+    if key not in _SPARSITY:
+        from ._rosenbrock import model_sparsity
+
+        try:
+            pattern = model_sparsity(model)
+        except Exception as exc:
+            raise ModelError(
+                f"solver `rodas` reads the Jacobian pattern of `{model.name}` by evaluating "
+                f"its `rhs` with CasADi symbols, which failed ({type(exc).__name__}: {exc}); "
+                f"write the equations with `ops` functions, or use solver='kvaerno5'."
+            ) from exc
+        if len(_SPARSITY) > 64:
+            _SPARSITY.clear()
+        _SPARSITY[key] = pattern
+    return _SPARSITY[key]
+
+
 def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps, discrete=None,
          shared=False, grid=None):
     """One compiled solve; ``model_b`` is a model, or ``(model, batched)`` for a batch
     whose leaves flagged in ``batched`` carry a scenario axis; ``grid`` from
     :func:`_fixed_grid`."""
     model_b, batched = model_b if isinstance(model_b, tuple) else (model_b, None)
+    sparsity = _sparsity(model_b, batched) if solver == "rodas" else None
     if discrete is not None:
         out = solve_discrete_jit(model_b, y0, sig_b, ts, discrete[0], n_steps=discrete[1],
                                  shared=shared, batched=batched)
@@ -339,7 +376,7 @@ def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps, discrete=Non
         out = solve_batch_jit(model_b, y0, sig_b, ts, solver=solver, rtol=rtol,
                                atol=atol, dt=None if grid is not None else dt,
                                max_steps=max_steps, shared=shared, batched=batched,
-                               grid=grid)
+                               grid=grid, sparsity=sparsity)
     ys, us, outs, info = out
     code, *stats = np.asarray(info).tolist()  # one read-back: status and step counts
     if code != _tsit5.OK:
@@ -347,7 +384,8 @@ def _run(model_b, y0, sig_b, ts, solver, rtol, atol, dt, max_steps, discrete=Non
                else "non-finite values or a vanishing step")
         raise SolverError(
             f"integration failed ({why}) with solver `{solver}` at rtol={rtol}; for a stiff "
-            f"model try solver='kvaerno5', or raise `max_steps` (now {max_steps})."
+            f"model try solver='rodas' (sparse) or 'kvaerno5', or raise `max_steps` (now "
+            f"{max_steps})."
         )
     return ys, us, outs, dict(zip(STAT_KEYS, stats, strict=True))
 
@@ -382,8 +420,11 @@ def simulate(
         ``t[0]`` to ``t[-1]``.
     params : mapping, optional
         Parameter overrides, validated against bounds.
-    solver : {"tsit5", "dopri5", "dopri8", "kvaerno5"}
-        Runge–Kutta method; ``kvaerno5`` is implicit (stiff problems).
+    solver : {"tsit5", "dopri5", "dopri8", "kvaerno5", "rodas"}
+        Runge–Kutta method: explicit ``tsit5`` (default), ``dopri5``, ``dopri8``; for stiff
+        models ``rodas`` (Rosenbrock, order 4, the Jacobian's sparsity read from the
+        model: thermal networks, pipes, exchangers; adaptive steps only) or ``kvaerno5``
+        (implicit, dense Jacobian). Ignored for a discrete-time model.
     rtol, atol : float
         Relative and absolute local error tolerances of the adaptive step.
     dt : float, optional
@@ -452,8 +493,11 @@ def ensemble(
     params : mapping, optional
         Parameter overrides [parameter units], validated against bounds: a scalar
         (shared) or a 1-D array of length N (one value per scenario).
-    solver : {"tsit5", "dopri5", "dopri8", "kvaerno5"}
-        Runge–Kutta method; ``kvaerno5`` is implicit (stiff problems).
+    solver : {"tsit5", "dopri5", "dopri8", "kvaerno5", "rodas"}
+        Runge–Kutta method: explicit ``tsit5`` (default), ``dopri5``, ``dopri8``; for stiff
+        models ``rodas`` (Rosenbrock, order 4, the Jacobian's sparsity read from the
+        model: thermal networks, pipes, exchangers; adaptive steps only) or ``kvaerno5``
+        (implicit, dense Jacobian). Ignored for a discrete-time model.
     rtol, atol : float
         Relative [-] and absolute [state units] local error tolerances of the adaptive
         step (the step is chosen by the worst scenario). Looser defaults than
