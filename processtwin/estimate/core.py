@@ -286,16 +286,19 @@ def transition(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any, scale: Any = 
 
 
 def _substeps(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any, rate: float = 1.0,
-              scale: Any = None) -> tuple[Any, Any]:
+              scale: Any = None, jac: Any = None) -> tuple[Any, Any]:
     """Number and length of the RK4 sub-steps over ``(t0, t1]`` (see :func:`transition`);
     ``rate`` scales the spectral bound (2 for the covariance equation, whose eigenvalues
     are sums of two of the state's). With ``scale`` (a positive magnitude per element of
     ``z``, e.g. ``|z| + σ``) the bound is the smaller of ``‖A‖∞`` and ``‖D⁻¹ A D‖∞``,
     ``D = diag(scale)``: both bound the spectral radius, and the second does not grow with
     the ratio of the units of two states (a fouling resistance of 1e-4 m2 K/W beside
-    temperatures of 50 °C: without it, 10⁵ sub-steps a minute)."""
+    temperatures of 50 °C: without it, 10⁵ sub-steps a minute). ``jac``: the Jacobian at
+    ``(t0, z)`` when the caller has it already."""
     dt_total = t1 - t0
-    jac = jax.jacfwd(lambda zz: _vector_rhs(spec, t0, zz, u))(lax.stop_gradient(z))
+    if jac is None:
+        jac = value_and_jacfwd(lambda zz: _vector_rhs(spec, t0, zz, u), z)[1]
+    jac = lax.stop_gradient(jac)
     bound = jnp.max(jnp.sum(jnp.abs(jac), axis=1))
     if scale is not None:
         d = lax.stop_gradient(jnp.maximum(scale, 1e-300))
@@ -417,7 +420,9 @@ def propagate(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any, scale: Any = N
     # the covariance equation's eigenvalues are λ_i + λ_j: twice the state's spectral bound
     # keeps RK4 stable on it (with the state's bound alone, stiff phases gave negative
     # variances)
-    n, h = _substeps(spec, z, u, t0, t1, rate=2.0, scale=scale)
+    # the Jacobian at (t0, z) serves the sub-step rule and the first stage
+    dz0, A0 = value_and_jacfwd(lambda v: _vector_rhs(spec, t0, v, u), z)
+    n, h = _substeps(spec, z, u, t0, t1, rate=2.0, scale=scale, jac=A0)
     Qc = noise_intensity(spec).astype(z.dtype)
 
     def deriv(t, zz, S, Q):
@@ -425,19 +430,22 @@ def propagate(spec: FilterSpec, z: Any, u: Any, t0: Any, t1: Any, scale: Any = N
         AQ = _mm(A, Q)
         return dz, _mm(A, S), AQ + AQ.T + Qc
 
-    def body(i, c):
-        zz, S, Q = c
-        t = t0 + i.astype(h.dtype) * h
-        k1 = deriv(t, zz, S, Q)
+    def rk4(t, c, k1):
         k2 = deriv(t + h / 2, *(a + h / 2 * k for a, k in zip(c, k1, strict=True)))
         k3 = deriv(t + h / 2, *(a + h / 2 * k for a, k in zip(c, k2, strict=True)))
         k4 = deriv(t + h, *(a + h * k for a, k in zip(c, k3, strict=True)))
         return tuple(a + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4)
                      for a, b1, b2, b3, b4 in zip(c, k1, k2, k3, k4, strict=True))
 
+    def body(i, c):
+        t = t0 + i.astype(h.dtype) * h
+        return rk4(t, c, deriv(t, *c))
+
     nz = z.shape[0]
     init = (z, jnp.eye(nz, dtype=z.dtype), jnp.zeros((nz, nz), z.dtype))
-    return lax.fori_loop(0, n.astype(jnp.int32), body, init)
+    # the first sub-step (there is always one) with k1 from (dz0, A0): S = I, Q = 0
+    first = rk4(t0, init, (dz0, A0, Qc + jnp.zeros_like(A0)))
+    return lax.fori_loop(1, n.astype(jnp.int32), body, first)
 
 
 def measure(spec: FilterSpec, z: Any, u: Any, t: Any) -> Any:
@@ -683,10 +691,16 @@ _SMALL = 16
 
 
 def _mm(a: Any, b: Any) -> Any:
-    """Matrix product, fused for small matrices."""
+    """Matrix product, fused for small matrices: a sum of ``k`` rank-one terms, each an
+    elementwise product of a column of ``a`` and a row of ``b`` (one fused loop, no
+    ``(n, k, m)`` temporary: 6× faster than the broadcast-and-reduce form under ``vmap``
+    of a fleet, where ``@`` of 4×4 blocks is slower still)."""
     if max(a.shape + b.shape) > _SMALL:
         return a @ b
-    return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
+    out = a[:, 0:1] * b[0:1, :]
+    for k in range(1, a.shape[1]):
+        out = out + a[:, k:k + 1] * b[k:k + 1, :]
+    return out
 
 
 def _spd_solve(S: Any, B: Any) -> Any:
@@ -709,7 +723,17 @@ def _spd_solve(S: Any, B: Any) -> Any:
 
 
 def value_and_jacfwd(f: Any, x: Any) -> tuple[Any, Any]:
-    """f(x) and its Jacobian in one forward-mode pass (vmap of JVPs over the basis)."""
+    """f(x) and its Jacobian in one forward-mode pass: one JVP per basis vector, unrolled
+    for small states (under ``vmap`` of a fleet 1.6× faster than a ``vmap`` over the basis,
+    whose batched tangents XLA lays out worse), a ``vmap`` of JVPs above ``_SMALL``."""
+    n = x.shape[0]
+    if n <= _SMALL:
+        y, cols = None, []
+        for k in range(n):
+            y, col = jax.jvp(f, (x,), (jnp.zeros(n, x.dtype).at[k].set(1.0),))
+            cols.append(col)
+        return (f(x), jnp.zeros((f(x).shape[0], 0), x.dtype)) if n == 0 else (
+            y, jnp.stack(cols, axis=1))
     basis = jnp.eye(x.shape[0], dtype=x.dtype)
     y, jac_t = jax.vmap(lambda v: jax.jvp(f, (x,), (v,)), out_axes=(None, 0))(basis)
     return y, jac_t.T
