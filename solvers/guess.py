@@ -201,6 +201,18 @@ def start_vector(ocp: OCP, nlp: NLP, start: Start, x0: np.ndarray, p: np.ndarray
     return np.clip(w, nlp.lbw, nlp.ubw)
 
 
+def first_controls(ocp: OCP, nlp: NLP, w: np.ndarray) -> dict[str, Any]:
+    """The first interval's controls of the solution ``w`` by name, clipped onto their
+    bounds as :func:`plan_dataset` does (a float, or an array for a vector input)."""
+    U = _clip_controls(ocp, w[nlp.blocks["U"]].reshape(ocp.M, ocp.nu))[0]
+    out: dict[str, Any] = {}
+    for c, sl in ocp.control_slots.items():
+        v = U[sl]
+        out[c] = float(v[0]) if v.size == 1 and ocp.model.layout.inputs.leaf(c).shape == () \
+            else v.copy()
+    return out
+
+
 def plan_dataset(ocp: OCP, nlp: NLP, w: np.ndarray, p: np.ndarray) -> xr.Dataset:
     """The solution ``w`` as a Dataset: states and outputs at the nodes, controls (hold),
     slacks of soft constraints."""

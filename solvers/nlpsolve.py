@@ -21,7 +21,7 @@ import xarray as xr
 
 from processtwin.errors import ConfigError, SolverError
 
-from .guess import Start, make_start, plan_dataset, sample_starts, start_vector
+from .guess import Start, first_controls, make_start, plan_dataset, sample_starts, start_vector
 from .status import classify
 from .structured import constraint_jacobian, lagrangian_hessian
 
@@ -65,23 +65,40 @@ class OCPResult:
         Multipliers of the variable bounds [objective units per variable unit].
     message : str
         What happened when the solve did not converge (empty otherwise).
+
+    The Dataset is built when first read (a receding-horizon loop that applies the first
+    move via :meth:`first_move` never pays for it).
     """
 
     success: bool
     status: str
     objective: float
-    data: xr.Dataset
+    _data: Any  # the Dataset, or a function that builds it
     active: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     w_opt: Any = None
     lam_g: Any = None
     lam_x: Any = None
     message: str = ""
+    _first: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def data(self) -> xr.Dataset:
+        """The plan as a Dataset (built on first access)."""
+        if callable(self._data):
+            self._data = self._data()
+        return self._data
 
     @property
     def plan(self) -> xr.Dataset:
         """The planned trajectory (the same Dataset as :attr:`data`)."""
         return self.data
+
+    def first_move(self) -> dict[str, Any]:
+        """The controls of the first interval by name [input units] (a float, or an array
+        for a vector input), clipped onto their bounds as in the plan — what a receding-
+        horizon loop applies — without building the Dataset."""
+        return dict(self._first)
 
     @property
     def solver_status(self) -> str:
@@ -388,8 +405,13 @@ def _result(ocp: OCP, nlp: Any, sol: dict, w: np.ndarray, f: float, p: np.ndarra
             status: str, stats: dict, *, message: str = "", success: bool = True
             ) -> OCPResult:
     ok = np.all(np.isfinite(w))
-    plan = plan_dataset(ocp, nlp, np.where(np.isfinite(w), w, 0.0), p)
-    h = float(plan["time"].values[1] - plan["time"].values[0])
+    w_plan = np.where(np.isfinite(w), w, 0.0)
+
+    def plan() -> xr.Dataset:
+        return plan_dataset(ocp, nlp, w_plan, p)
+
+    T = float(w_plan[nlp.blocks["T"]][0]) if "T" in nlp.blocks else ocp.T
+    h = T / ocp.N
     active = _active(ocp, nlp, sol, h) if success and ok else []
     if success and "T" in nlp.blocks:
         T = float(w[nlp.blocks["T"]][0])
@@ -397,8 +419,9 @@ def _result(ocp: OCP, nlp: Any, sol: dict, w: np.ndarray, f: float, p: np.ndarra
             if abs(T - bound) <= 1e-7 * max(1.0, bound):
                 active.append(f"final time {word} {bound:g}")
     active = list(dict.fromkeys(active))  # a node and the collocation point on it
+    result = OCPResult(success, status, f, plan, active, stats, w,
+                       np.asarray(sol["lam_g"]).ravel(), np.asarray(sol["lam_x"]).ravel(),
+                       message, first_controls(ocp, nlp, w_plan))
     if success:
-        ocp._last_plan = plan
-    return OCPResult(success, status, f, plan, active, stats, w,
-                     np.asarray(sol["lam_g"]).ravel(), np.asarray(sol["lam_x"]).ravel(),
-                     message)
+        ocp._last_result = result
+    return result

@@ -311,7 +311,7 @@ class BatchNMPC:
         breaks one (then it is not an allowed alternative)."""
         from .check import resimulate, violations_of
 
-        plan = ocp._last_plan.copy()
+        plan = ocp._last_result.data.copy()
         for c in self.controls:
             plan[c] = plan[c] * 0.0 + u_now[c]
         p = ocp.p_values()

@@ -155,7 +155,7 @@ class Problem:
         self._compiled: dict[tuple, Any] = {}
         self._prob: NLP | None = None
         self._diag_nlp: NLP | None = None  # the softened NLP of the last diagnosis
-        self._last_plan: Any = None
+        self._last_result: Any = None  # the last converged OCPResult
         self.expand = True
         self.structured = True
 

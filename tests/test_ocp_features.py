@@ -190,6 +190,29 @@ def test_recipe_and_nmpc_on_a_model_that_is_not_a_bioreactor():
     assert not rec.fallback and "converged" in rec.status
 
 
+def test_first_move_is_the_plans_first_control_without_building_the_plan():
+    """``first_move()`` (what a receding-horizon loop applies) equals the plan's first
+    controls, scalar and vector, and reading it builds no Dataset."""
+    from processtwin.models import Building
+
+    scalar = (OCP(Bioreactor(), 10.0, 10, controls=("F",))
+              .initial_state(X=1.0, S=0.5, P=0.0, V=120.0).bound_input("F", 0.0, 0.2)
+              .minimise(mayer=lambda x: -x.P))
+    res = scalar.solve()
+    move = res.first_move()
+    assert callable(res._data)  # not built yet
+    assert move == {"F": float(res.plan["F"].values[0])}
+    assert isinstance(move["F"], float) and 0.0 <= move["F"] <= 0.2
+    zones = Building(n_zones=2)
+    ocp = (OCP(zones, 4 * 3600.0, 4, controls=("Q_hvac",))
+           .bound_input("Q_hvac", 0.0, 3000.0)
+           .minimise(stage=lambda x, u: ca.sumsqr(x.T_i - 21.0) + 1e-8 * ca.sum1(u.Q_hvac)))
+    vec = ocp.solve()
+    q = vec.first_move()["Q_hvac"]
+    assert q.shape == (2,) and np.all((q >= 0.0) & (q <= 3000.0))
+    np.testing.assert_array_equal(q, vec.plan["Q_hvac"].values[0])
+
+
 def test_150_step_receding_horizon_loop_survives_the_plant():
     """do-mpc's batch_reactor loop: 150 steps of 1 h, horizon 20 h, Radau-3 collocation,
     objective P(T) + ∫P, X ≤ 3.7, P ≤ 3. Every step solves; the plant stays inside its

@@ -39,6 +39,22 @@ from processtwin.solvers import OCP  # noqa: E402
 MODEL = Bioreactor()
 X0 = {"X": 1.0, "S": 0.5, "P": 0.0, "V": 120.0}
 N, DT, TOL = 20, 1.0, 1e-10
+# the controllers' state bounds (both): the state handed to a controller is projected onto
+# them with --project (do-mpc applies its bounds to the initial node too, so a plant state a
+# hair above X = 3.7 — the collocation model's mismatch — makes its problem infeasible)
+STATE_BOUNDS = {"X": (0.0, 3.7), "S": (-0.01, None), "P": (0.0, 3.0), "V": (0.0, None)}
+PROJECT = False
+
+
+def measured(x):
+    """The plant state as handed to a controller (projected with ``--project``)."""
+    if not PROJECT:
+        return dict(x)
+    out = {}
+    for k, v in x.items():
+        lo, hi = STATE_BOUNDS[k]
+        out[k] = min(max(v, lo), hi if hi is not None else v)
+    return out
 
 
 def do_mpc_controller():
@@ -113,7 +129,8 @@ def run_do_mpc(steps):
     mpc.set_initial_guess()
     times, failures, Ps = [], [], []
     for k in range(steps):
-        vec = np.array([[x[s]] for s in "XSPV"])
+        xm = measured(x)
+        vec = np.array([[xm[s]] for s in "XSPV"])
         t0 = time.perf_counter()
         u = float(mpc.make_step(vec)[0, 0])
         if not mpc.solver_stats["success"]:
@@ -134,10 +151,10 @@ def run_processtwin(steps):
     x, u, prev, times, Ps = dict(X0), 0.0, None, [], []
     for k in range(steps):
         t0 = time.perf_counter()
-        ocp.initial_state(**x)
+        ocp.initial_state(**measured(x))
         ocp.bound_input("F", 0.0, 0.2, previous=u)
         res = ocp.solve(tol=TOL, warm_start=prev)
-        u = float(res.plan["F"].values[0])
+        u = res.first_move()["F"]  # the move to apply (no Dataset built)
         times.append(time.perf_counter() - t0)
         if k == 0:
             u0, obj0 = u, res.objective
@@ -149,9 +166,15 @@ def run_processtwin(steps):
 
 
 def main():
+    global TOL, PROJECT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--tol", type=float, default=TOL, help="IPOPT tolerance (both)")
+    ap.add_argument("--project", action="store_true",
+                    help="hand both controllers the plant state projected onto their state "
+                         "bounds")
     args = ap.parse_args()
+    TOL, PROJECT = args.tol, args.project
     pt.configure()
     u_dm, t_dm, x_dm, P_dm, fail_dm = run_do_mpc(args.steps)
     u_pt, obj_pt, t_pt, x_pt, P_pt = run_processtwin(args.steps)
