@@ -43,7 +43,7 @@ def main() -> None:
         "building.occupancy": pt.hold(t, np.where(day, 0.4, 1.0)),
     }
     grid = np.arange(0.0, 86400.0 + 1, 300.0)
-    res = pt.simulate(dh, None, inputs, grid, solver="kvaerno5")
+    res = pt.simulate(dh, None, inputs, grid, solver="rodas")
     P_el = np.asarray(res["out:plant.P_el"])
     u = dh.units["plant"]
     Q = np.array([float(u.heat(None, u.Inputs(y, 0.8, 0.0, T)))
