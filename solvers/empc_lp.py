@@ -353,6 +353,48 @@ class HighsLP:
             changed += len(diff)
         return changed
 
+    def shifted_basis(self, k: int) -> bool:
+        """Replace the instance's basis by the previous optimal one moved ``k`` intervals
+        forward (a receding horizon that advanced ``k`` intervals: interval ``i`` of the new
+        horizon is interval ``i + k`` of the old one; the last ``k`` repeat the old last
+        interval; the fixed initial state keeps its status). Not for MILPs. Returns whether
+        the basis was set (``False``: its count of basic variables came out wrong, the
+        instance's own basis is kept)."""
+        import highspy
+
+        N = self.data.affine.N
+        if not 1 <= k < N or self.data.staging is not None:
+            return False
+        b = self.h.getBasis()
+        if not b.valid:
+            return False
+        cs = np.array([int(v) for v in b.col_status])
+        rs = np.array([int(v) for v in b.row_status])
+
+        def shift(st: np.ndarray, a: int, z: int, per: int, periods: int) -> None:
+            if per == 0 or z <= a:
+                return
+            seg = st[a:z].reshape(periods, per)
+            st[a:z] = np.concatenate([seg[k:], np.repeat(seg[-1:], k, axis=0)]).ravel()
+
+        nx = self.data.affine.A.shape[1]
+        for name, span in self.cols.items():
+            if name in ("n", "peak", "on") or span[1] <= span[0]:
+                continue
+            a, z = span
+            if name == "x":  # x_0 is fixed to the estimate: keep its status
+                shift(cs, a + nx, z, nx, N)
+            else:
+                shift(cs, a, z, (z - a) // N, N)
+        for a, z in self.blocks.values():
+            if (z - a) % N == 0:
+                shift(rs, a, z, (z - a) // N, N)
+        nb = highspy.HighsBasis()
+        nb.col_status = [highspy.HighsBasisStatus(int(v)) for v in cs]
+        nb.row_status = [highspy.HighsBasisStatus(int(v)) for v in rs]
+        nb.valid = True
+        return self.h.setBasis(nb) == highspy.HighsStatus.kOk
+
     def solution(self) -> dict[str, np.ndarray]:
         """Primal values by block (LP units)."""
         col = np.asarray(self.h.getSolution().col_value)

@@ -135,6 +135,29 @@ def test_receding_update_equals_a_fresh_build() -> None:
     assert updated.discomfort == pytest.approx(fresh.discomfort, rel=1e-7, abs=1e-9)
 
 
+def test_shifted_warm_start_reaches_the_fresh_optimum() -> None:
+    """A receding horizon that advances one interval at a time, re-solved from the
+    previous basis shifted forward (``warm_start=True``): every decision has the optimum
+    of a fresh build, and the shifted basis is accepted (HiGHS starts from it)."""
+    warm = EconomicMPC(MODEL, horizon=N, warm_start=True)
+    x = dict(X0)
+    for k in range(4):
+        fc = {n: (np.roll(v, -k, axis=0) if np.ndim(v) else v) for n, v in FORECAST.items()}
+        price = np.roll(PRICE, -k)
+        if k:
+            assert warm._lp.shifted_basis(0) is False  # a zero shift is no shift
+        a = warm.plan(x, fc, price, t=k * 3600.0)
+        b = EconomicMPC(MODEL, horizon=N).plan(x, fc, price, t=k * 3600.0)
+        assert a.status == b.status == "optimal"
+        assert a.cost + a.discomfort == pytest.approx(b.cost + b.discomfort, rel=1e-8,
+                                                      abs=1e-9)
+        x = a.x[1]
+    lp = warm._lp
+    assert lp.shifted_basis(1)  # the optimal basis moved one interval is a valid start
+    lp.h.run()
+    assert lp.h.modelStatusToString(lp.h.getModelStatus()) == "Optimal"
+
+
 def test_comfort_holds_on_the_plan_resimulated_with_the_nonlinear_model() -> None:
     plan = EconomicMPC(MODEL, horizon=N, comfort=Comfort(price=5.0)).plan(X0, FORECAST,
                                                                           PRICE)
