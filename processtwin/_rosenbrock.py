@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._tsit5 import FAILED, MAX_STEPS, OK
+from ._tsit5 import FAILED, MAX_STEPS, OK, starting_step
 
 __all__ = ["RODASP", "Sparsity", "analyse", "solve"]
 
@@ -133,13 +133,6 @@ class Sparsity:
         """Entries of the factor beyond those of the pattern and the diagonal."""
         return self.nnz - len(set(zip(self.rows.tolist(), self.cols.tolist(), strict=True))
                               | {(i, i) for i in range(self.n)})
-
-    @property
-    def segments(self) -> dict[str, list[tuple[str, int]]]:
-        """Per schedule, its segments as (kind, number of pivots or rows)."""
-        return {name: [(kind, len(d["items"])) for kind, d in plan] for name, plan in
-                (("factor", self.factor_plan), ("forward", self.forward_plan),
-                 ("backward", self.backward_plan))}
 
 
 def _colouring(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -480,15 +473,7 @@ def solve(f: Callable[..., Any], y0: Any, ts: Any, jumps: Any, sp: Sparsity, *,
         err = sum(co["e"][j] * us[j] for j in range(6) if co["e"][j] != 0)
         return y1, scaled_rms(err, y, y1)
 
-    # starting step (Hairer, Nørsett & Wanner, Solving ODEs I, §II.4), order 4
-    v0 = held(t0)
-    f0 = f(t0, y0, v0)
-    d0, d1 = scaled_rms(y0, y0, y0), scaled_rms(f0, y0, y0)
-    h0 = jnp.minimum(jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1), tend - t0)
-    d2 = scaled_rms(f(t0 + h0, y0 + h0 * f0, v0) - f0, y0, y0) / h0
-    dmax = jnp.maximum(d1, d2)
-    h1 = jnp.where(dmax <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3), (0.01 / dmax) ** 0.25)
-    h_start = lax.stop_gradient(jnp.minimum(100.0 * h0, h1))
+    _, h_start = starting_step(f, held, t0, y0, tend, scaled_rms, order=4)
     tiny = 4 * jnp.finfo(dtype).eps
 
     # carry: one vector [t, h, jump index, steps, accepted, status, y]

@@ -155,8 +155,7 @@ def _solve_batch(model, y0, signals, ts, *, solver, rtol, atol, dt, max_steps,
             flat, code, stats = one(model, y0, signals)
             return _lean_result(model, ts, flat, y0, signals, m_axis, code, stats)
         # members one by one in a vmapped loop (their own steps; the worst decides the time)
-        flat, code, stats = jax.vmap(one, in_axes=(m_axis, 0, sig_axis))(model, y0, signals)
-        ys = flat
+        ys, code, stats = jax.vmap(one, in_axes=(m_axis, 0, sig_axis))(model, y0, signals)
         us, outs = jax.vmap(_per_member, in_axes=(m_axis, None, 0, sig_axis))(model, ts, ys,
                                                                                signals)
         return ys, us, outs, _info(jnp.max(code), jnp.sum(stats, axis=0), ys)

@@ -68,6 +68,21 @@ def _dense_weights(dtype: str) -> np.ndarray:
     return np.polynomial.polynomial.polyfit(theta, values, 4)
 
 
+def starting_step(f: Callable[..., Any], held: Callable[[Any], Any], t0: Any, y0: Any,
+                  tend: Any, norm: Callable[..., Any], *, order: int) -> tuple[Any, Any]:
+    """``f(t0, y0)`` and Hairer's starting step (Hairer, Nørsett & Wanner, *Solving ODEs
+    I*, §II.4) for a method of ``order``; ``norm(e, ya, yb)`` is the scaled error norm.
+    The step is not differentiated (no NaN tangents from the controller)."""
+    v0 = held(t0)
+    f0 = f(t0, y0, v0)
+    d0, d1 = norm(y0, y0, y0), norm(f0, y0, y0)
+    h0 = jnp.minimum(jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1), tend - t0)
+    d2 = norm(f(t0 + h0, y0 + h0 * f0, held(t0 + h0)) - f0, y0, y0) / h0
+    dmax = jnp.maximum(d1, d2)
+    h1 = jnp.where(dmax <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3), (0.01 / dmax) ** (1 / order))
+    return f0, lax.stop_gradient(jnp.minimum(100.0 * h0, h1))
+
+
 def solve(f: Callable[..., Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
           atol: float, max_steps: int, held: Callable[[Any], Any] | None = None,
           members: int = 1) -> tuple[Any, Any, Any]:
@@ -142,16 +157,7 @@ def solve(f: Callable[..., Any], y0: Any, ts: Any, jumps: Any, *, rtol: float,
             return jnp.sqrt(jnp.max(jnp.mean(r.reshape(members, -1), axis=1)))
         return jnp.sqrt(jnp.mean(r))
 
-    # Hairer's starting step (Solving ODEs I, §II.4)
-    v0 = held(t0)
-    f0 = f(t0, y0, v0)
-    d0, d1 = scaled_rms(y0, y0, y0), scaled_rms(f0, y0, y0)
-    h0 = jnp.minimum(jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1), tend - t0)
-    d2 = scaled_rms(f(t0 + h0, y0 + h0 * f0, held(t0 + h0)) - f0, y0, y0) / h0
-    dmax = jnp.maximum(d1, d2)
-    h1 = jnp.where(dmax <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3), (0.01 / dmax) ** 0.2)
-    # step sizes are not differentiated (no NaN tangents from the controller)
-    h_start = lax.stop_gradient(jnp.minimum(100.0 * h0, h1))
+    f0, h_start = starting_step(f, held, t0, y0, tend, scaled_rms, order=5)
     tiny = 4 * jnp.finfo(dtype).eps
 
     # the loop carry is one vector [t, h, jump index, steps, accepted, status, y, f(t, y)]

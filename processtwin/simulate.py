@@ -433,7 +433,7 @@ def simulate(
         equal steps of at most ``dt`` (steps end on each switch and output, never cross
         one). Other solvers step ``dt`` and end a step at each switch (an implicit one,
         whose stages reach past its step, also controls its error within steps of at
-        most ``dt``).
+        most ``dt``); ``rodas`` takes no ``dt``.
     max_steps : int
         Step budget; exceeded → :class:`~processtwin.errors.SolverError`.
 
@@ -508,7 +508,7 @@ def ensemble(
         equal steps of at most ``dt`` (steps end on each switch and output, never cross
         one). Other solvers step ``dt`` and end a step at each switch (an implicit one,
         whose stages reach past its step, also controls its error within steps of at
-        most ``dt``).
+        most ``dt``); ``rodas`` takes no ``dt``.
     max_steps : int
         Step budget (per chunk); exceeded → :class:`~processtwin.errors.SolverError`.
     chunk_size : int, optional
