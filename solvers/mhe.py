@@ -116,6 +116,7 @@ class MovingHorizonEstimator(ExtendedKalmanFilter):
         self.tol = float(tol)
         self.max_iter = int(max_iter)
         self._nlps: dict[int, WindowNLP] = {}
+        self._screen_fn: Any = None
 
     def nlp(self, substeps: int) -> WindowNLP:
         """The window problem with ``substeps`` steps per interval (built once)."""
@@ -126,9 +127,9 @@ class MovingHorizonEstimator(ExtendedKalmanFilter):
 
     def live_step_function(self) -> Any:
         """The compiled screening step (an EKF step; see :class:`LiveMHE`)."""
-        if self._live_fn is None:
-            self._live_fn = live_step_fn(self.spec, "ekf")
-        return self._live_fn
+        if self._screen_fn is None:
+            self._screen_fn = live_step_fn(self.spec, "ekf")
+        return self._screen_fn
 
     def live(self, t0: float, *, x0: Any = None, std: Mapping[str, float] | None = None,
              u: Mapping[str, float] | None = None, history: int = 100_000) -> LiveMHE:

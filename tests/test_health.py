@@ -1,6 +1,8 @@
 """Filter health without the truth: divergence from NIS windows, pinned estimates and
 growing standard deviations."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import xarray as xr
@@ -8,7 +10,7 @@ from scipy.stats import chi2
 
 import processtwin as pt
 from processtwin.estimate import ExtendedKalmanFilter
-from processtwin.estimate.health import LiveHealth, divergence
+from processtwin.estimate.health import HealthCheck, divergence
 from processtwin.models import Bioreactor
 
 
@@ -79,13 +81,19 @@ def test_live_health_equals_the_batch_check_sample_by_sample():
     sd[70:, 1] = 1.5  # growth
     lo, hi = np.array([0.0, -np.inf]), np.array([np.inf, 3.0])
     flags, why = divergence(nis, dof, z, sd, lo, hi, ["a", "b"], window=w)
-    live = LiveHealth(lo, hi, ["a", "b"], window=w)
-    verdicts = [live.update(*row) for row in zip(nis, dof, z, sd**2, strict=True)]
-    assert verdicts == why and flags.sum() > 10
-    # rebuilt from the tail of the history, the verdict on the newest sample is the same
-    for k in (30, 55, 75, n - 1):
-        assert LiveHealth(lo, hi, ["a", "b"], window=w).rebuild(
-            nis[:k + 1], dof[:k + 1], z[:k + 1], sd[:k + 1]) == why[k]
+    check = HealthCheck(lo, hi, ["a", "b"], max_dof=2, window=w)
+
+    def one(mem, row):
+        return check.step(mem, *row)
+
+    mem0 = jnp.zeros(check.memory_size)
+    _, verdicts = jax.lax.scan(one, mem0, tuple(jnp.asarray(a) for a in (nis, dof, z, sd**2)))
+    verdicts = np.asarray(verdicts)
+    assert verdicts.shape == (n, check.verdict_size)
+    assert [check.reason(v, zk) for v, zk in zip(verdicts, z, strict=True)] == why
+    assert flags.sum() > 10 and verdicts[:, 0].sum() == flags.sum()
+    with pytest.raises(ValueError, match="window"):
+        HealthCheck(lo, hi, ["a", "b"], max_dof=2, window=1)
 
 
 def test_live_filter_flags_divergence_like_the_batch_filter_and_can_reset(plant):
@@ -103,7 +111,7 @@ def test_live_filter_flags_divergence_like_the_batch_filter_and_can_reset(plant)
         seen.append(bool(live.divergence))
     np.testing.assert_array_equal(seen, flagged)
     assert live.divergences == flagged.sum() and live.resets == 0
-    # a late sample re-filters; the check's memory is rebuilt from the log and agrees with
+    # a late sample re-filters; the check's memory travels in the logged buffers and agrees with
     # the batch filter on the merged record
     t_late, v_late = times[-3] + 0.25, float(plant["V"].values[-3])
     live.step(t_late, {"V": v_late})
@@ -126,3 +134,19 @@ def test_live_filter_flags_divergence_like_the_batch_filter_and_can_reset(plant)
     assert reset.resets >= 1
     with pytest.raises(pt.ConfigError, match="on_divergence"):
         ekf.live(0.0, on_divergence="panic")
+
+
+def test_live_step_is_one_loop_kernel_run_in_the_calling_thread(plant):
+    """XLA:CPU runs a program on its thread pool (~5x slower per call here) when it has more
+    than 8 kernels and any buffer above 512 bytes: with the divergence check's memory the
+    live buffer is ~1.4 kB, so the step must stay a handful of kernels at the top level."""
+    import re
+
+    ekf = ExtendedKalmanFilter(Bioreactor(), estimate=["mu_max"], channels=["V", "OUR"])
+    live = ekf.live(0.0, x0={"S": 1.0}, u={"F": 0.03})
+    row = np.r_[0.5, 1.0, 0.01, live.u]
+    assert live._host.nbytes > 512
+    hlo = live._fn.lower(live._buf, row).compile().as_text()
+    entry = hlo[hlo.index("ENTRY"):].split("\n}")[0]
+    kernels = re.findall(r"= \S+ (?:fusion|copy|call|while|custom-call)\(", entry)
+    assert 1 <= len(kernels) <= 8, entry

@@ -16,7 +16,7 @@ from ..dataset import build, dim_coords, leaf_items
 from ..errors import ConfigError, DataError, suggest
 from ..model import Model, parameter_info, time_factor
 from .core import FLAGS, FilterSpec, Record, init_state, run
-from .health import divergence
+from .health import HealthCheck, divergence
 from .live import LiveFilter, live_step_fn
 from .ukf import run_ukf
 
@@ -257,7 +257,8 @@ class ExtendedKalmanFilter:
             lf = outputs.leaf(c)
             self.channel_slots[c] = pos if not lf.shape else slice(pos, pos + lf.size)
             pos += lf.size
-        self._live_fn: Any = None  # compiled live step, built by the first LiveFilter
+        # compiled live steps by divergence-check window, built by the first LiveFilter
+        self._live_fn: dict[int, tuple[Any, HealthCheck]] = {}
 
     @staticmethod
     def _gates(gate: Any, channels: tuple[str, ...], outputs: Any) -> Any:
@@ -626,16 +627,20 @@ class ExtendedKalmanFilter:
 
         return observability(self, x0, u, dt=dt, samples=samples)
 
-    def live_step_function(self) -> Any:
-        """The compiled live step of this filter (built once, shared by its live filters):
-        one buffer in (packed filter state), one row ``[t, y..., u...]``, one buffer out."""
-        if self._live_fn is None:
-            self._live_fn = live_step_fn(self.spec, self.method)
-        return self._live_fn
+    def live_step_function(self, window: int = 20) -> tuple[Any, HealthCheck]:
+        """The compiled live step of this filter with a divergence check over ``window``
+        samples (built once per window, shared by its live filters): one buffer in (packed
+        filter state and check memory), one row ``[t, y..., u...]``, one buffer out; and
+        the check, which reads the verdict."""
+        if window not in self._live_fn:
+            health = HealthCheck(np.asarray(self.spec.lower), np.asarray(self.spec.upper),
+                                 self.flat_names, max_dof=self.spec.ny, window=window)
+            self._live_fn[window] = live_step_fn(self.spec, self.method, health), health
+        return self._live_fn[window]
 
     def live(self, t0: float, *, x0: Any = None, std: Mapping[str, float] | None = None,
              u: Mapping[str, float] | None = None, history: int = 100_000,
-             on_divergence: str = "flag") -> LiveFilter:
+             on_divergence: str = "flag", health_window: int = 20) -> LiveFilter:
         """A stateful filter for live data starting at ``t0`` [model time unit].
 
         ``x0``/``std`` as in :meth:`initial`; ``u`` are the inputs held from ``t0`` on.
@@ -643,11 +648,13 @@ class ExtendedKalmanFilter:
         a late sample can be re-filtered exactly; an older one raises :class:`DataError`.
         ``on_divergence``: ``"flag"`` (default) reports a divergence in
         :attr:`LiveFilter.divergence`; ``"reset"`` also re-initialises the covariance to
-        the initial one; ``"off"`` skips the check (see :class:`LiveFilter`).
+        the initial one; ``"off"`` skips the check (see :class:`LiveFilter`);
+        ``health_window``: samples in the check's window.
         """
         z0, P0 = self.initial(x0, std)
         return LiveFilter(self, init_state(self.spec, float(t0), z0, P0),
-                          self.input_vector(u), history=history, on_divergence=on_divergence)
+                          self.input_vector(u), history=history, on_divergence=on_divergence,
+                          health_window=health_window)
 
 
 def _merge_same_times(times: np.ndarray, Y: np.ndarray, channels: Sequence[str]):

@@ -15,13 +15,13 @@ fine sample by sample. Three symptoms need no truth (Bar-Shalom, Li & Kirubaraja
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import chi2
 
-__all__ = ["LiveHealth", "divergence"]
+__all__ = ["HealthCheck", "divergence"]
 
 
 def divergence(nis: np.ndarray, dof: np.ndarray, z: np.ndarray, sd: np.ndarray,
@@ -95,106 +95,108 @@ def divergence(nis: np.ndarray, dof: np.ndarray, z: np.ndarray, sd: np.ndarray,
     return flags, reasons
 
 
-class LiveHealth:
-    """The three symptoms of :func:`divergence`, checked one sample at a time.
+class HealthCheck:
+    """The three symptoms of :func:`divergence`, checked one sample at a time inside the
+    live filter's compiled step.
 
-    Keeps only what the last ``window`` samples need (the NIS window, the run of samples at
-    a bound per estimate, the standard deviations ``window`` samples ago), so a live filter
-    pays a few microseconds per sample; :meth:`rebuild` restores it from a log after a late
-    sample was re-filtered. Its verdicts equal :func:`divergence` on the same history.
+    The check's memory (the NIS window, the run of samples at a bound per estimate, the
+    variances ``window`` samples ago) is a flat vector kept in the live filter's buffer
+    beside the filter state, so a late sample re-filtered from a logged buffer restores it
+    exactly, and a healthy step costs no Python at all: :meth:`step` returns a verdict
+    vector whose first element says whether anything is flagged; :meth:`reason` turns a
+    flagged verdict into text. Its verdicts equal :func:`divergence` on the same history.
 
     Parameters
     ----------
     lower, upper : array (nz,)
-        Bounds the estimates are projected onto.
+        Bounds the estimates are projected onto (``±inf`` where none).
     names : sequence of str
         Name of each estimated quantity.
+    max_dof : int
+        Most degrees of freedom of one update (the number of measured values).
     window, alpha, growth :
         As for :func:`divergence`.
     """
 
     def __init__(self, lower: np.ndarray, upper: np.ndarray, names: Sequence[str], *,
-                 window: int = 20, alpha: float = 1e-3, growth: float = 10.0) -> None:
+                 max_dof: int, window: int = 20, alpha: float = 1e-3, growth: float = 10.0
+                 ) -> None:
         if int(window) < 2:
             raise ValueError(f"`window` must be at least 2 samples, got {window!r}.")
         self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
         self.names = tuple(names)
+        self.nz = self.lower.shape[0]
         self.window, self.alpha, self.growth = int(window), float(alpha), float(growth)
-        # plain floats: for a handful of estimates a Python loop beats numpy's per-call
-        # overhead several times over (a live step is ~20 µs in all)
-        # (NaN where there is no bound: every comparison with it is false)
-        lo_f = np.where(np.isfinite(self.lower), self.lower, np.nan).tolist()
-        hi_f = np.where(np.isfinite(self.upper), self.upper, np.nan).tolist()
-        self._bounds = [(lo, 1e-12 * abs(lo), hi, 1e-12 * abs(hi))
-                        for lo, hi in zip(lo_f, hi_f, strict=True)]
-        self._limits: dict[float, float] = {}
-        self.reset()
+        # χ² quantile of every possible window total (index: degrees of freedom)
+        d = np.arange(self.window * max(int(max_dof), 1) + 1, dtype=float)
+        self._limits = np.r_[np.inf, chi2.ppf(1.0 - self.alpha, d[1:])]
+        # NaN where there is no bound: every comparison with it is false
+        self._lo = np.where(np.isfinite(self.lower), self.lower, np.nan)
+        self._hi = np.where(np.isfinite(self.upper), self.upper, np.nan)
 
-    def reset(self) -> None:
-        """Forget the history (after the filter was re-initialised)."""
-        w, nz = self.window, self.lower.shape[0]
-        self._nis = [0.0] * w  # ring buffers; sums kept running
-        self._dof = [0.0] * w
-        self._var: list[list[float]] = [[0.0] * nz for _ in range(w)]
-        self._n = 0
-        self._sum_nis = 0.0
-        self._sum_dof = 0.0
-        self._run = [0] * nz
+    @property
+    def memory_size(self) -> int:
+        """Length of the memory vector: NIS and dof windows, variances window, runs, count."""
+        w, nz = self.window, self.nz
+        return 2 * w + w * nz + nz + 1
 
-    def _limit(self, dof: float) -> float:
-        if dof not in self._limits:
-            self._limits[dof] = float(chi2.ppf(1.0 - self.alpha, dof))
-        return self._limits[dof]
+    @property
+    def verdict_size(self) -> int:
+        """Length of the verdict: flagged, NIS flagged, window NIS, its limit, then per
+        estimate pinned and grown."""
+        return 4 + 2 * self.nz
 
-    def update(self, nis: float, dof: float, z: np.ndarray, var: np.ndarray) -> str:
-        """Take one sample's NIS, degrees of freedom, estimate and variances (the
-        covariance's diagonal: no square roots on the live path); return why the filter
-        looks diverged (``""`` when healthy)."""
-        w = self.window
-        i = self._n % w
-        nis = float(nis)
-        nis = nis if nis == nis and abs(nis) != math.inf else 0.0
-        dof = float(dof)
-        self._sum_nis += nis - self._nis[i]
-        self._sum_dof += dof - self._dof[i]
-        self._nis[i], self._dof[i] = nis, dof
-        var_now = var.tolist()
-        old = self._var[i] if self._n >= w else None  # the sample `window` ago
-        self._var[i] = var_now
-        self._n += 1
-        pinned: list[tuple[int, float]] = []
-        grew: list[int] = []
-        half, run, g2 = w // 2, self._run, self.growth**2  # σ grew g-fold: variance g²
-        for j, zj in enumerate(z.tolist()):
-            lo, tl, hi, th = self._bounds[j]
-            if abs(zj - lo) <= tl or abs(zj - hi) <= th:
-                run[j] += 1
-                if run[j] >= half:
-                    pinned.append((j, lo if abs(zj - lo) <= tl else hi))
-            else:
-                run[j] = 0
-            if old is not None and var_now[j] > g2 * old[j]:
-                grew.append(j)
+    def step(self, mem: Any, nis: Any, dof: Any, z: Any, var: Any) -> tuple[Any, Any]:
+        """One sample's NIS, degrees of freedom, estimate and variances (the covariance's
+        diagonal) into the memory; traceable by JAX.
+
+        Returns
+        -------
+        mem : array (memory_size,)
+            The memory after the sample (zeros: a fresh check).
+        verdict : array (verdict_size,)
+            ``[flagged, nis_flagged, window_nis, limit, pinned (nz), grew (nz)]``, flags as
+            0/1.
+        """
+        import jax.numpy as jnp
+
+        w, nz = self.window, self.nz
+        f = mem.dtype
+        nis_w, dof_w = mem[:w], mem[w:2 * w]
+        var_w = mem[2 * w:2 * w + w * nz].reshape(w, nz)
+        run, n = mem[2 * w + w * nz:-1], mem[-1]
+        i = jnp.mod(n, w).astype(jnp.int32)
+        old = var_w[i]  # the sample `window` ago (meaningful once n >= w)
+        nis = jnp.where(jnp.isfinite(nis), nis, 0.0)
+        nis_w, dof_w = nis_w.at[i].set(nis), dof_w.at[i].set(dof)
+        var_w = var_w.at[i].set(var)
+        at_bound = ((jnp.abs(z - self._lo) <= 1e-12 * jnp.abs(self._lo))
+                    | (jnp.abs(z - self._hi) <= 1e-12 * jnp.abs(self._hi)))
+        run = jnp.where(at_bound, run + 1.0, 0.0)
+        pinned = run >= w // 2
+        grew = (n >= w) & (var > self.growth**2 * old)  # σ grew g-fold: variance g²
+        tot, df = jnp.sum(nis_w), jnp.round(jnp.sum(dof_w))
+        lim = jnp.asarray(self._limits)[jnp.clip(df, 0, self._limits.size - 1).astype(jnp.int32)]
+        bad = (n + 1 >= w) & (df > 0) & (tot > lim)
+        flagged = bad | pinned.any() | grew.any()
+        mem = jnp.concatenate([nis_w, dof_w, var_w.ravel(), run, jnp.reshape(n + 1, (1,))])
+        verdict = jnp.concatenate([jnp.stack([flagged, bad]).astype(f), jnp.stack([tot, lim]),
+                                   pinned.astype(f), grew.astype(f)])
+        return mem, verdict
+
+    def reason(self, verdict: np.ndarray, z: np.ndarray) -> str:
+        """Why the filter looks diverged (``""`` when healthy), from a :meth:`step`
+        verdict and the estimate ``z`` it was made on."""
+        if not verdict[0]:
+            return ""
+        nz, w = self.nz, self.window
         parts = []
-        if self._n >= w:
-            if i == w - 1:  # running sums drift by rounding: recomputed once per window
-                self._sum_nis, self._sum_dof = math.fsum(self._nis), math.fsum(self._dof)
-            tot, df = self._sum_nis, round(self._sum_dof)
-            if df > 0 and tot > (lim := self._limit(df)):
-                parts.append(f"NIS {tot:.3g} > {lim:.3g} over {w} samples")
-        if pinned or grew:
-            parts += [f"`{self.names[j]}` pinned at its bound {b:g}" for j, b in pinned]
-            parts += [f"σ of `{self.names[j]}` grew over {self.growth:g}× in {w} samples"
-                      for j in grew]
+        if verdict[1]:
+            parts.append(f"NIS {verdict[2]:.3g} > {verdict[3]:.3g} over {w} samples")
+        for j in np.flatnonzero(verdict[4:4 + nz]):
+            lo = self._lo[j]  # NaN where unbounded below: the comparison is false
+            b = lo if abs(z[j] - lo) <= 1e-12 * abs(lo) else self.upper[j]
+            parts.append(f"`{self.names[j]}` pinned at its bound {b:g}")
+        for j in np.flatnonzero(verdict[4 + nz:]):
+            parts.append(f"σ of `{self.names[j]}` grew over {self.growth:g}× in {w} samples")
         return "; ".join(parts)
-
-    def rebuild(self, nis: np.ndarray, dof: np.ndarray, z: np.ndarray, sd: np.ndarray
-                ) -> str:
-        """Restart from the last samples of a history (rows: samples, oldest first) and
-        return the verdict on the newest."""
-        self.reset()
-        keep = self.window + self.window // 2  # enough for every symptom's memory
-        reason = ""
-        for row in zip(nis[-keep:], dof[-keep:], z[-keep:], sd[-keep:] ** 2, strict=True):
-            reason = self.update(*row)
-        return reason

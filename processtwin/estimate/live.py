@@ -14,7 +14,7 @@ from jax import lax
 
 from ..errors import ConfigError, DataError, suggest
 from .core import FilterSpec, FilterState, ekf_step, init_state
-from .health import LiveHealth
+from .health import HealthCheck
 from .ukf import ukf_step
 
 if TYPE_CHECKING:
@@ -50,26 +50,39 @@ def state_size(nz: int, ny: int) -> int:
 
 _STEPS = {"ekf": ekf_step, "ukf": ukf_step}
 
+#: Compiler options of the live step. XLA:CPU runs a program's kernels on its thread pool
+#: (a thread hop per kernel, ~50–100 µs a call here) unless it has at most 8 kernels or
+#: every buffer is at most 512 bytes; hoisting loop invariants out of the step's loop
+#: leaves ~20 small kernels beside it, so the hoisting is switched off for this program:
+#: one loop kernel and a few copies, run in the calling thread at any state size.
+SEQUENTIAL = {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
 
-def live_step_fn(spec: FilterSpec, method: str) -> Any:
+
+def live_step_fn(spec: FilterSpec, method: str, health: HealthCheck | None = None) -> Any:
     """The live path: one compiled call per sample, with the spec baked in.
 
-    The call takes one buffer (packed filter state followed by the last step's summary)
-    and one row ``[t, y..., u...]`` and returns the next buffer, so a sample costs one
-    host-to-device copy and one output buffer: on a small CPU the fixed cost of a call
-    grows with its number of arguments and results.
+    The call takes one buffer (packed filter state, the last step's summary, the health
+    check's memory and verdict) and one row ``[t, y..., u...]`` and returns the next
+    buffer, so a sample costs one host-to-device copy and one output buffer: on a small
+    CPU the fixed cost of a call grows with its number of arguments and results. The
+    divergence check runs inside the call (see :class:`~.health.HealthCheck`): a healthy
+    step costs no Python. Without ``health`` the buffer ends after the step summary.
     """
     nz = spec.nz
     ny = spec.ny
     n_state = state_size(nz, ny)
+    o_mem = n_state + 4 * ny + 2
 
     def update(buf, row):
         state = unpack_state(buf[:n_state], nz, ny)
         new, rec = _STEPS[method](spec, state, row[0], row[1:1 + ny], row[1 + ny:])
         f = buf.dtype
-        return jnp.concatenate([pack_state(new), rec.innovation, rec.nis_channel,
-                                rec.flags.astype(f), rec.used.astype(f),
-                                jnp.stack([rec.nis, rec.dof.astype(f)])])
+        parts = [pack_state(new), rec.innovation, rec.nis_channel, rec.flags.astype(f),
+                 rec.used.astype(f), jnp.stack([rec.nis, rec.dof.astype(f)])]
+        if health is not None:
+            parts += health.step(buf[o_mem:o_mem + health.memory_size], rec.nis,
+                                 rec.dof.astype(f), new.z, jnp.diagonal(new.P))
+        return jnp.concatenate(parts)
 
     def step(buf, row):
         # One pass of a loop whose trip count XLA cannot see (t is finite, so it is 1; a
@@ -83,7 +96,7 @@ def live_step_fn(spec: FilterSpec, method: str) -> Any:
 
         return lax.while_loop(lambda c: c[0] < trips, body, (jnp.int32(0), buf))[1]
 
-    return jax.jit(step)
+    return jax.jit(step, compiler_options=SEQUENTIAL)
 
 
 def parse_sample(ekf: ExtendedKalmanFilter, t: Any, y: Mapping[str, Any]
@@ -247,15 +260,16 @@ class LiveFilter:
     on_divergence : {"flag", "reset"}
         Every sample is checked for divergence without the truth (a window of NIS, an
         estimate pinned at a bound, a standard deviation growing; see
-        :class:`~processtwin.estimate.health.LiveHealth`): :attr:`divergence` holds the
+        :class:`~processtwin.estimate.health.HealthCheck`): :attr:`divergence` holds the
         reason (``""`` when healthy) and :attr:`divergences` counts flagged samples.
         ``"reset"`` also re-initialises the filter when it is flagged: the covariance back
         to the initial one (the estimate kept), the monitoring memory cleared, the reset
         counted in :attr:`resets` and logged in :attr:`reset_log` as ``(t, reason)``;
-        ``"off"`` skips the check (it costs ~3–5 µs of a ~20 µs step; the batch
-        ``filter`` always reports it).
+        ``"off"`` ignores it (the check runs inside the compiled step either way; the
+        batch ``filter`` always reports it).
     health_window : int
-        Samples in the divergence check's window (default 20).
+        Samples in the divergence check's window (default 20, at least 2); one compiled
+        step per window length.
     """
 
     def __init__(self, ekf: ExtendedKalmanFilter, state: FilterState, u: np.ndarray, *,
@@ -269,8 +283,6 @@ class LiveFilter:
         self.ekf = ekf
         self._discrete = ekf.model.is_discrete
         self.on_divergence = on_divergence
-        self._health = LiveHealth(np.asarray(ekf.spec.lower), np.asarray(ekf.spec.upper),
-                                  ekf.flat_names, window=health_window)
         self._P_reset = np.asarray(state.P, dtype=float)
         self.divergence = ""
         self.divergences = 0
@@ -285,11 +297,15 @@ class LiveFilter:
         self._ny = ny = ekf.spec.ny
         self._n_state = state_size(nz, ny)
         self._index = ekf.channel_slots
-        self._host = np.concatenate([np.asarray(pack_state(state)), np.full(4 * ny + 2, np.nan)])
+        self._fn, self._health = ekf.live_step_function(health_window)
+        self._o_mem = self._n_state + 4 * ny + 2
+        self._o_verdict = self._o_mem + self._health.memory_size
+        self._host = np.concatenate([np.asarray(pack_state(state)), np.full(4 * ny + 2, np.nan),
+                                     np.zeros(self._health.memory_size
+                                              + self._health.verdict_size)])
         self._buf = jnp.asarray(self._host)
         self._t0 = float(state.t)
         self._stepped = False
-        self._fn = ekf.live_step_function()
         self.u = np.asarray(u, dtype=float)
         self.refiltered = 0
         self.dropped = 0  # samples forgotten beyond ``history``
@@ -329,6 +345,13 @@ class LiveFilter:
             return np.zeros(self._ny, dtype=np.int64)
         v = self._read()[self._n_state:]
         return v[2 * self._ny:3 * self._ny].astype(np.int64)
+
+    def _reason(self) -> str:
+        """The divergence check's verdict on the latest sample (``""``: healthy)."""
+        h = self._host
+        if not h[self._o_verdict]:
+            return ""
+        return self._health.reason(h[self._o_verdict:], h[1:1 + self._nz])
 
     def last_update(self) -> LastUpdate:
         """The latest step: innovation, NIS, flags and use of each channel, and the
@@ -411,10 +434,7 @@ class LiveFilter:
         self._host = np.array(self._buf)
         self._stepped = True
         if check and self.on_divergence != "off":
-            h, nz = self._host, self._nz
-            o = self._n_state + 4 * self._ny
-            self._verdict(self._health.update(h[o], h[o + 1], h[1:1 + nz],
-                                              h[1 + nz:1 + nz + nz * nz:nz + 1]))
+            self._verdict(self._reason())
         if len(self._t) >= 2 * self.history:
             n = len(self._t) - self.history
             del self._t[:n], self._y[:n], self._u[:n], self._before[:n]
@@ -437,15 +457,9 @@ class LiveFilter:
         for tt, yy, uu in tail:
             self._advance(tt, yy, uu, check=False)
         self.refiltered += len(tail) - 1
-        # the health check's memory spans the last window: rebuilt from the log
-        n = len(self._t)
-        m = min(self._health.window + self._health.window // 2, n)
-        # the buffer after sample j is the one before sample j + 1 (the newest: _host)
-        B = np.array([*self._before[n - m + 1:], self._host])
-        o, nz = self._n_state + 4 * self._ny, self._nz
-        sd = np.sqrt(np.maximum(B[:, 1 + nz:1 + nz + nz * nz:nz + 1], 0.0))
+        # the health check's memory travels in the logged buffers: re-filtering restored it
         if self.on_divergence != "off":
-            self._verdict(self._health.rebuild(B[:, o], B[:, o + 1], B[:, 1:1 + nz], sd))
+            self._verdict(self._reason())
 
     def _verdict(self, reason: str) -> None:
         """Record the divergence check of the latest sample; apply the reset policy."""
@@ -459,14 +473,14 @@ class LiveFilter:
             host = self._host.copy()
             host[:self._n_state] = np.asarray(fresh)
             host[1:1 + nz] = self.z
+            host[self._o_mem:self._o_verdict] = 0.0  # the check starts afresh
             self._host = host
             self._buf = jnp.asarray(host)
             self.resets += 1
             self.reset_log.append((self.t, reason))
-            self._health.reset()
 
     #: what :meth:`checkpoint` keeps: everything but the filter and its compiled step
-    _SAVED = ("_health", "_P_reset", "divergence", "divergences", "resets", "reset_log",
+    _SAVED = ("_P_reset", "divergence", "divergences", "resets", "reset_log",
               "history", "_t", "_y", "_u", "_before", "_host", "_t0", "_stepped", "u",
               "refiltered", "dropped", "on_divergence")
 
@@ -486,7 +500,8 @@ class LiveFilter:
         Raises
         ------
         ConfigError
-            The checkpoint was made for other channels or quantities.
+            The checkpoint was made for other channels or quantities, or by a filter
+            with another divergence-check window (or another processtwin version).
         """
         if (list(state["channels"]) != list(self.ekf.flat_channels)
                 or list(state["names"]) != list(self.ekf.flat_names)):
@@ -494,6 +509,10 @@ class LiveFilter:
                               f"{state['channels']} and quantities {state['names']}; this "
                               f"filter has {list(self.ekf.flat_channels)} and "
                               f"{list(self.ekf.flat_names)}.")
+        if np.shape(state["_host"]) != self._host.shape:
+            raise ConfigError(f"checkpoint holds a filter buffer of {np.size(state['_host'])} "
+                              f"values, this filter {self._host.size}: made with another "
+                              "`health_window` or processtwin version.")
         for k in self._SAVED:
             setattr(self, k, state[k])
         self._buf = jnp.asarray(self._host)
