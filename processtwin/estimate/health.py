@@ -165,11 +165,12 @@ class HealthCheck:
         nis_w, dof_w = mem[:w], mem[w:2 * w]
         var_w = mem[2 * w:2 * w + w * nz].reshape(w, nz)
         run, n = mem[2 * w + w * nz:-1], mem[-1]
-        i = jnp.mod(n, w).astype(jnp.int32)
-        old = var_w[i]  # the sample `window` ago (meaningful once n >= w)
+        # windows oldest first, shifted by one (static slices: no scatter in the kernel)
+        old = var_w[0]  # the sample `window` ago (meaningful once n >= w)
         nis = jnp.where(jnp.isfinite(nis), nis, 0.0)
-        nis_w, dof_w = nis_w.at[i].set(nis), dof_w.at[i].set(dof)
-        var_w = var_w.at[i].set(var)
+        nis_w = jnp.concatenate([nis_w[1:], jnp.reshape(nis, (1,))])
+        dof_w = jnp.concatenate([dof_w[1:], jnp.reshape(dof, (1,))])
+        var_w = jnp.concatenate([var_w[1:], var[None]])
         at_bound = ((jnp.abs(z - self._lo) <= 1e-12 * jnp.abs(self._lo))
                     | (jnp.abs(z - self._hi) <= 1e-12 * jnp.abs(self._hi)))
         run = jnp.where(at_bound, run + 1.0, 0.0)
