@@ -121,10 +121,12 @@ def _solver(ocp: OCP, nlp: Any, key: tuple, warm: bool) -> Any:
         if wall is not None:
             opts["ipopt.max_wall_time"] = float(wall)
         if warm:  # primal-dual warm start from the previous solution
+            # (with the adaptive barrier update a warm-started receding-horizon step is
+            # ~13 % faster on do-mpc's batch_reactor loop, same optimum: bench_nmpc.py)
             opts.update({"ipopt.warm_start_init_point": "yes",
                          "ipopt.warm_start_bound_push": 1e-9,
                          "ipopt.warm_start_mult_bound_push": 1e-9,
-                         "ipopt.mu_init": 1e-6})
+                         "ipopt.mu_init": 1e-6, "ipopt.mu_strategy": "adaptive"})
         cache[key] = ca.nlpsol(f"ocp{len(cache)}", "ipopt", nlp.nlp, opts)
     return cache[key]
 

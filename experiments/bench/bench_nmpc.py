@@ -44,6 +44,7 @@ N, DT, TOL = 20, 1.0, 1e-10
 # hair above X = 3.7 — the collocation model's mismatch — makes its problem infeasible)
 STATE_BOUNDS = {"X": (0.0, 3.7), "S": (-0.01, None), "P": (0.0, 3.0), "V": (0.0, None)}
 PROJECT = False
+PEER_OPTS: dict = {}  # extra IPOPT options for do-mpc (--peer-adaptive)
 
 
 def measured(x):
@@ -88,7 +89,7 @@ def do_mpc_controller():
     mpc.settings.collocation_ni = 1
     mpc.settings.store_full_solution = True
     mpc.settings.nlpsol_opts = {"ipopt.print_level": 0, "print_time": 0, "ipopt.sb": "yes",
-                                "ipopt.tol": TOL}
+                                "ipopt.tol": TOL, **PEER_OPTS}
     mpc.set_objective(mterm=-P_s, lterm=-P_s)
     mpc.set_rterm(inp=1.0)
     mpc.bounds["lower", "_x", "X_s"] = 0.0
@@ -166,15 +167,19 @@ def run_processtwin(steps):
 
 
 def main():
-    global TOL, PROJECT
+    global TOL, PROJECT, PEER_OPTS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--tol", type=float, default=TOL, help="IPOPT tolerance (both)")
     ap.add_argument("--project", action="store_true",
                     help="hand both controllers the plant state projected onto their state "
                          "bounds")
+    ap.add_argument("--peer-adaptive", action="store_true",
+                    help="give do-mpc's IPOPT the adaptive barrier update processtwin uses "
+                         "for warm-started steps (default: do-mpc's own options)")
     args = ap.parse_args()
     TOL, PROJECT = args.tol, args.project
+    PEER_OPTS = {"ipopt.mu_strategy": "adaptive"} if args.peer_adaptive else {}
     pt.configure()
     u_dm, t_dm, x_dm, P_dm, fail_dm = run_do_mpc(args.steps)
     u_pt, obj_pt, t_pt, x_pt, P_pt = run_processtwin(args.steps)
