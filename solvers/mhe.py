@@ -242,8 +242,8 @@ class LiveMHE:
         return out
 
     def set_inputs(self, u: Mapping[str, float]) -> None:
-        """Inputs applied from the latest sample time on."""
-        self.u = self.mhe.input_vector(u)
+        """Inputs applied from the latest sample time on (the others keep their values)."""
+        self.u = self.mhe.input_vector(u, base=self.u)
 
     # ---- stepping --------------------------------------------------------------------
     def step(self, t: float, y: Mapping[str, float], u: Mapping[str, float] | None = None
@@ -258,7 +258,7 @@ class LiveMHE:
             As :meth:`LiveFilter.step <processtwin.estimate.LiveFilter.step>`.
         """
         t, row = parse_sample(self.mhe, t, y)
-        u_new = None if u is None else self.mhe.input_vector(u)
+        u_new = None if u is None else self.mhe.input_vector(u, base=self.u)
         self.mhe.check_grid(np.array([t]), self._t0)
         if self._t and t <= self._t[-1]:
             self._insert_late(t, row)

@@ -30,7 +30,7 @@ def ekf():
 
 BAD_STEPS = [
     ((1.0, {"V": 120.0}, {"Feed": 0.02}), "unknown input `Feed`"),
-    ((1.0, {"V": 120.0}, {"F": "fast"}), "inputs"),
+    ((1.0, {"V": 120.0}, {"F": "fast"}), "must be a number"),
     ((1.0, {"V": 120.0}, {"F": float("inf")}), "finite"),
     ((1.0, {"VV": 120.0}, None), "unknown channel `VV`"),
     ((1.0, {"V": "full"}, None), "must be a number"),
@@ -64,3 +64,18 @@ def test_vector_channel_of_wrong_length_changes_nothing():
     _same(_snapshot(live), before)
     live.step(2.0, {"c_meas": [0.1, 0.2, 0.0]}, {"q": 0.6})
     assert live.u[0] == 0.6
+
+
+def test_a_partial_input_change_keeps_the_other_held_inputs(ekf):
+    """``u={"F": ...}`` changes the feed only: the feed concentration held since the start
+    stays (it was reset to its declared default before)."""
+    live = ekf.live(0.0, u={"F": 0.01, "S_in": 250.0})
+    lay = ekf.model.layout.inputs
+    s_in = lay.indices(["S_in"])[0]
+    live.step(0.5, {"V": 120.0}, u={"F": 0.02})
+    assert live.u[s_in] == 250.0 and live.u[lay.indices(["F"])[0]] == 0.02
+    live.set_inputs({"F": 0.03})
+    assert live.u[s_in] == 250.0
+    with pytest.raises(DataError, match="must be a number"):
+        live.step(1.0, {"V": 120.0}, u={"F": "fast"})
+    assert live.u[s_in] == 250.0 and live.t == 0.5

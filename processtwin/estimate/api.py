@@ -301,13 +301,18 @@ class ExtendedKalmanFilter:
                 sd[self.spec.nx + self.spec.estimate.index(k)] = v
         return z0, np.diag(np.square(sd))
 
-    def input_vector(self, u: Mapping[str, Any] | None) -> np.ndarray:
-        """Flat input vector from values by (dotted) name, defaults for the others.
+    def input_vector(self, u: Mapping[str, Any] | None, base: np.ndarray | None = None
+                     ) -> np.ndarray:
+        """Flat input vector from values by (dotted) name; the others from ``base``, or
+        their declared defaults.
 
         Parameters
         ----------
         u : mapping or None
             Input values [input units]; a vector input takes one value or one per element.
+        base : array (nu,), optional
+            The inputs the names not in ``u`` keep (a live filter's held inputs); default:
+            the declared defaults.
 
         Raises
         ------
@@ -320,6 +325,23 @@ class ExtendedKalmanFilter:
         for k in u:
             if k not in group:
                 raise DataError(f"unknown input `{k}`" + suggest(k, group.names))
+        if base is not None:  # the live path: only the named inputs change
+            vec = np.array(base, dtype=float)
+            for k, v in u.items():
+                lf = group.by_name[k]
+                try:
+                    arr = np.asarray(v, dtype=float).reshape(-1)
+                except (TypeError, ValueError):
+                    raise DataError(f"input `{k}` must be a number [{lf.var.units}], got "
+                                    f"{v!r}.") from None
+                if arr.size not in (1, lf.size):
+                    raise DataError(f"input `{k}` has {lf.size} elements, got {arr.size} "
+                                    "values.")
+                if not np.all(np.isfinite(arr)):
+                    raise DataError(f"input `{k}` must be finite [{lf.var.units}], got "
+                                    f"{v!r}.")
+                vec[lf.start:lf.stop] = arr
+            return vec
         try:
             vec = group.values(u, check=False)
         except (TypeError, ValueError) as exc:  # ModelError and ConfigError included

@@ -335,8 +335,9 @@ class LiveFilter:
         return unpack_state(self._read()[:self._n_state], self._nz, self._ny)
 
     def set_inputs(self, u: Mapping[str, float]) -> None:
-        """Inputs applied from the latest sample time on (e.g. a new feed setpoint)."""
-        self.u = self.ekf.input_vector(u)
+        """Inputs applied from the latest sample time on (e.g. a new feed setpoint); inputs
+        not named keep their held values."""
+        self.u = self.ekf.input_vector(u, base=self.u)
 
     def last_flags(self) -> np.ndarray:
         """Flag bits (:data:`~processtwin.estimate.FLAGS`) of each flat channel at the latest
@@ -387,7 +388,8 @@ class LiveFilter:
     def step(self, t: float, y: Mapping[str, float], u: Mapping[str, float] | None = None
              ) -> None:
         """Process one sample ``y`` (channel → value, missing channels omitted) taken at
-        ``t``; ``u`` are inputs applied from ``t`` on (default: unchanged). See
+        ``t``; ``u`` are inputs applied from ``t`` on (the others, and all by default,
+        unchanged). See
         :attr:`z`, :meth:`estimate` and :meth:`last_update` for the results.
 
         Atomic: every argument is validated before anything changes, so a step that raises
@@ -400,7 +402,8 @@ class LiveFilter:
         y : mapping
             Channel → value [channel units]; a vector channel takes one value per element.
         u : mapping, optional
-            Inputs applied from ``t`` on [input units].
+            Inputs applied from ``t`` on [input units]; inputs not named keep their held
+            values.
 
         Raises
         ------
@@ -410,7 +413,7 @@ class LiveFilter:
             discrete model's sample grid, or a second value of a channel at the same time.
         """
         t, row = parse_sample(self.ekf, t, y)
-        u_new = None if u is None else self.ekf.input_vector(u)
+        u_new = None if u is None else self.ekf.input_vector(u, base=self.u)
         if self._discrete:
             self.ekf.check_grid(np.array([t]), self._t0)
         if self._t and t <= self._t[-1]:
