@@ -134,6 +134,8 @@ def test_live_filter_flags_divergence_like_the_batch_filter_and_can_reset(plant)
     assert reset.resets >= 1
     with pytest.raises(pt.ConfigError, match="on_divergence"):
         ekf.live(0.0, on_divergence="panic")
+    with pytest.raises(pt.ConfigError, match="health_window"):
+        ekf.live(0.0, health_window=1)
 
 
 def test_live_step_is_one_loop_kernel_run_in_the_calling_thread(plant):

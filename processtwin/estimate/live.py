@@ -277,6 +277,10 @@ class LiveFilter:
                  health_window: int = 20) -> None:
         if int(history) < 1:
             raise ValueError(f"`history` must be at least 1 sample, got {history}.")
+        if isinstance(health_window, bool) or not isinstance(health_window, int | np.integer) \
+                or health_window < 2:
+            raise ConfigError(f"`health_window` must be a whole number of samples ≥ 2, got "
+                              f"{health_window!r}.")
         if on_divergence not in ("flag", "reset", "off"):
             raise ConfigError(f"`on_divergence` must be 'flag', 'reset' or 'off', got "
                               f"{on_divergence!r}.")
