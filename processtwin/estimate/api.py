@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time as _time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -332,6 +333,12 @@ class ExtendedKalmanFilter:
             vec = np.array(base, dtype=float)
             for k, v in u.items():
                 lf = group.by_name[k]
+                if lf.size == 1 and isinstance(v, int | float) and not isinstance(v, bool):
+                    if not math.isfinite(v):  # a plain number: no numpy round trip
+                        raise DataError(f"input `{k}` must be finite [{lf.var.units}], got "
+                                        f"{v!r}.")
+                    vec[lf.start] = v
+                    continue
                 try:
                     arr = np.asarray(v, dtype=float).reshape(-1)
                 except (TypeError, ValueError):
