@@ -276,3 +276,31 @@ def test_covariance_stays_symmetric_pd_over_1e5_steps():
     assert float(min_eig) > 0.0
     assert np.all(np.linalg.eigvalsh(np.asarray(s.P)) > 0)
     assert np.all(np.isfinite(np.asarray(s.z)))
+
+
+def test_fleet_update_equals_each_twin_alone_in_chunks_and_vmapped():
+    """Ten twins, each its own state, sample (one with a missing channel) and inputs: the
+    chunked CPU path (chunks of 3: a remainder), the vmapped path and the single step agree."""
+    from processtwin.estimate import ekf_step
+
+    ekf = ExtendedKalmanFilter(Bioreactor(), estimate=["mu_max"], channels=["V", "OUR"])
+    rng = np.random.default_rng(4)
+    z0, P0 = ekf.initial({"S": 1.0})
+    Z = z0 * (1.0 + 0.05 * rng.standard_normal((10, z0.size)))
+    fleet = jax.vmap(init_state, in_axes=(None, None, 0, None))(ekf.spec, 0.0, Z, P0)
+    Y = np.c_[120.0 + rng.normal(0, 0.1, 10), 0.01 + rng.normal(0, 0.001, 10)]
+    Y[4, 1] = np.nan
+    U = np.c_[rng.uniform(0.01, 0.04, 10), np.full(10, 100.0)]
+    chunked, rec = ekf.fleet_update(fleet, 0.5, Y, U, chunk=3)
+    vmapped, _ = ekf.fleet_update(fleet, 0.5, Y, U, chunk=None)
+    single = jax.jit(lambda s, y, u: ekf_step(ekf.spec, s, 0.5, y, u))
+    for i in (0, 4, 9):
+        alone, r1 = single(jax.tree.map(lambda a, i=i: a[i], fleet), Y[i], U[i])
+        np.testing.assert_allclose(np.asarray(chunked.z[i]), np.asarray(alone.z), rtol=1e-13)
+        np.testing.assert_allclose(np.asarray(chunked.P[i]), np.asarray(alone.P), rtol=1e-12,
+                                   atol=1e-300)
+        assert bool(rec.used[i, 1]) == bool(r1.used[1])
+    np.testing.assert_allclose(np.asarray(vmapped.z), np.asarray(chunked.z), rtol=1e-13)
+    assert not bool(rec.used[4, 1])  # the missing OUR did not enter twin 4's update
+    with pytest.raises(pt.ConfigError, match="chunk"):
+        ekf.fleet_update(fleet, 0.5, Y, U, chunk=0)

@@ -1,8 +1,9 @@
 """Fleet update on whatever JAX backend is present (a GPU where there is one): one vmapped
 EKF step of N bioreactor twins, each with its own state, inputs and sample.
 
-The same update as ``bench_estimate.py``'s fleet (bioreactor, channels V and OUR, 0.5 h
-interval, exact continuous-discrete covariance propagation), at fleet sizes from 10,000 to
+The same update as ``bench_estimate.py``'s fleet (``ExtendedKalmanFilter.fleet_update``:
+bioreactor, channels V and OUR, 0.5 h interval, exact continuous-discrete covariance
+propagation), at fleet sizes from 10,000 to
 1,000,000; per size: median wall time of the compiled update (after a warm-up call), time
 per twin, and the largest relative difference of one twin's estimate from the same step run
 alone on the CPU. Needs only jax, numpy and processtwin's estimation (no peers), so it runs
@@ -55,8 +56,9 @@ def main() -> None:
     print(f"jax {jax.__version__}, backend {backend} ({device})")
     ekf = ExtendedKalmanFilter(Bioreactor(), channels=CHANNELS, gate=1e12, stuck_n=10**9)
     spec = ekf.spec
-    step = jax.jit(jax.vmap(lambda s, t, y, u: ekf_step(spec, s, t, y, u)[0],
-                            in_axes=(0, None, 0, 0)))
+    def step(states, t, Y, U):  # the fleet API: chunks of twins on a CPU, one vmap elsewhere
+        return ekf.fleet_update(states, t, Y, U)[0]
+
     one = jax.jit(lambda s, t, y, u: ekf_step(spec, s, t, y, u)[0])  # on the CPU: its inputs are
     rows = []
     for n in args.sizes:

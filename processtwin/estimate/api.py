@@ -16,9 +16,9 @@ import xarray as xr
 from ..dataset import build, dim_coords, leaf_items
 from ..errors import ConfigError, DataError, suggest
 from ..model import Model, parameter_info, time_factor
-from .core import FLAGS, FilterSpec, Record, init_state, run
+from .core import FLAGS, FilterSpec, FilterState, Record, init_state, run
 from .health import HealthCheck, divergence
-from .live import LiveFilter, live_step_fn
+from .live import FLEET_CHUNK, LiveFilter, fleet_step_fn, live_step_fn
 from .ukf import run_ukf
 
 __all__ = ["EstimationResult", "ExtendedKalmanFilter", "LiveFilter", "UnscentedKalmanFilter"]
@@ -261,6 +261,7 @@ class ExtendedKalmanFilter:
         # the model's input layout, read on every live step (`model.layout` rebuilds its
         # cache key from the model's fields: ~10 µs a call)
         self._inputs = model.layout.inputs
+        self._fleet_fn: dict[int | None, Any] = {}  # compiled fleet updates by chunk
         # compiled live steps by divergence-check window, built by the first LiveFilter
         self._live_fn: dict[int, tuple[Any, HealthCheck]] = {}
 
@@ -669,6 +670,46 @@ class ExtendedKalmanFilter:
                                  self.flat_names, max_dof=self.spec.ny, window=window)
             self._live_fn[window] = live_step_fn(self.spec, self.method, health), health
         return self._live_fn[window]
+
+    def fleet_update(self, states: FilterState, t: Any, Y: Any, U: Any, *,
+                     chunk: int | None | str = "auto") -> tuple[FilterState, Record]:
+        """One filter step of every twin of a fleet: each its own state, sample and inputs.
+
+        Parameters
+        ----------
+        states : FilterState
+            The twins' filter states, twins on the leading axis of every field (e.g.
+            ``jax.vmap(init_state, in_axes=(None, None, 0, None))(ekf.spec, t0, Z0, P0)``).
+        t : float
+            Sampling time of this update, common to the fleet [model time unit].
+        Y : array (twins, ny)
+            Each twin's sample in the order of :attr:`flat_channels` [channel units]; NaN
+            where a channel is not measured.
+        U : array (twins, nu)
+            Inputs each twin held since its last update, flat [input units].
+        chunk : int, None or "auto"
+            Twins processed at a time (see :func:`~processtwin.estimate.live.fleet_step_fn`):
+            ``None`` vmaps the whole fleet (a GPU); ``"auto"`` (default) is
+            :data:`~processtwin.estimate.live.FLEET_CHUNK` on a CPU, ``None`` elsewhere.
+
+        Returns
+        -------
+        states, records : FilterState, Record
+            The twins' states after the update and each update's record (innovations,
+            NIS, flags), twins on the leading axis. One compiled program per ``chunk``
+            (and fleet size), shared by later calls.
+        """
+        if self.method not in ("ekf", "ukf"):
+            raise ConfigError(f"fleet updates are for the EKF and UKF, not {self.method!r}.")
+        if chunk == "auto":
+            chunk = FLEET_CHUNK if jax.default_backend() == "cpu" else None
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
+                                  or chunk < 1):
+            raise ConfigError(f"`chunk` must be a positive number of twins, None or 'auto', "
+                              f"got {chunk!r}.")
+        if chunk not in self._fleet_fn:
+            self._fleet_fn[chunk] = fleet_step_fn(self.spec, self.method, chunk)
+        return self._fleet_fn[chunk](states, t, Y, U)
 
     def live(self, t0: float, *, x0: Any = None, std: Mapping[str, float] | None = None,
              u: Mapping[str, float] | None = None, history: int = 100_000,
