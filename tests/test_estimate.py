@@ -304,3 +304,5 @@ def test_fleet_update_equals_each_twin_alone_in_chunks_and_vmapped():
     assert not bool(rec.used[4, 1])  # the missing OUR did not enter twin 4's update
     with pytest.raises(pt.ConfigError, match="chunk"):
         ekf.fleet_update(fleet, 0.5, Y, U, chunk=0)
+    with pytest.raises(pt.DataError, match=r"`Y` must be \(twins, 2\) for 10 twins"):
+        ekf.fleet_update(fleet, 0.5, Y[:4], U)

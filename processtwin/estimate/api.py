@@ -18,7 +18,7 @@ from ..errors import ConfigError, DataError, suggest
 from ..model import Model, parameter_info, time_factor
 from .core import FLAGS, FilterSpec, FilterState, Record, init_state, run
 from .health import HealthCheck, divergence
-from .live import FLEET_CHUNK, LiveFilter, fleet_step_fn, live_step_fn
+from .live import LiveFilter, fleet_chunk, fleet_step_fn, live_step_fn
 from .ukf import run_ukf
 
 __all__ = ["EstimationResult", "ExtendedKalmanFilter", "LiveFilter", "UnscentedKalmanFilter"]
@@ -690,7 +690,8 @@ class ExtendedKalmanFilter:
         chunk : int, None or "auto"
             Twins processed at a time (see :func:`~processtwin.estimate.live.fleet_step_fn`):
             ``None`` vmaps the whole fleet (a GPU); ``"auto"`` (default) is
-            :data:`~processtwin.estimate.live.FLEET_CHUNK` on a CPU, ``None`` elsewhere.
+            :func:`~processtwin.estimate.live.fleet_chunk` on a CPU (32 twins for 4
+            estimated quantities, fewer for more), ``None`` elsewhere.
 
         Returns
         -------
@@ -698,11 +699,22 @@ class ExtendedKalmanFilter:
             The twins' states after the update and each update's record (innovations,
             NIS, flags), twins on the leading axis. One compiled program per ``chunk``
             (and fleet size), shared by later calls.
+
+        Raises
+        ------
+        DataError
+            ``Y`` or ``U`` not of one row per twin and one column per channel or input.
         """
         if self.method not in ("ekf", "ukf"):
             raise ConfigError(f"fleet updates are for the EKF and UKF, not {self.method!r}.")
+        n = int(np.shape(states.z)[0]) if np.ndim(states.z) == 2 else -1
+        for name, arr, width in (("Y", Y, self.spec.ny), ("U", U, self._inputs.size)):
+            if n < 0 or np.shape(arr) != (n, width):
+                raise DataError(f"fleet update: `{name}` must be (twins, {width}) for "
+                                f"{n if n >= 0 else '?'} twins (states.z "
+                                f"{tuple(np.shape(states.z))}), got {tuple(np.shape(arr))}.")
         if chunk == "auto":
-            chunk = FLEET_CHUNK if jax.default_backend() == "cpu" else None
+            chunk = fleet_chunk(self.spec.nz) if jax.default_backend() == "cpu" else None
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
                                   or chunk < 1):
             raise ConfigError(f"`chunk` must be a positive number of twins, None or 'auto', "
