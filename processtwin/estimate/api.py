@@ -715,11 +715,12 @@ class ExtendedKalmanFilter:
                                 f"{tuple(np.shape(states.z))}), got {tuple(np.shape(arr))}.")
         if chunk == "auto":
             chunk = fleet_chunk(self.spec.nz) if jax.default_backend() == "cpu" else None
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
-                                  or chunk < 1):
+        if chunk is not None and (isinstance(chunk, bool)
+                                  or not isinstance(chunk, int | np.integer) or chunk < 1):
             raise ConfigError(f"`chunk` must be a positive number of twins, None or 'auto', "
                               f"got {chunk!r}.")
         if chunk not in self._fleet_fn:
+            chunk = None if chunk is None else int(chunk)
             self._fleet_fn[chunk] = fleet_step_fn(self.spec, self.method, chunk)
         return self._fleet_fn[chunk](states, t, Y, U)
 
