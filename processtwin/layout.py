@@ -396,9 +396,10 @@ class Group:
             hi += [b] * lf.size
         return np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
 
-    def values(self, given: Any = None, /, *, check: bool = True, **kw: Any) -> np.ndarray:
-        """Validated flat vector from defaults, a mapping by dotted name (or a tuple of
-        this group's type, or a flat sequence) and keyword overrides.
+    def values(self, given: Any = None, base: Any = None, /, *, check: bool = True,
+               **kw: Any) -> np.ndarray:
+        """Validated flat vector from defaults (or ``base``), a mapping by dotted name (or a
+        tuple of this group's type, or a flat sequence) and keyword overrides.
 
         Parameters
         ----------
@@ -406,6 +407,9 @@ class Group:
             Values by dotted leaf name, a tuple of this group's type, or a flat sequence
             of all :attr:`size` values in layout order (positional only) [variable
             units]; ``None``: defaults only.
+        base : array (size,), optional
+            The values of the leaves not given (positional only), e.g. the inputs held
+            so far; default: the declared defaults.
         check : bool
             Check every given value against its variable's bounds.
         **kw : float or array
@@ -424,7 +428,10 @@ class Group:
         ModelError
             Wrong number of values, wrong vector length, or a value out of bounds.
         """
-        vec = self.defaults()
+        vec = self.defaults() if base is None else np.array(base, dtype=float)
+        if vec.shape != (self.size,):
+            raise ModelError(f"{self.what} of `{self.owner}`: `base` needs {self.size} values, "
+                             f"got shape {vec.shape}.")
         if given is not None:
             if isinstance(given, Mapping) or (isinstance(given, tuple)
                                               and hasattr(given, "_fields")):
@@ -439,7 +446,11 @@ class Group:
             kw = {**given, **kw}
         for k, v in kw.items():
             lf = self.leaf(k)
-            arr = np.asarray(v, dtype=float)
+            try:
+                arr = np.asarray(v, dtype=float)
+            except (TypeError, ValueError):
+                raise ModelError(f"{self.what} `{k}` of `{self.owner}` must be a number "
+                                 f"[{lf.var.units}], got {v!r}.") from None
             if lf.shape and np.ndim(arr) not in (0, 1):
                 raise ModelError(f"{self.what} `{k}` of `{self.owner}` is a vector over "
                                  f"`{lf.dim}` of length {lf.size}, got shape {np.shape(arr)}.")

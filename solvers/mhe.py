@@ -125,8 +125,9 @@ class MovingHorizonEstimator(ExtendedKalmanFilter):
                                              self.max_iter)
         return self._nlps[substeps]
 
-    def live_step_function(self) -> Any:
-        """The compiled screening step (an EKF step; see :class:`LiveMHE`)."""
+    def screening_step_function(self) -> Any:
+        """The compiled screening step (an EKF live step without the divergence check;
+        see :class:`LiveMHE`)."""
         if self._screen_fn is None:
             self._screen_fn = live_step_fn(self.spec, "ekf")
         return self._screen_fn
@@ -181,7 +182,7 @@ class LiveMHE:
                                      np.full(4 * self._ny + 2, np.nan)])
         self._host = self._init
         self._t0 = float(state.t)
-        self._fn = mhe.live_step_function()
+        self._fn = mhe.screening_step_function()
         self._R = np.asarray(measurement_noise(mhe.spec), dtype=float)
         self._whiten: dict[bytes, np.ndarray] = {}  # by the mask of used channels
         self._lower = np.asarray(mhe.spec.lower, dtype=float)

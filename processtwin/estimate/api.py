@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time as _time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -330,31 +329,8 @@ class ExtendedKalmanFilter:
         for k in u:
             if k not in group:
                 raise DataError(f"unknown input `{k}`" + suggest(k, group.names))
-        if base is not None:  # the live path: only the named inputs change
-            vec = np.array(base, dtype=float)
-            for k, v in u.items():
-                lf = group.by_name[k]
-                if lf.size == 1 and isinstance(v, int | float) and not isinstance(v, bool):
-                    if not math.isfinite(v):  # a plain number: no numpy round trip
-                        raise DataError(f"input `{k}` must be finite [{lf.var.units}], got "
-                                        f"{v!r}.")
-                    vec[lf.start] = v
-                    continue
-                try:
-                    arr = np.asarray(v, dtype=float).reshape(-1)
-                except (TypeError, ValueError):
-                    raise DataError(f"input `{k}` must be a number [{lf.var.units}], got "
-                                    f"{v!r}.") from None
-                if arr.size not in (1, lf.size):
-                    raise DataError(f"input `{k}` has {lf.size} elements, got {arr.size} "
-                                    "values.")
-                if not np.all(np.isfinite(arr)):
-                    raise DataError(f"input `{k}` must be finite [{lf.var.units}], got "
-                                    f"{v!r}.")
-                vec[lf.start:lf.stop] = arr
-            return vec
         try:
-            vec = group.values(u, check=False)
+            vec = group.values(u, base, check=False)
         except (TypeError, ValueError) as exc:  # ModelError and ConfigError included
             raise DataError(f"inputs {u}: {exc}") from None
         if not np.all(np.isfinite(vec)):

@@ -117,7 +117,7 @@ def fleet_step_fn(spec: FilterSpec, method: str, chunk: int | None) -> Any:
     ``chunk=None`` vmaps the step over the whole fleet (right for a GPU). With a number,
     the fleet runs ``chunk`` twins at a time in a loop (``lax.map``): on a CPU the vmapped
     step streams every intermediate of all twins through memory, kernel after kernel
-    (~110 kernels for two RK4 sub-steps, each run on the thread pool), where a chunk's
+    (~170 kernel runs for two RK4 sub-steps, each on the thread pool), where a chunk's
     working set stays in cache and its whole step is one kernel — 10,000 bioreactor twins
     in ~8 instead of ~11–12 ms on 2 cores (``experiments/bench/bench_estimate.py``);
     :func:`fleet_chunk` sizes the chunk by the covariance.
