@@ -461,7 +461,17 @@ class EconomicMPC:
         first = self._attempt(data, self._first_options(), shift)
         if first[0] == "optimal":
             return self._plan(data, t, first[1], "optimal", "")
-        why = f"HiGHS: {first[2]}"
+        if first[0] == "failed" and first[3]:
+            # a start from the previous basis can fail where a fresh one does not (HiGHS's
+            # dual ratio test on an ill-conditioned basis): the same options from scratch
+            why = f"HiGHS from the previous basis: {first[2]}"
+            first = self._attempt(data, self._first_options(), cold=True)
+            if first[0] == "optimal":
+                return self._plan(data, t, first[1], "recovered",
+                                  why + "; re-solved from scratch")
+            why += f"; from scratch: {first[2]}"
+        else:
+            why = f"HiGHS: {first[2]}"
         if first[0] == "infeasible":
             why += (" — the hard limits (" + ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi)
                                                    in self.limits.items())
@@ -479,36 +489,42 @@ class EconomicMPC:
                               else np.inf)
         return opts
 
-    def _attempt(self, data: LPData, options: Mapping[str, Any], shift: int = 0
-                 ) -> tuple[str, Any, str]:
-        """One HiGHS solve: ``(status, solution by block, HiGHS's status text)``; with
-        ``warm_start``, from the previous basis moved ``shift`` intervals forward."""
+    def _attempt(self, data: LPData, options: Mapping[str, Any], shift: int = 0, *,
+                 cold: bool = False) -> tuple[str, Any, str, bool]:
+        """One HiGHS solve: ``(status, solution by block, HiGHS's status text, whether it
+        started from a previous basis)``; with ``warm_start`` (and not ``cold``), from the
+        previous basis moved ``shift`` intervals forward."""
         if self.backend == "pyomo":
-            return self._attempt_pyomo(data, options)
+            return (*self._attempt_pyomo(data, options), False)
         import highspy
 
+        warm = self.warm_start and not cold
         if self._lp is None or not self._lp.fits(data):
             self._lp = HighsLP(data)
+            warm = False
         else:
-            self._lp.update(data)
-        h = self._lp.h
+            self._lp.update(data, keep_basis=warm)
+        lp = self._lp
+        h = lp.h
         for k, v in options.items():
             h.setOptionValue(k, v)
-        if not self.warm_start:
+        if not warm:
             h.clearSolver()
         elif shift:
-            self._lp.shifted_basis(shift)
+            lp.shifted_basis(shift)
+        else:
+            lp.restore_basis()
         h.run()
         st = h.getModelStatus()
         text = h.modelStatusToString(st)
         if st == highspy.HighsModelStatus.kOptimal:
-            return "optimal", self._lp.solution(), text
+            return "optimal", lp.solution(), text, warm
         # the next attempt starts clean (no stale basis from a failed run)
         h.clearSolver()
         if st in (highspy.HighsModelStatus.kInfeasible,
                   highspy.HighsModelStatus.kUnboundedOrInfeasible):
-            return "infeasible", None, text
-        return "failed", None, text
+            return "infeasible", None, text, warm
+        return "failed", None, text, warm
 
     def _attempt_pyomo(self, data: LPData, options: Mapping[str, Any]) -> tuple[str, Any, str]:
         import pyomo.environ as pyo

@@ -22,6 +22,7 @@ Minimise :math:`\\sum_k \\pi_k\\,\\Delta t\\,p_k + w \\Delta t \\sum_{k,z}(s^-+s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -90,16 +91,20 @@ class LPData:
     dt_h: float
     staging: tuple | None = None
     extra: dict = field(default_factory=dict)
+    _scaled: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     # ---- the scaled matrices both formulations read ---------------------------------
     def scaled(self) -> dict[str, np.ndarray]:
         """Dynamics and outputs in LP units: ``B`` per LP input unit, outputs per LP
-        output unit."""
-        a = self.affine
-        ys = self.y_scale[:, None]
-        return {"A": a.A, "B": a.B * self.u_scale[None, None, :], "c": a.c,
-                "C": a.C / ys[None], "D": a.D * self.u_scale[None, None, :] / ys[None],
-                "e": a.e / self.y_scale[None, :]}
+        output unit (computed once per data; treat as read-only)."""
+        if self._scaled is None:
+            a = self.affine
+            ys = self.y_scale[:, None]
+            self._scaled = {"A": a.A, "B": a.B * self.u_scale[None, None, :], "c": a.c,
+                            "C": a.C / ys[None],
+                            "D": a.D * self.u_scale[None, None, :] / ys[None],
+                            "e": a.e / self.y_scale[None, :]}
+        return self._scaled
 
     def initial_fix(self) -> np.ndarray:
         """``(N,)`` forced on/off state from the run or off time carried in (-1: free)."""
@@ -145,6 +150,11 @@ class HighsLP:
         self.h = highspy.Highs()
         self.h.setOptionValue("output_flag", False)
         self.h.passModel(self.lp)
+        #: the basis of the last solve as status codes, read before a rebuild (``passModel``
+        #: drops the instance's basis) so a warm start can still use it
+        self.kept: tuple[np.ndarray, np.ndarray] | None = None
+        #: whether the last :meth:`update` passed the model anew (its basis then lost)
+        self.rebuilt = False
 
     # ---- assembly ---------------------------------------------------------------------
     def _build(self, d: LPData, s: dict) -> Any:
@@ -243,14 +253,16 @@ class HighsLP:
         r = np.concatenate(self.ri)
         c = np.concatenate(self.cj)
         v = np.concatenate(self.v)
-        # one CSC matrix; `pos` finds each entry's place in it for updates
+        # one CSC matrix; `order` puts the entries (in assembly order) into it
         order = np.lexsort((r, c))
         counts = np.bincount(c, minlength=cols["n"])
-        self.pos = np.empty(len(order), np.intp)
-        self.pos[order] = np.arange(len(order))
-        self.r_sorted, self.c_all = r, c
+        self.order, self.rows, self.cols_of = order, r, c
+        self.values = v                      # current values, assembly order
+        self.offsets = np.cumsum([0] + [len(b) for b in self.v])
         row_lo, row_hi = self.row_bounds(d, s)
         col_lo, col_hi, cost, integ = _columns(d, cols)
+        self.current = {"col_lo": col_lo, "col_hi": col_hi, "cost": cost, "row_lo": row_lo,
+                        "row_hi": row_hi}
         lp = highspy.HighsLp()
         lp.num_col_ = cols["n"]
         lp.num_row_ = self.nrow
@@ -259,9 +271,13 @@ class HighsLP:
         lp.col_upper_ = col_hi
         lp.row_lower_ = row_lo
         lp.row_upper_ = row_hi
+        self.start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        self.index = r[order].astype(np.int32)
+        self.integrality = (np.zeros(cols["n"], np.int32) if integ is None
+                            else integ.astype(np.int32))
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-        lp.a_matrix_.index_ = r[order].astype(np.int32)
+        lp.a_matrix_.start_ = self.start
+        lp.a_matrix_.index_ = self.index
         lp.a_matrix_.value_ = v[order]
         if integ is not None:
             lp.integrality_ = [highspy.HighsVarType.kInteger if i else
@@ -321,60 +337,115 @@ class HighsLP:
         s = d.scaled()
         return all(not np.any((s[k] != 0.0) & ~self.pattern[k][None]) for k in self.pattern)
 
-    def update(self, d: LPData) -> int:
+    def update(self, d: LPData, *, keep_basis: bool = False) -> int:
         """Change the instance to the data of ``d`` (same structure, see :meth:`fits`):
-        the state's column bounds, the prices, the row bounds and the matrix entries
-        that changed. Returns the number of changed matrix entries."""
-        old, self.data = self.data, d
-        s_new, s_old = d.scaled(), old.scaled()
-        h = self.h
-        x0, _ = self.cols["x"]
-        nx = len(d.x0)
-        idx = np.arange(x0, x0 + nx, dtype=np.int32)
-        h.changeColsBounds(nx, idx, d.x0, d.x0)
-        col_lo, col_hi, cost, _ = _columns(d, self.cols)
-        for name in ("u", "p", "s_lo", "s_hi", "peak", "on"):
-            c0, c1 = self.cols[name]
-            if c1 > c0:
-                cidx = np.arange(c0, c1, dtype=np.int32)
-                h.changeColsCost(c1 - c0, cidx, cost[c0:c1])
-                if name in ("u", "on"):
-                    h.changeColsBounds(c1 - c0, cidx, col_lo[c0:c1], col_hi[c0:c1])
-        lo, hi = self.row_bounds(d, s_new)
-        n = len(lo)
-        h.changeRowsBounds(n, np.arange(n, dtype=np.int32), lo, hi)
-        changed = 0
-        for slot, key, factor, K, O, J in self.src:
-            new = s_new[key][K, O, J]
-            diff = np.nonzero(new != s_old[key][K, O, J])[0]
-            rows, cols_ = self.ri[slot], self.cj[slot]
-            for q in diff:
-                h.changeCoeff(int(rows[q]), int(cols_[q]), float(factor * new[q]))
-            changed += len(diff)
-        return changed
+        only what differs from the data it holds — column and row bounds, costs, matrix
+        entries (each remembers which entry of the sampled model it came from). When more
+        than :attr:`REBUILD_FRACTION` of the entries changed (a moved horizon moves every
+        interval's coefficients), the whole model is passed anew instead: one copy is
+        cheaper than thousands of single-entry changes, and either way HiGHS must factor
+        its basis again. ``keep_basis``: read the instance's basis first (into
+        :attr:`kept`), for a warm start after such a rebuild.
 
-    def shifted_basis(self, k: int) -> bool:
-        """Replace the instance's basis by the previous optimal one moved ``k`` intervals
-        forward (a receding horizon that advanced ``k`` intervals: interval ``i`` of the new
-        horizon is interval ``i + k`` of the old one; the last ``k`` repeat the old last
-        interval; the fixed initial state keeps its status). Not for MILPs. Returns whether
-        the basis was set (``False``: its count of basic variables came out wrong, the
-        instance's own basis is kept)."""
+        Returns
+        -------
+        int
+            The number of matrix entries that changed.
+        """
+        self.data = d
+        s = d.scaled()
+        col_lo, col_hi, cost, _ = _columns(d, self.cols)
+        row_lo, row_hi = self.row_bounds(d, s)
+        new = {"col_lo": col_lo, "col_hi": col_hi, "cost": cost, "row_lo": row_lo,
+               "row_hi": row_hi}
+        vals = self.values.copy()
+        for slot, key, factor, K, O, J in self.src:
+            vals[self.offsets[slot]:self.offsets[slot + 1]] = factor * s[key][K, O, J]
+        changed = np.flatnonzero(vals != self.values)
+        h = self.h
+        self.kept, self.rebuilt = None, False
+        if len(changed) > self.REBUILD_FRACTION * len(vals):
+            if keep_basis:
+                self.kept = self.read_basis()
+            import highspy
+
+            # the array form: assigning to a HighsLp's fields converts element by element
+            # (~4.5 ms for a 10-zone week's 111,048 entries)
+            status = h.passModel(
+                self.lp.num_col_, self.nrow, len(vals), int(highspy.MatrixFormat.kColwise),
+                int(highspy.ObjSense.kMinimize), 0.0, cost, col_lo, col_hi, row_lo, row_hi,
+                self.start, self.index, np.ascontiguousarray(vals[self.order]),
+                self.integrality)
+            if status == highspy.HighsStatus.kError:  # (a warning: tiny entries dropped)
+                raise RuntimeError("HiGHS refused the updated model (passModel: error)")
+            self.rebuilt = True
+        else:
+            cur = self.current
+
+            def diff(lo: str, hi: str | None = None) -> np.ndarray:
+                ne = new[lo] != cur[lo]
+                if hi is not None:
+                    ne |= new[hi] != cur[hi]
+                return np.flatnonzero(ne).astype(np.int32)
+
+            i = diff("col_lo", "col_hi")
+            if len(i):
+                h.changeColsBounds(len(i), i, col_lo[i], col_hi[i])
+            i = diff("cost")
+            if len(i):
+                h.changeColsCost(len(i), i, cost[i])
+            i = diff("row_lo", "row_hi")
+            if len(i):
+                h.changeRowsBounds(len(i), i, row_lo[i], row_hi[i])
+            for r, c, v in zip(self.rows[changed].tolist(), self.cols_of[changed].tolist(),
+                               vals[changed].tolist(), strict=True):
+                h.changeCoeff(r, c, v)
+        self.current, self.values = new, vals
+        return len(changed)
+
+    #: share of the matrix entries above which :meth:`update` passes the model anew
+    REBUILD_FRACTION = 0.02
+
+    def read_basis(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The instance's basis as status codes ``(columns, rows)``; ``None`` if it has
+        none."""
+        b = self.h.getBasis()
+        if not b.valid:
+            return None
+        return (np.fromiter(map(int, b.col_status), np.int8, self.h.getNumCol()),
+                np.fromiter(map(int, b.row_status), np.int8, self.h.getNumRow()))
+
+    def set_basis(self, cs: np.ndarray, rs: np.ndarray) -> bool:
+        """Give HiGHS the basis of status codes ``cs, rs``; whether it took it."""
         import highspy
 
+        table = _status_table()
+        nb = highspy.HighsBasis()
+        nb.col_status = [table[v] for v in cs.tolist()]
+        nb.row_status = [table[v] for v in rs.tolist()]
+        nb.valid = True
+        return self.h.setBasis(nb) == highspy.HighsStatus.kOk
+
+    def restore_basis(self) -> bool:
+        """After :meth:`update` passed the model anew, start from the basis it kept;
+        whether one was set (otherwise the instance still has its own, or none)."""
+        return self.rebuilt and self.kept is not None and self.set_basis(*self.kept)
+
+    def shifted_basis(self, k: int) -> bool:
+        """Start from the previous optimal basis moved ``k`` intervals forward (a receding
+        horizon that advanced ``k`` intervals: interval ``i`` of the new horizon is
+        interval ``i + k`` of the old one; the last ``k`` repeat the old last interval; the
+        fixed initial state keeps its status). The previous basis is the one :meth:`update`
+        kept before a rebuild, else the instance's own. Not for MILPs. Returns whether the
+        basis was set (``False``: none to shift, or HiGHS refused it — its count of basic
+        variables came out wrong — and the instance's own is kept)."""
         N = self.data.affine.N
         if not 1 <= k < N or self.data.staging is not None:
             return False
-        b = self.h.getBasis()
-        if not b.valid:
+        basis = self.kept if self.kept is not None else self.read_basis()
+        if basis is None:
             return False
-        # statuses through a table of the enum's members: constructing one per entry costs
-        # ~10x more (17,000 entries a step on a 10-zone week)
-        members = list(highspy.HighsBasisStatus.__members__.values())
-        code = {m: int(m) for m in members}
-        status = {int(m): m for m in members}
-        cs = np.array([code[v] for v in b.col_status])
-        rs = np.array([code[v] for v in b.row_status])
+        cs, rs = (b.copy() for b in basis)
 
         def shift(st: np.ndarray, a: int, z: int, per: int, periods: int) -> None:
             if per == 0 or z <= a:
@@ -394,17 +465,26 @@ class HighsLP:
         for a, z in self.blocks.values():
             if (z - a) % N == 0:
                 shift(rs, a, z, (z - a) // N, N)
-        nb = highspy.HighsBasis()
-        nb.col_status = [status[v] for v in cs.tolist()]
-        nb.row_status = [status[v] for v in rs.tolist()]
-        nb.valid = True
-        return self.h.setBasis(nb) == highspy.HighsStatus.kOk
+        return self.set_basis(cs, rs)
 
     def solution(self) -> dict[str, np.ndarray]:
         """Primal values by block (LP units)."""
         col = np.asarray(self.h.getSolution().col_value)
         return {"x": col[self.X], "u": col[self.U], "p": col[self.P],
                 "s_lo": col[self.SL], "s_hi": col[self.SH]}
+
+
+@lru_cache(maxsize=1)
+def _status_table() -> list[Any]:
+    """HiGHS basis statuses by code (a list lookup: constructing an enum member per entry
+    costs ~10x more, and a 10-zone week has 17,000 entries)."""
+    import highspy
+
+    members = list(highspy.HighsBasisStatus.__members__.values())
+    table: list[Any] = [None] * (max(int(m) for m in members) + 1)
+    for m in members:
+        table[int(m)] = m
+    return table
 
 
 def _min_time_pairs(d: LPData) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:

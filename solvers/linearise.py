@@ -85,11 +85,22 @@ class AffineSystem:
         return x
 
 
+@lru_cache(maxsize=32)
 def _indices(model: Model) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     lay = model.layout
     man = [n for n, v in model.inputs().items() if v.kind == "manipulated"]
     dis = [n for n, v in model.inputs().items() if v.kind != "manipulated"]
     return lay.inputs.indices(man), lay.inputs.indices(dis), man, dis
+
+
+@lru_cache(maxsize=32)
+def _names(model: Model, outputs: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """Flat names of the states, the manipulated inputs and the kept outputs."""
+    lay = model.layout
+    im = _indices(model)[0]
+    flat_in, flat_out = lay.inputs.flat_names(), lay.outputs.flat_names()
+    return (tuple(lay.states.flat_names()), tuple(flat_in[i] for i in im),
+            tuple(flat_out[i] for i in lay.outputs.indices(list(outputs))))
 
 
 def forecast_matrix(model: Model, forecast: Mapping[str, Any], n: int, *,
@@ -265,10 +276,6 @@ def linearise(model: Model, x: Any, forecast: Mapping[str, Any] | np.ndarray, dt
         Bd[:] = E[:nx, nx:] @ B[0]
         cd[:] = aff @ E[:nx, nx:].T
     e = gv - np.einsum("kij,j->ki", C, xv) - np.einsum("kij,kj->ki", D, u)
-    out_names = tuple(lay.outputs.flat_names()[i] for i in lay.outputs.indices(list(outputs)))
-    man = _indices(model)[2]
-    return AffineSystem(
-        dt=float(dt), A=Ad, B=Bd, c=cd, C=C, D=D, e=e,
-        states=tuple(lay.states.flat_names()),
-        controls=tuple(lay.inputs.flat_names()[i] for i in lay.inputs.indices(man)),
-        outputs=out_names, x_ref=xv, u_ref=u)
+    states, controls, out_names = _names(model, outputs)
+    return AffineSystem(dt=float(dt), A=Ad, B=Bd, c=cd, C=C, D=D, e=e, states=states,
+                        controls=controls, outputs=out_names, x_ref=xv, u_ref=u)

@@ -158,6 +158,65 @@ def test_shifted_warm_start_reaches_the_fresh_optimum() -> None:
     assert lp.h.modelStatusToString(lp.h.getModelStatus()) == "Optimal"
 
 
+def test_small_changes_go_in_place_and_equal_a_fresh_build() -> None:
+    """A re-plan of the same horizon from a new estimate, then with one hour's outdoor
+    temperature revised: few entries change, so the instance is changed in place (bounds,
+    costs and single coefficients, no rebuild), and each optimum is a fresh build's."""
+    warm = EconomicMPC(MODEL, horizon=N, warm_start=True)
+    warm.plan(X0, FORECAST, PRICE)
+    revised = dict(FORECAST, T_out=FORECAST["T_out"].copy())
+    revised["T_out"][17] -= 4.0
+    x = {"T_i": [19.5, 20.0], "T_e": [18.2, 17.0]}
+    for fc, moves in ((FORECAST, False), (revised, True)):
+        before = warm._lp.values.copy()
+        a = warm.plan(x, fc, PRICE)
+        moved = int(np.count_nonzero(warm._lp.values != before))
+        assert not warm._lp.rebuilt
+        # that hour's COP and capacity entries of the power and load rows, nothing else
+        assert (0 < moved <= 8) if moves else moved == 0
+        b = EconomicMPC(MODEL, horizon=N).plan(x, fc, PRICE)
+        assert a.status == b.status == "optimal"
+        assert a.cost + a.discomfort == pytest.approx(b.cost + b.discomfort, rel=1e-9,
+                                                      abs=1e-9)
+
+
+class _FailsOnce:
+    """A HiGHS instance whose next run may not pivot (an iteration limit of zero)."""
+
+    def __init__(self, h: object) -> None:
+        self._h, self.failed = h, False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._h, name)
+
+    def run(self) -> object:
+        if self.failed:
+            return self._h.run()
+        self.failed = True
+        _, limit = self._h.getOptionValue("simplex_iteration_limit")
+        self._h.setOptionValue("simplex_iteration_limit", 0)
+        try:
+            return self._h.run()
+        finally:
+            self._h.setOptionValue("simplex_iteration_limit", limit)
+
+
+def test_a_failing_warm_start_is_re_solved_from_scratch_and_reported() -> None:
+    warm = EconomicMPC(MODEL, horizon=N, warm_start=True)
+    warm.plan(X0, FORECAST, PRICE)
+    fc = {n: (np.roll(v, -1, axis=0) if np.ndim(v) else v) for n, v in FORECAST.items()}
+    warm._lp.h = _FailsOnce(warm._lp.h)
+    x = {"T_i": [17.0, 22.5], "T_e": [16.0, 19.0]}   # far from the plan: pivots needed
+    p = warm.plan(x, fc, np.roll(PRICE, -1), t=3600.0)
+    assert warm._lp.h.failed
+    assert p.status == "recovered" and p.ok
+    assert "previous basis" in p.message and "from scratch" in p.message
+    assert "iteration limit" in p.message.lower()
+    ref = EconomicMPC(MODEL, horizon=N).plan(x, fc, np.roll(PRICE, -1), t=3600.0)
+    assert p.cost + p.discomfort == pytest.approx(ref.cost + ref.discomfort, rel=1e-9)
+    assert warm.fallbacks == 0
+
+
 def test_comfort_holds_on_the_plan_resimulated_with_the_nonlinear_model() -> None:
     plan = EconomicMPC(MODEL, horizon=N, comfort=Comfort(price=5.0)).plan(X0, FORECAST,
                                                                           PRICE)
