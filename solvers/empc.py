@@ -185,7 +185,7 @@ class EMPCPlan:
                 v = d[:, [dn.index(n) for n in names]]
             inputs[leaf.name] = hold(self.times[:-1], v[:, 0] if leaf.size == 1 else v.T)
         x0 = {leaf.name: self.x[0, [a.states.index(n) for n in leaf.flat_names()]]
-              for leaf in lay.states.leaves}
+              .reshape(leaf.shape) for leaf in lay.states.leaves}
         res = simulate(model, x0, inputs, self.times, rtol=rtol, atol=atol)
         X = np.concatenate([np.asarray(res[leaf.name]).reshape(N + 1, -1)
                             for leaf in lay.states.leaves], axis=1)

@@ -4,6 +4,8 @@ and a closed-loop week against the thermostat baseline."""
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -11,6 +13,7 @@ from scipy.optimize import linprog
 
 from processtwin.errors import ConfigError, DataError
 from processtwin.kpi import building_kpis
+from processtwin.model import Model, Var, param, variables
 from processtwin.models import HeatPumpBuilding
 from processtwin.solvers.building_loop import Thermostat, closed_loop, hourly_weather
 from processtwin.solvers.empc import Comfort, EconomicMPC, Staging
@@ -227,6 +230,56 @@ def test_comfort_holds_on_the_plan_resimulated_with_the_nonlinear_model() -> Non
     # ... and the band (with the plan's own slack) holds within that error
     assert check["comfort_excess"] <= check["state_error"] + 1e-9
     assert plan.discomfort < 0.5          # only the cold start at 19 °C costs comfort
+
+
+RoomState = variables("RoomState", T=Var("degC", "room temperature", default=20.0))
+RoomInputs = variables(
+    "RoomInputs",
+    Q=Var("W", "heater power", default=0.0, bounds=(0.0, 3000.0), kind="manipulated"),
+    T_out=Var("degC", "outdoor temperature", default=5.0, kind="disturbance"),
+    occupancy=Var("-", "occupancy", default=1.0, kind="disturbance"))
+RoomOutputs = variables("RoomOutputs", T_air=Var("degC", "room sensor", kind="online"),
+                        P_el=Var("W", "heater meter", kind="online"))
+
+
+class Room(Model):
+    """One room, one scalar state, an electric heater: ``C dT/dt = UA (T_out - T) + Q``."""
+
+    C: float = param(3.6e6, units="J/K", bounds=(0.0, None), strict=True, doc="capacity")
+    UA: float = param(100.0, units="W/K", bounds=(0.0, None), doc="conductance")
+
+    name: ClassVar[str] = "room"
+    State: ClassVar[type] = RoomState
+    Inputs: ClassVar[type] = RoomInputs
+    Outputs: ClassVar[type] = RoomOutputs
+    time_unit: ClassVar[str] = "s"
+
+    def rhs(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
+        return RoomState(T=(self.UA * (u.T_out - x.T) + u.Q) / self.C)
+
+    def measure(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
+        return RoomOutputs(T_air=x.T, P_el=u.Q)
+
+
+def test_a_scalar_state_model_plans_and_its_plan_is_the_closed_form() -> None:
+    """Any model with a priced output and a comfort output plans; with one scalar state
+    the sampled dynamics are the first-order step response, and the re-simulation check
+    works on scalar states."""
+    room = Room()
+    fc = {"T_out": 5.0 + 3.0 * np.cos(HOURS / 24 * 2 * np.pi),
+          "occupancy": np.where((HOURS >= 8) & (HOURS < 18), 1.0, 0.0)}
+    mpc = EconomicMPC(room, horizon=N, comfort=Comfort(price=2.0))
+    plan = mpc.plan({"T": 18.0}, fc, PRICE)
+    assert plan.ok
+    a = np.exp(-room.UA * 3600.0 / room.C)
+    T = [18.0]
+    for k in range(N):
+        T.append(a * T[-1] + (1 - a) * (fc["T_out"][k] + plan.u[k, 0] / room.UA))
+    np.testing.assert_allclose(plan.x[:, 0], T, rtol=0, atol=1e-9)
+    check = plan.verify(room, fc)
+    assert check["state_error"] < 1e-6
+    assert check["comfort_excess"] <= check["state_error"] + 1e-9
+    assert plan.cost == pytest.approx(float(np.sum(PRICE * plan.u[:, 0] / 1e3)), rel=1e-9)
 
 
 def test_linearisation_is_exact_against_the_adaptive_simulator() -> None:
