@@ -41,9 +41,12 @@ def _hours(text: str) -> tuple[int, int]:
 @click.option("--weather", "weather_spec", default="greensboro", show_default=True,
               help="TMY3/EPW weather file, or a shipped example (greensboro, sand_point).")
 @click.option("--prices", "prices_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="CSV of hourly prices [currency/kWh] (a `time` or `hour` "
-                                 "column and `price`; 24 rows repeat daily). Default: a "
-                                 "time-of-use tariff 0.12/0.25/0.40.")
+              default=None, help="CSV of prices [currency/kWh]: a `time` (ISO) or `hour` "
+                                 "column and `price`, any time step (15 min, hourly, "
+                                 "blocks; each price holds until the next row, hours pay "
+                                 "the mean); the first row is the plan's start; a single "
+                                 "day repeats daily. Default: a time-of-use tariff "
+                                 "0.12/0.25/0.40.")
 @click.option("--start", default="01-08", show_default=True,
               help="First day, MM-DD (within the weather file's year).")
 @click.option("--days", type=float, default=7.0, show_default=True, help="Length [d].")
@@ -89,7 +92,7 @@ def schedule_cmd(model: str, weather_spec: str, prices_path: Path | None, start:
         schedule_building,
     )
     from .solvers.empc import Comfort
-    from .tariffs import read_prices, time_of_use
+    from .tariffs import interval_prices, read_prices, time_of_use
     from .weather import building_inputs, read_weather
 
     if not (np.isfinite(days) and days > 0):
@@ -118,12 +121,8 @@ def schedule_cmd(model: str, weather_spec: str, prices_path: Path | None, start:
     w = read_weather(_weather(weather_spec))
     wx = hourly_weather(building_inputs(w, az, start=f"2001-{start}", days=days + 1))
     if prices_path is not None:
-        _, price = read_prices(prices_path)
-        if len(price) == 24:
-            price = np.tile(price, hours // 24 + 2)
-        if len(price) < hours:
-            raise ConfigError(f"{prices_path} has {len(price)} hourly prices; {days:g} d "
-                              f"need {hours}.")
+        t_price, price = read_prices(prices_path)
+        price = interval_prices(t_price, price, hours, source=str(prices_path))
     else:
         price = time_of_use(np.arange(hours + 24) * 3600.0)
 

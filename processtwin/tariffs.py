@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["noisy_forecast", "read_prices", "time_of_use"]
+__all__ = ["interval_prices", "noisy_forecast", "read_prices", "time_of_use"]
 
 
 def time_of_use(times_s: Any, *, peak: float = 0.40, shoulder: float = 0.25,
@@ -86,8 +86,10 @@ def read_prices(path: str | Path, *, column: str | None = None) -> tuple[np.ndar
     price = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
     bad = np.nonzero(~np.isfinite(price))[0]
     if len(bad):
+        raw = df[col].iloc[bad[0]]
+        shown = "an empty cell" if pd.isna(raw) else repr(str(raw))
         raise DataError(f"{path}: price in row {int(bad[0]) + 2} is not a finite number "
-                        f"({df[col].iloc[bad[0]]!r}) [currency/kWh].")
+                        f"({shown}) [currency/kWh].")
     if tcol in ("hour", "hours"):
         t = df[tcol].to_numpy(float) * 3600.0
     elif tcol in ("time_s", "seconds", "t"):
@@ -105,6 +107,65 @@ def read_prices(path: str | Path, *, column: str | None = None) -> tuple[np.ndar
         row = int(np.nonzero(step <= 0)[0][0]) + 3
         raise DataError(f"{path}: times must increase; row {row} does not.")
     return t - t[0], price
+
+
+def interval_prices(times_s: Any, price: Any, n: int, *, dt_s: float = 3600.0,
+                    source: str = "prices") -> np.ndarray:
+    """The mean price of each of ``n`` planning intervals of ``dt_s`` from a series of
+    any time step: each price holds from its time until the next (the last one for as
+    long as the step before it), and an interval pays the time-weighted mean of the
+    prices within it (exact for an energy cost at constant power over the interval).
+    A series that covers exactly one day repeats daily.
+
+    Parameters
+    ----------
+    times_s : array
+        Start times of the prices [s] from the study's start (the first is 0), increasing
+        (e.g. from :func:`read_prices`); 15-min, hourly, blocks of hours or irregular.
+    price : array
+        Prices [currency/kWh].
+    n : int
+        Number of intervals wanted.
+    dt_s : float
+        Interval length [s] (3600: hourly).
+    source : str
+        Name of the series in error messages (the file).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` mean price of each interval [currency/kWh].
+
+    Raises
+    ------
+    DataError
+        Mismatched lengths, times that do not start at 0 or do not increase, or a series
+        that does not cover the ``n`` intervals (how long it covers and how long is
+        needed, in hours).
+    """
+    t = np.asarray(times_s, dtype=float).ravel()
+    p = np.asarray(price, dtype=float).ravel()
+    if t.shape != p.shape or len(t) == 0:
+        raise DataError(f"{source}: {len(t)} times for {len(p)} prices.")
+    if t[0] != 0.0 or np.any(np.diff(t) <= 0):
+        raise DataError(f"{source}: times must start at 0 s and increase.")
+    step = np.diff(t)[-1] if len(t) > 1 else dt_s
+    end = t[-1] + step                       # the last price holds one step
+    edges = np.append(t, end)
+    want = n * dt_s
+    if end < want and abs(end - 86400.0) <= 1e-6 * 86400.0:
+        days = int(np.ceil(want / 86400.0))
+        edges = np.concatenate([edges[:-1] + 86400.0 * d for d in range(days)]
+                               + [[86400.0 * days]])
+        p = np.tile(p, days)
+        end = edges[-1]
+    if end < want * (1.0 - 1e-12):
+        raise DataError(f"{source}: the prices cover {end / 3600.0:g} h; the plan needs "
+                        f"{want / 3600.0:g} h ({n} intervals of {dt_s / 3600.0:g} h).")
+    # the integral of the step function at the interval edges, differenced
+    cum = np.concatenate([[0.0], np.cumsum(p * np.diff(edges))])
+    q = np.arange(n + 1) * dt_s
+    return np.diff(np.interp(q, edges, cum)) / dt_s
 
 
 def noisy_forecast(truth: Any, lead_s: Any, *, sigma0: float, growth_per_h: float,

@@ -18,7 +18,7 @@ from processtwin.models import HeatPumpBuilding
 from processtwin.solvers.building_loop import Thermostat, closed_loop, hourly_weather
 from processtwin.solvers.empc import Comfort, EconomicMPC, Staging
 from processtwin.solvers.linearise import linearise
-from processtwin.tariffs import read_prices, time_of_use
+from processtwin.tariffs import interval_prices, read_prices, time_of_use
 
 N = 24
 HOURS = np.arange(N)
@@ -399,6 +399,29 @@ def test_prices_from_csv(tmp_path) -> None:
         read_prices(f)
 
 
+def test_prices_of_any_step_become_the_mean_of_each_interval() -> None:
+    """Each price holds until the next; an interval pays the time-weighted mean."""
+    q = np.arange(8.0)                                   # 15-min prices over 2 h
+    np.testing.assert_allclose(interval_prices(900.0 * np.arange(8), q, 2), [1.5, 5.5])
+    hourly = np.array([0.1, 0.3, 0.2])
+    np.testing.assert_allclose(interval_prices(3600.0 * np.arange(3), hourly, 3), hourly)
+    # 2-hour blocks: each hour its block's price
+    np.testing.assert_allclose(interval_prices([0.0, 7200.0], [0.2, 0.4], 4),
+                               [0.2, 0.2, 0.4, 0.4])
+    # irregular: 0-30 min a, 30-90 min b, then c for as long as the step before (60 min)
+    a, b, c = 1.0, 2.0, 4.0
+    np.testing.assert_allclose(interval_prices([0.0, 1800.0, 5400.0], [a, b, c], 2),
+                               [(a + b) / 2, (b + c) / 2])
+    # one day repeats daily
+    day = time_of_use(3600.0 * np.arange(24))
+    np.testing.assert_allclose(interval_prices(3600.0 * np.arange(24), day, 72),
+                               np.tile(day, 3))
+    with pytest.raises(DataError, match="cover 3 h; the plan needs 4 h"):
+        interval_prices(3600.0 * np.arange(3), hourly, 4, source="p.csv")
+    with pytest.raises(DataError, match="start at 0 s and increase"):
+        interval_prices([0.0, 0.0], [1.0, 2.0], 1)
+
+
 def test_kpis_match_a_hand_computed_record() -> None:
     t = np.arange(5) * 900.0
     ds = xr.Dataset({"T_air": (("time", "zone"), [[20, 22], [21, 25], [22, 22], [22, 22],
@@ -467,6 +490,21 @@ def test_schedule_command_plans_a_building_and_reports_against_the_thermostat(tm
     hour = np.arange(48) % 24
     assert heat[hour < 7].mean() > heat[hour >= 7].mean()
     ds.close()
+    # a 15-min price file: the plan pays each hour's mean, not the first rows as hours
+    quarter = tmp_path / "prices15.csv"
+    q = 0.1 + 0.01 * np.arange(25 * 4)                  # 25 hours
+    quarter.write_text("time,price\n" + "".join(
+        f"2026-01-0{1 + k // 96} {k % 96 // 4:02d}:{15 * (k % 4):02d},{q[k]:.4f}\n"
+        for k in range(100)))
+    r = CliRunner().invoke(main, ["schedule", "building", "--prices", str(quarter),
+                                  "--days", "1", "--no-baseline", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    with xr.open_dataset(out) as ds:
+        np.testing.assert_allclose(ds["price"].values[:24],
+                                   q[:96].reshape(24, 4).mean(axis=1), rtol=1e-12)
+    bad = CliRunner().invoke(main, ["schedule", "building", "--prices", str(quarter),
+                                    "--days", "2"])
+    assert bad.exit_code == 2 and "cover 25 h; the plan needs 48 h" in bad.output
     bad = CliRunner().invoke(main, ["schedule", "building", "--zones", "2", "--facing",
                                     "180", "--days", "1"])
     assert bad.exit_code == 2 and "1 azimuths; the building has 2 zones" in bad.output
