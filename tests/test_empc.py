@@ -15,7 +15,12 @@ from processtwin.errors import ConfigError, DataError
 from processtwin.kpi import building_kpis
 from processtwin.model import Model, Var, param, variables
 from processtwin.models import HeatPumpBuilding
-from processtwin.solvers.building_loop import Thermostat, closed_loop, hourly_weather
+from processtwin.solvers.building_loop import (
+    Thermostat,
+    closed_loop,
+    hourly_weather,
+    thermostat_baseline,
+)
 from processtwin.solvers.empc import Comfort, EconomicMPC, Staging
 from processtwin.solvers.linearise import linearise
 from processtwin.tariffs import interval_prices, read_prices, time_of_use
@@ -280,6 +285,9 @@ def test_a_scalar_state_model_plans_and_its_plan_is_the_closed_form() -> None:
     assert check["state_error"] < 1e-6
     assert check["comfort_excess"] <= check["state_error"] + 1e-9
     assert plan.cost == pytest.approx(float(np.sum(PRICE * plan.u[:, 0] / 1e3)), rel=1e-9)
+    # the thermostat baseline is a building's: another unit is told to bring its own
+    with pytest.raises(ConfigError, match="needs a heat-pump building.*has no input Q_heat"):
+        thermostat_baseline(mpc, fc, PRICE)
 
 
 def test_linearisation_is_exact_against_the_adaptive_simulator() -> None:
