@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from processtwin.errors import ConfigError
-from processtwin.model import Model
+from processtwin.model import Model, time_factor
 
 from .empc_lp import HighsLP, LPData, build_pyomo, update_pyomo
 from .linearise import AffineSystem, forecast_matrix, linearise
@@ -28,7 +28,6 @@ from .nmpc import Recommendation
 
 __all__ = ["Comfort", "EMPCPlan", "EconomicMPC", "Staging"]
 
-HOURS = {"s": 1 / 3600.0, "min": 1 / 60.0, "h": 1.0}
 
 
 @dataclass(frozen=True)
@@ -239,8 +238,9 @@ class EconomicMPC:
     model : Model
         A continuous-time model with manipulated inputs, a priced power output and a
         comfort output (e.g. :class:`~processtwin.models.HeatPumpBuilding`).
-    dt : float
-        Control interval [model time unit] (3600 s: hourly).
+    dt : float, optional
+        Control interval [model time unit] (default one hour: 3600 for a model in s, 1
+        for one in h, 1/24 for one in d).
     horizon : int
         Number of intervals planned (24 hourly: a day; 168: a week).
     power : str
@@ -277,7 +277,7 @@ class EconomicMPC:
         1.1–1.3 s. ``False``: every decision solved from scratch (with presolve).
     """
 
-    def __init__(self, model: Model, *, dt: float = 3600.0, horizon: int = 24,
+    def __init__(self, model: Model, *, dt: float | None = None, horizon: int = 24,
                  power: str = "P_el", comfort: Comfort | None = None,
                  limits: Mapping[str, Any] | None = None, peak_price: float = 0.0,
                  staging: Staging | None = None, backend: str = "highs",
@@ -287,6 +287,8 @@ class EconomicMPC:
         if model.is_discrete:
             raise ConfigError(f"`{model.name}` is discrete-time; EconomicMPC samples "
                               "continuous-time models.")
+        if dt is None:  # one hour in the model's time unit
+            dt = float(time_factor("h", model.time_unit))
         if not dt > 0:
             raise ConfigError(f"`dt` must be > 0 [{model.time_unit}], got {dt!r}.")
         if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) \
@@ -320,7 +322,7 @@ class EconomicMPC:
         if staging is not None and staging.output not in self.limits:
             raise ConfigError(f"staged output {staging.output!r} needs a limit (its upper "
                               f"level); limited outputs: {', '.join(self.limits) or 'none'}.")
-        self.hours = float(dt) * HOURS.get(model.time_unit, 1.0)
+        self.hours = float(dt) * float(time_factor(model.time_unit, "h"))
         lay = model.layout
         self._outputs = list(dict.fromkeys([power, self.comfort.output, *self.limits]))
         self._flat = [n for o in self._outputs for n in lay.outputs.leaf(o).flat_names()]

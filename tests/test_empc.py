@@ -266,6 +266,25 @@ class Room(Model):
         return RoomOutputs(T_air=x.T, P_el=u.Q)
 
 
+class RoomInDays(Model):
+    """:class:`Room` with time in days (rates per day)."""
+
+    C: float = param(3.6e6, units="J/K", bounds=(0.0, None), strict=True, doc="capacity")
+    UA: float = param(100.0, units="W/K", bounds=(0.0, None), doc="conductance")
+
+    name: ClassVar[str] = "room_days"
+    State: ClassVar[type] = RoomState
+    Inputs: ClassVar[type] = RoomInputs
+    Outputs: ClassVar[type] = RoomOutputs
+    time_unit: ClassVar[str] = "d"
+
+    def rhs(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
+        return RoomState(T=86400.0 * (self.UA * (u.T_out - x.T) + u.Q) / self.C)
+
+    def measure(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
+        return RoomOutputs(T_air=x.T, P_el=u.Q)
+
+
 def test_a_scalar_state_model_plans_and_its_plan_is_the_closed_form() -> None:
     """Any model with a priced output and a comfort output plans; with one scalar state
     the sampled dynamics are the first-order step response, and the re-simulation check
@@ -285,6 +304,14 @@ def test_a_scalar_state_model_plans_and_its_plan_is_the_closed_form() -> None:
     assert check["state_error"] < 1e-6
     assert check["comfort_excess"] <= check["state_error"] + 1e-9
     assert plan.cost == pytest.approx(float(np.sum(PRICE * plan.u[:, 0] / 1e3)), rel=1e-9)
+    # the same room with time in days: the default interval is still one hour, and the
+    # plan (costs per kWh over hours) is the same
+    days = EconomicMPC(RoomInDays(), horizon=N, comfort=Comfort(price=2.0))
+    assert days.dt == pytest.approx(1 / 24) and mpc.dt == 3600.0
+    same = days.plan({"T": 18.0}, fc, PRICE)
+    assert same.cost == pytest.approx(plan.cost, rel=1e-9)
+    assert same.discomfort == pytest.approx(plan.discomfort, rel=1e-9, abs=1e-12)
+    np.testing.assert_allclose(same.x, plan.x, rtol=0, atol=1e-9)
     # the thermostat baseline is a building's: another unit is told to bring its own
     with pytest.raises(ConfigError, match="needs a heat-pump building.*has no input Q_heat"):
         thermostat_baseline(mpc, fc, PRICE)
