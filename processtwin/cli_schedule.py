@@ -36,6 +36,16 @@ def _hours(text: str) -> tuple[int, int]:
     return a, b
 
 
+def _day_of_year(text: str) -> None:
+    import datetime as dt
+
+    try:
+        dt.date.fromisoformat(f"2001-{text}")
+    except ValueError:
+        raise click.UsageError(f"--start must be a day of the year as MM-DD (e.g. 01-08), "
+                               f"got {text!r}.") from None
+
+
 @click.command("schedule")
 @click.argument("model", required=False, metavar="[MODEL]", default="building_hp")
 @click.option("--weather", "weather_spec", default="greensboro", show_default=True,
@@ -89,6 +99,7 @@ def schedule_cmd(model: str, weather_spec: str, prices_path: Path | None, start:
         as_heat_pump_building,
         hourly_weather,
         occupancy_schedule,
+        require_building,
         schedule_building,
     )
     from .solvers.empc import Comfort
@@ -97,6 +108,7 @@ def schedule_cmd(model: str, weather_spec: str, prices_path: Path | None, start:
 
     if not (np.isfinite(days) and days > 0):
         raise ConfigError(f"--days must be > 0 [d], got {days:g}.")
+    _day_of_year(start)
     m = load_model(model)
     if zones is not None:
         if zones < 1:
@@ -110,6 +122,8 @@ def schedule_cmd(model: str, weather_spec: str, prices_path: Path | None, start:
                        "ground_area": (), "adjacency": tuple(
                            (i, i + 1, 20.0) for i in range(zones - 1))})
     m = as_heat_pump_building(m)
+    require_building(m, "`processtwin schedule`",
+                     "For another unit, plan it from Python with `EconomicMPC`.")
     p = parse_params(m, params)
     m = m.replace(**p) if p else m
     n_zones = getattr(m, "n_zones", 1)

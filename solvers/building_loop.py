@@ -25,7 +25,8 @@ from processtwin.tariffs import noisy_forecast
 from .empc import Comfort, EconomicMPC, _dist_names
 
 __all__ = ["Thermostat", "as_heat_pump_building", "closed_loop", "hourly_weather",
-           "occupancy_schedule", "schedule_building", "thermostat_baseline"]
+           "occupancy_schedule", "require_building", "schedule_building",
+           "thermostat_baseline"]
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def closed_loop(controller: Thermostat | EconomicMPC, plant: Model, *,
     from processtwin.estimate import ExtendedKalmanFilter
     from processtwin.simulate import simulate
 
-    _require_building(plant, "closed_loop's plant")
+    require_building(plant, "closed_loop's plant")
     rng = np.random.default_rng(seed)
     is_mpc = isinstance(controller, EconomicMPC)
     comfort = comfort or (controller.comfort if is_mpc else Comfort())
@@ -394,7 +395,7 @@ def thermostat_baseline(mpc: EconomicMPC, forecast: Mapping[str, Any], prices: A
 
     thermostat = thermostat or Thermostat()
     model = mpc.model
-    _require_building(model, "the thermostat baseline")
+    require_building(model, "the thermostat baseline")
     sub = int(round(mpc.dt / control_s))
     if sub < 1 or abs(sub * control_s - mpc.dt) > 1e-9 * mpc.dt:
         raise ConfigError(f"`control_s` must divide the MPC interval {mpc.dt:g}, got "
@@ -434,9 +435,22 @@ def thermostat_baseline(mpc: EconomicMPC, forecast: Mapping[str, Any], prices: A
     return baseline
 
 
-def _require_building(model: Model, what: str) -> None:
-    """A ConfigError unless ``model`` is a heat-pump building (zones with floor areas, heat
-    pump capacities, per-zone ``Q_heat``/``Q_cool``, ``T_out``, ``I_sol``, ``T_ground``)."""
+def require_building(model: Model, what: str,
+                     hint: str = "For another unit pass your own `baseline(plan) -> (cost, "
+                                 "discomfort)` to `EconomicMPC.recommend`.") -> None:
+    """Raise a :class:`~processtwin.errors.ConfigError` unless ``model`` is a heat-pump
+    building (zones with floor areas and heat-pump capacities; inputs ``Q_heat``,
+    ``Q_cool``, ``T_out``, ``I_sol``, ``T_ground``, ``occupancy``).
+
+    Parameters
+    ----------
+    model : Model
+        The model to check.
+    what : str
+        What needs it (starts the message).
+    hint : str
+        What to do instead (ends the message).
+    """
     needs = ("Q_heat", "Q_cool", "T_out", "I_sol", "T_ground", "occupancy")
     missing = [n for n in needs if n not in model.inputs()]
     if missing or not all(hasattr(model, a) for a in ("areas", "capacities", "n_zones")):
@@ -444,5 +458,4 @@ def _require_building(model: Model, what: str) -> None:
             f"{what} needs a heat-pump building (like `HeatPumpBuilding`: zones with floor "
             f"areas and heat-pump capacities; inputs {', '.join(needs)}); `{model.name}` "
             + (f"has no input {', '.join(missing)}" if missing else "is not one")
-            + ". For another unit pass your own `baseline(plan) -> (cost, discomfort)` "
-            "to `EconomicMPC.recommend`.")
+            + f". {hint}")

@@ -545,6 +545,10 @@ def test_schedule_command_plans_a_building_and_reports_against_the_thermostat(tm
     assert bad.exit_code == 2 and "1 azimuths; the building has 2 zones" in bad.output
     bad = CliRunner().invoke(main, ["schedule", "--days", "0"])
     assert bad.exit_code == 2 and "--days must be > 0" in bad.output
+    bad = CliRunner().invoke(main, ["schedule", "--days", "1", "--start", "13-01"])
+    assert bad.exit_code == 2 and "--start must be a day of the year as MM-DD" in bad.output
+    bad = CliRunner().invoke(main, ["schedule", "double_integrator", "--days", "1"])
+    assert bad.exit_code == 2 and "needs a heat-pump building" in bad.output
     bad = CliRunner().invoke(main, ["schedule", "--weather", "nowhere.epw"])
     assert bad.exit_code == 2 and "no such file" in bad.output
 
