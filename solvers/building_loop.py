@@ -343,14 +343,15 @@ def schedule_building(model: Model, weather: Mapping[str, Any], prices: np.ndarr
     x = x0 if x0 is not None else {}
     plan = ctrl.plan(x, fc, prices[:hours])
     ds = plan.dataset(model)
-    lo, hi = comfort.bands(occupancy[:hours], model.n_zones)
     ds["T_out"] = ("time", np.append(fc["T_out"], fc["T_out"][-1]), {"units": "degC"})
     ds["price"] = ("time", np.append(prices[:hours], prices[hours - 1]),
                    {"units": "currency/kWh"})
-    ds["band_lo"] = (("time", "T_i_i"), np.vstack([lo, lo[-1:]]), {"units": "degC"})
-    ds["band_hi"] = (("time", "T_i_i"), np.vstack([hi, hi[-1:]]), {"units": "degC"})
-    ds["P_el"] = ("time", np.append(plan.y, plan.y[-1:]) if plan.ok else
-                  np.full(hours + 1, np.nan), {"units": "W"})
+    # the band of each hour from its start, as the thermostat's record holds it: the KPIs
+    # of plan and baseline count discomfort the same way
+    lo, hi = comfort.bands(occupancy[:hours], model.n_zones)
+    dim = ds["band_lo"].dims
+    ds["band_lo"] = (dim, np.vstack([lo, lo[-1:]]), {"units": "degC"})
+    ds["band_hi"] = (dim, np.vstack([hi, hi[-1:]]), {"units": "degC"})
     base = None
     if baseline:
         x_start = {leaf.name: model.layout.states.values(x)[

@@ -129,6 +129,8 @@ class EMPCPlan:
     bands : tuple or None
         ``(lower, upper, slack below, slack above, output indices)`` of the comfort bands
         at the nodes [output units] (for :meth:`verify`).
+    power : str
+        Name of the priced output (``""``: not recorded).
     """
 
     status: str
@@ -144,6 +146,7 @@ class EMPCPlan:
     active: list[str] = field(default_factory=list)
     energy: float = 0.0
     bands: tuple | None = None
+    power: str = ""
 
     def verify(self, model: Model, forecast: Mapping[str, Any], *, rtol: float = 1e-10,
                atol: float = 1e-10) -> dict[str, float]:
@@ -203,26 +206,53 @@ class EMPCPlan:
         return self.status in ("optimal", "recovered")
 
     def dataset(self, model: Model) -> xr.Dataset:
-        """The plan as an ``xarray.Dataset`` over ``time`` (inputs per interval, states at
-        the nodes), with cost and discomfort in its attributes."""
+        """The plan as an ``xarray.Dataset`` over ``time``: states and the comfort output
+        at the nodes, with its band as the plan held it there (at the end of each interval
+        the stricter of that interval's and the next one's); manipulated inputs and the
+        priced output held over each interval (from each time to the next; the last value
+        repeated at the end); vectors over their layout dimension (``zone``); cost,
+        discomfort and energy in the attributes."""
         a = self.affine
         lay = model.layout
         ds = xr.Dataset(coords={"time": self.times})
+
+        def put(name: str, leaf: Any, v: np.ndarray, attrs: dict) -> None:
+            if not leaf.shape:
+                ds[name] = ("time", v[:, 0], attrs)
+            else:
+                ds[name] = (("time", leaf.dim or f"{leaf.name}_i"), v, attrs)
+
         for leaf in lay.states.leaves:
             v = self.x[:, [a.states.index(n) for n in leaf.flat_names()]]
-            ds[leaf.name] = (("time",) if leaf.size == 1 else ("time", f"{leaf.name}_i"),
-                             v[:, 0] if leaf.size == 1 else v,
-                             {"units": leaf.var.units, "long_name": leaf.var.doc})
+            put(leaf.name, leaf, v, {"units": leaf.var.units, "long_name": leaf.var.doc})
+        hold = {"hold": "zero-order (from each time to the next)"}
         held = np.vstack([self.u, self.u[-1:]])
         for leaf in lay.inputs.leaves:
             if leaf.var.kind != "manipulated":
                 continue
-            cols = [a.controls.index(n) for n in leaf.flat_names()]
-            v = held[:, cols]
-            ds[leaf.name] = (("time",) if leaf.size == 1 else ("time", f"{leaf.name}_i"),
-                             v[:, 0] if leaf.size == 1 else v,
-                             {"units": leaf.var.units, "long_name": leaf.var.doc,
-                              "hold": "zero-order (from each time to the next)"})
+            v = held[:, [a.controls.index(n) for n in leaf.flat_names()]]
+            put(leaf.name, leaf, v, {"units": leaf.var.units, "long_name": leaf.var.doc,
+                                     **hold})
+        if self.power and len(self.y) == a.N:
+            leaf = lay.outputs.leaf(self.power)
+            put(self.power, leaf, np.append(self.y, self.y[-1:])[:, None],
+                {"units": leaf.var.units, "long_name": f"{leaf.var.doc} (interval mean)",
+                 **hold})
+        if self.bands is not None:
+            lo, hi, _, _, idx = self.bands
+            name = a.outputs[idx[0]].split("[")[0]
+            leaf = lay.outputs.leaf(name)
+            U = np.vstack([self.u[:1], self.u])          # node 0 with the first inputs
+            K = np.r_[0, np.arange(a.N)]                  # node k+1 ends interval k
+            y = (np.einsum("koj,kj->ko", a.C[K][:, idx, :], self.x)
+                 + np.einsum("koj,kj->ko", a.D[K][:, idx, :], U) + a.e[K][:, idx])
+            key = name if name not in ds else f"y_{name}"
+            put(key, leaf, y, {"units": leaf.var.units, "long_name": leaf.var.doc})
+            for bname, band in (("band_lo", lo), ("band_hi", hi)):
+                put(bname, leaf, np.vstack([band[:1], band]),
+                    {"units": leaf.var.units, "long_name": f"comfort band of {name} "
+                     "at each node (the first node, not constrained, shows the first "
+                     "interval's)"})
         ds.attrs.update(status=self.status, cost=self.cost, discomfort_Kh=self.discomfort,
                         energy_kWh=self.energy, solve_time_s=self.solve_time_s,
                         message=self.message, kind="plan", model=model.name)
@@ -584,7 +614,7 @@ class EconomicMPC:
                         bands=bands,
                         y=sol["p"] * data.y_scale[data.power],
                         times=t + self.dt * np.arange(a.N + 1), affine=a, message=message,
-                        active=self._active(data, sol), energy=energy)
+                        active=self._active(data, sol), energy=energy, power=self.power)
 
     def _active(self, data: LPData, sol: dict) -> list[str]:
         """Hard output limits at their bounds (within 1e-6 of the LP units)."""
@@ -615,7 +645,7 @@ class EconomicMPC:
         x = a.simulate(data.x0, u)
         return EMPCPlan(status="fallback", cost=float("nan"), discomfort=float("nan"), x=x,
                         u=u, y=np.full(a.N, np.nan), times=t + self.dt * np.arange(a.N + 1),
-                        affine=a, message=f"{why}; using {src}")
+                        affine=a, message=f"{why}; using {src}", power=self.power)
 
     # ---- the operator's view ----------------------------------------------------------
     def recommend(self, t: float, x: Mapping[str, Any] | np.ndarray,

@@ -304,6 +304,14 @@ def test_a_scalar_state_model_plans_and_its_plan_is_the_closed_form() -> None:
     assert check["state_error"] < 1e-6
     assert check["comfort_excess"] <= check["state_error"] + 1e-9
     assert plan.cost == pytest.approx(float(np.sum(PRICE * plan.u[:, 0] / 1e3)), rel=1e-9)
+    # the plan as a Dataset: the priced and comfort outputs beside states and inputs
+    ds = plan.dataset(room)
+    np.testing.assert_allclose(ds["P_el"].values[:-1], plan.u[:, 0])     # P_el = Q
+    np.testing.assert_allclose(ds["T_air"].values, plan.x[:, 0], atol=1e-12)
+    assert ds["band_lo"].attrs["units"] == "degC"
+    lo = np.where(fc["occupancy"] >= 0.5, 21.0, 16.0)
+    np.testing.assert_allclose(ds["band_lo"].values[1:], np.maximum(lo, np.r_[lo[1:], lo[-1]]))
+    assert ds["band_lo"].values[0] == ds["band_lo"].values[1]
     # the same room with time in days: the default interval is still one hour, and the
     # plan (costs per kWh over hours) is the same
     days = EconomicMPC(RoomInDays(), horizon=N, comfort=Comfort(price=2.0))
@@ -520,6 +528,8 @@ def test_schedule_command_plans_a_building_and_reports_against_the_thermostat(tm
     assert "2 zone(s)" in r.output and "thermostat" in r.output and "saving" in r.output
     ds = xr.open_dataset(out)
     assert ds["Q_heat"].shape == (49, 2) and ds.attrs["status"] == "optimal"
+    assert ds["Q_heat"].dims == ds["band_lo"].dims == ds["T_air"].dims == ("time", "zone")
+    assert ds["P_el"].attrs["units"] == "W" and np.all(ds["P_el"].values >= 0)
     # the daily price file: cheap hours carry more of the heat than dear ones
     heat = ds["Q_heat"].values[:-1].sum(axis=1)
     hour = np.arange(48) % 24
