@@ -299,8 +299,9 @@ class EconomicMPC:
         by the whole intervals the decision time ``t`` advanced (interval ``i`` of the new
         horizon starts from interval ``i + k`` of the old basis); otherwise from the basis
         as it was. The optimum is a fresh solve's (the vertex may differ where the LP has
-        several); a start that fails is re-solved from scratch before the fallback
-        options, and the plan says so (``"recovered"``). On a 10-zone week
+        several); a start that fails is re-solved from the same basis with the primal
+        simplex, then from scratch, before the fallback options, and the plan says so
+        (``"recovered"``). On a 10-zone week
         (``experiments/bench/bench_empc.py``): a fresh noisy forecast every hour 0.68 s
         against 1.24 s cold; the forecast held between issues 0.14 s against 1.37 s; the
         same horizon from a new estimate 8.4 ms; quarter-hour re-plans 0.23–0.61 s against
@@ -496,13 +497,19 @@ class EconomicMPC:
             return self._plan(data, t, first[1], "optimal", "")
         if first[0] == "failed" and first[3]:
             # a start from the previous basis can fail where a fresh one does not (HiGHS's
-            # dual ratio test on an ill-conditioned basis): the same options from scratch
+            # dual ratio test on an ill-conditioned basis: "excessive dual values"); the
+            # primal simplex from the same basis, then the same options from scratch
             why = f"HiGHS from the previous basis: {first[2]}"
+            primal = self._attempt_primal()
+            if primal[0] == "optimal":
+                return self._plan(data, t, primal[1], "recovered",
+                                  why + "; re-solved from it with the primal simplex")
             first = self._attempt(data, self._first_options(), cold=True)
             if first[0] == "optimal":
                 return self._plan(data, t, first[1], "recovered",
-                                  why + "; re-solved from scratch")
-            why += f"; from scratch: {first[2]}"
+                                  why + f"; primal simplex: {primal[2]}; re-solved from "
+                                  "scratch")
+            why += f"; primal simplex: {primal[2]}; from scratch: {first[2]}"
         else:
             why = f"HiGHS: {first[2]}"
         if first[0] == "infeasible":
@@ -558,6 +565,29 @@ class EconomicMPC:
                   highspy.HighsModelStatus.kUnboundedOrInfeasible):
             return "infeasible", None, text, warm
         return "failed", None, text, warm
+
+    def _attempt_primal(self) -> tuple[str, Any, str]:
+        """The primal simplex from the basis the failed warm start set (HiGHS's data as
+        it is): ``(status, solution by block, HiGHS's status text)``."""
+        import highspy
+
+        lp = self._lp
+        if lp is None or lp.started is None:
+            return "failed", None, "no basis to start from"
+        h = lp.h
+        _, strategy = h.getOptionValue("simplex_strategy")
+        h.setOptionValue("simplex_strategy", 4)                 # primal
+        try:
+            lp.set_basis(*lp.started)
+            h.run()
+        finally:
+            h.setOptionValue("simplex_strategy", strategy)
+        st = h.getModelStatus()
+        text = h.modelStatusToString(st)
+        if st == highspy.HighsModelStatus.kOptimal:
+            return "optimal", lp.solution(), text
+        h.clearSolver()
+        return "failed", None, text
 
     def _attempt_pyomo(self, data: LPData, options: Mapping[str, Any]) -> tuple[str, Any, str]:
         import pyomo.environ as pyo

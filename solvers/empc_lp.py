@@ -155,6 +155,8 @@ class HighsLP:
         self.kept: tuple[np.ndarray, np.ndarray] | None = None
         #: whether the last :meth:`update` passed the model anew (its basis then lost)
         self.rebuilt = False
+        #: the basis the last warm start set (status codes), for a retry from it
+        self.started: tuple[np.ndarray, np.ndarray] | None = None
 
     # ---- assembly ---------------------------------------------------------------------
     def _build(self, d: LPData, s: dict) -> Any:
@@ -401,6 +403,7 @@ class HighsLP:
                                vals[changed].tolist(), strict=True):
                 h.changeCoeff(r, c, v)
         self.current, self.values = new, vals
+        self.started = None
         return len(changed)
 
     #: share of the matrix entries above which :meth:`update` passes the model anew
@@ -424,7 +427,9 @@ class HighsLP:
         nb.col_status = [table[v] for v in cs.tolist()]
         nb.row_status = [table[v] for v in rs.tolist()]
         nb.valid = True
-        return self.h.setBasis(nb) == highspy.HighsStatus.kOk
+        ok = self.h.setBasis(nb) == highspy.HighsStatus.kOk
+        self.started = (cs, rs) if ok else None
+        return ok
 
     def restore_basis(self) -> bool:
         """After :meth:`update` passed the model anew, start from the basis it kept;

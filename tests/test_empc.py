@@ -188,19 +188,19 @@ def test_small_changes_go_in_place_and_equal_a_fresh_build() -> None:
                                                       abs=1e-9)
 
 
-class _FailsOnce:
-    """A HiGHS instance whose next run may not pivot (an iteration limit of zero)."""
+class _Fails:
+    """A HiGHS instance whose next ``n`` runs may not pivot (an iteration limit of 0)."""
 
-    def __init__(self, h: object) -> None:
-        self._h, self.failed = h, False
+    def __init__(self, h: object, n: int) -> None:
+        self._h, self.left = h, n
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._h, name)
 
     def run(self) -> object:
-        if self.failed:
+        if not self.left:
             return self._h.run()
-        self.failed = True
+        self.left -= 1
         _, limit = self._h.getOptionValue("simplex_iteration_limit")
         self._h.setOptionValue("simplex_iteration_limit", 0)
         try:
@@ -209,17 +209,24 @@ class _FailsOnce:
             self._h.setOptionValue("simplex_iteration_limit", limit)
 
 
-def test_a_failing_warm_start_is_re_solved_from_scratch_and_reported() -> None:
+@pytest.mark.parametrize("failures", [1, 2])
+def test_a_failing_warm_start_is_re_solved_and_reported(failures: int) -> None:
+    """A start from the previous basis that fails is re-solved from that basis with the
+    primal simplex; if that fails too, from scratch; the plan says which, and is the
+    fresh optimum."""
     warm = EconomicMPC(MODEL, horizon=N, warm_start=True)
     warm.plan(X0, FORECAST, PRICE)
     fc = {n: (np.roll(v, -1, axis=0) if np.ndim(v) else v) for n, v in FORECAST.items()}
-    warm._lp.h = _FailsOnce(warm._lp.h)
+    warm._lp.h = _Fails(warm._lp.h, failures)
     x = {"T_i": [17.0, 22.5], "T_e": [16.0, 19.0]}   # far from the plan: pivots needed
     p = warm.plan(x, fc, np.roll(PRICE, -1), t=3600.0)
-    assert warm._lp.h.failed
+    assert warm._lp.h.left == 0
     assert p.status == "recovered" and p.ok
-    assert "previous basis" in p.message and "from scratch" in p.message
-    assert "iteration limit" in p.message.lower()
+    assert "previous basis: iteration limit reached" in p.message.lower()
+    if failures == 1:
+        assert "primal simplex" in p.message and "scratch" not in p.message
+    else:
+        assert "primal simplex: Iteration limit reached; re-solved from scratch" in p.message
     ref = EconomicMPC(MODEL, horizon=N).plan(x, fc, np.roll(PRICE, -1), t=3600.0)
     assert p.cost + p.discomfort == pytest.approx(ref.cost + ref.discomfort, rel=1e-9)
     assert warm.fallbacks == 0
