@@ -211,9 +211,9 @@ class _Fails:
 
 @pytest.mark.parametrize("failures", [1, 2])
 def test_a_failing_warm_start_is_re_solved_and_reported(failures: int) -> None:
-    """A start from the previous basis that fails is re-solved from that basis with the
-    primal simplex; if that fails too, from scratch; the plan says which, and is the
-    fresh optimum."""
+    """A start from the previous basis (primal simplex) that fails is re-solved from
+    that basis with the dual simplex; if that fails too, from scratch; the plan says
+    which, and is the fresh optimum."""
     warm = EconomicMPC(MODEL, horizon=N, warm_start=True)
     warm.plan(X0, FORECAST, PRICE)
     fc = {n: (np.roll(v, -1, axis=0) if np.ndim(v) else v) for n, v in FORECAST.items()}
@@ -222,11 +222,11 @@ def test_a_failing_warm_start_is_re_solved_and_reported(failures: int) -> None:
     p = warm.plan(x, fc, np.roll(PRICE, -1), t=3600.0)
     assert warm._lp.h.left == 0
     assert p.status == "recovered" and p.ok
-    assert "previous basis: iteration limit reached" in p.message.lower()
+    assert "previous basis (primal simplex): iteration limit reached" in p.message.lower()
     if failures == 1:
-        assert "primal simplex" in p.message and "scratch" not in p.message
+        assert "with the dual simplex" in p.message and "scratch" not in p.message
     else:
-        assert "primal simplex: Iteration limit reached; re-solved from scratch" in p.message
+        assert "dual simplex: Iteration limit reached; re-solved from scratch" in p.message
     ref = EconomicMPC(MODEL, horizon=N).plan(x, fc, np.roll(PRICE, -1), t=3600.0)
     assert p.cost + p.discomfort == pytest.approx(ref.cost + ref.discomfort, rel=1e-9)
     assert warm.fallbacks == 0
