@@ -104,7 +104,8 @@ class EMPCPlan:
     Attributes
     ----------
     status : str
-        ``"optimal"``; ``"recovered"`` (first solve failed, fallback options solved it);
+        ``"optimal"``; ``"recovered"`` (the first solve failed and a retry solved it: the
+        other simplex from the same start, a solve from scratch, or the fallback options);
         ``"fallback"`` (no solve succeeded: the rest of the last good plan, or the inputs'
         defaults); the first solve's HiGHS status is in ``message``.
     cost : float

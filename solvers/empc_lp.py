@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from processtwin.errors import SolverError
+
 from .linearise import AffineSystem
 
 __all__ = ["HighsLP", "LPData", "build_pyomo", "layout_columns", "update_pyomo"]
@@ -379,7 +381,8 @@ class HighsLP:
                 self.start, self.index, np.ascontiguousarray(vals[self.order]),
                 self.integrality)
             if status == highspy.HighsStatus.kError:  # (a warning: tiny entries dropped)
-                raise RuntimeError("HiGHS refused the updated model (passModel: error)")
+                raise SolverError("HiGHS refused the updated economic LP (passModel "
+                                  "returned an error).")
             self.rebuilt = True
         else:
             cur = self.current
