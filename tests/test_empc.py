@@ -13,7 +13,7 @@ from scipy.optimize import linprog
 
 from processtwin.errors import ConfigError, DataError
 from processtwin.kpi import building_kpis
-from processtwin.model import Model, Var, param, variables
+from processtwin.model import Model, Var, param, time_factor, variables
 from processtwin.models import HeatPumpBuilding
 from processtwin.solvers.building_loop import (
     Thermostat,
@@ -254,42 +254,32 @@ RoomOutputs = variables("RoomOutputs", T_air=Var("degC", "room sensor", kind="on
                         P_el=Var("W", "heater meter", kind="online"))
 
 
-class Room(Model):
-    """One room, one scalar state, an electric heater: ``C dT/dt = UA (T_out - T) + Q``."""
+def _room(unit: str) -> type:
+    """One room, one scalar state, an electric heater: ``C dT/dt = UA (T_out - T) + Q``,
+    with time in ``unit`` (rates per ``unit``)."""
+    per = float(time_factor(unit, "s"))
 
-    C: float = param(3.6e6, units="J/K", bounds=(0.0, None), strict=True, doc="capacity")
-    UA: float = param(100.0, units="W/K", bounds=(0.0, None), doc="conductance")
+    class Room(Model):
+        C: float = param(3.6e6, units="J/K", bounds=(0.0, None), strict=True,
+                         doc="capacity")
+        UA: float = param(100.0, units="W/K", bounds=(0.0, None), doc="conductance")
 
-    name: ClassVar[str] = "room"
-    State: ClassVar[type] = RoomState
-    Inputs: ClassVar[type] = RoomInputs
-    Outputs: ClassVar[type] = RoomOutputs
-    time_unit: ClassVar[str] = "s"
+        name: ClassVar[str] = f"room_{unit}"
+        State: ClassVar[type] = RoomState
+        Inputs: ClassVar[type] = RoomInputs
+        Outputs: ClassVar[type] = RoomOutputs
+        time_unit: ClassVar[str] = unit
 
-    def rhs(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
-        return RoomState(T=(self.UA * (u.T_out - x.T) + u.Q) / self.C)
+        def rhs(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
+            return RoomState(T=per * (self.UA * (u.T_out - x.T) + u.Q) / self.C)
 
-    def measure(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
-        return RoomOutputs(T_air=x.T, P_el=u.Q)
+        def measure(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
+            return RoomOutputs(T_air=x.T, P_el=u.Q)
+
+    return Room
 
 
-class RoomInDays(Model):
-    """:class:`Room` with time in days (rates per day)."""
-
-    C: float = param(3.6e6, units="J/K", bounds=(0.0, None), strict=True, doc="capacity")
-    UA: float = param(100.0, units="W/K", bounds=(0.0, None), doc="conductance")
-
-    name: ClassVar[str] = "room_days"
-    State: ClassVar[type] = RoomState
-    Inputs: ClassVar[type] = RoomInputs
-    Outputs: ClassVar[type] = RoomOutputs
-    time_unit: ClassVar[str] = "d"
-
-    def rhs(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
-        return RoomState(T=86400.0 * (self.UA * (u.T_out - x.T) + u.Q) / self.C)
-
-    def measure(self, t: Any, x: Any, u: Any, ops: Any) -> Any:
-        return RoomOutputs(T_air=x.T, P_el=u.Q)
+Room, RoomInDays = _room("s"), _room("d")
 
 
 def test_a_scalar_state_model_plans_and_its_plan_is_the_closed_form() -> None:
