@@ -349,7 +349,7 @@ def schedule_building(model: Model, weather: Mapping[str, Any], prices: np.ndarr
     # the band of each hour from its start, as the thermostat's record holds it: the KPIs
     # of plan and baseline count discomfort the same way
     lo, hi = comfort.bands(occupancy[:hours], model.n_zones)
-    dim = ds["band_lo"].dims
+    dim = ("time", model.layout.outputs.leaf(comfort.output).dim or "zone")
     ds["band_lo"] = (dim, np.vstack([lo, lo[-1:]]), {"units": "degC"})
     ds["band_hi"] = (dim, np.vstack([hi, hi[-1:]]), {"units": "degC"})
     base = None

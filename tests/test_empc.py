@@ -560,6 +560,20 @@ def test_schedule_command_plans_a_building_and_reports_against_the_thermostat(tm
     assert bad.exit_code == 2 and "no such file" in bad.output
 
 
+def test_a_failed_schedule_still_writes_its_dataset() -> None:
+    """Impossible limits: the plan is a labelled fallback, and its Dataset still has the
+    band and a power of NaN (not a crash, not a made-up number)."""
+    from processtwin.solvers.building_loop import occupancy_schedule, schedule_building
+
+    wx = {"T_out": FORECAST["T_out"], "I_sol": FORECAST["I_sol"], "T_ground": 10.0}
+    plan, ds, _ = schedule_building(MODEL, wx, PRICE, hours=N, occupancy=occupancy_schedule(N),
+                                    baseline=False, x0=X0,
+                                    limits={"P_el": (None, 0.0), "load": (0.2, 1.0)})
+    assert plan.status == "fallback"
+    assert ds["band_lo"].dims == ("time", "zone") and np.all(np.isnan(ds["P_el"].values))
+    assert ds.attrs["status"] == "fallback"
+
+
 def test_thermostat_baseline_over_the_horizon_matches_the_closed_loop() -> None:
     from processtwin.solvers.building_loop import thermostat_baseline
 
