@@ -437,7 +437,7 @@ class HighsLP:
     def restore_basis(self) -> bool:
         """After :meth:`update` passed the model anew, start from the basis it kept;
         whether one was set (otherwise the instance still has its own, or none)."""
-        return self.rebuilt and self.kept is not None and self.set_basis(*self.kept)
+        return self.kept is not None and self.set_basis(*self.kept)  # kept: rebuilt
 
     def shifted_basis(self, k: int) -> bool:
         """Start from the previous optimal basis moved ``k`` intervals forward (a receding
