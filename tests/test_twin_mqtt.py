@@ -318,6 +318,9 @@ def test_a_message_is_acknowledged_only_once_the_twin_took_it(broker, batches) -
     it.close()                              # the twin dies with batch 3 not stored
     first.close()
     assert first.connection.counters["delivered_acked"] == 2
+    # the close waited for the broker to answer behind those acknowledgements (else a
+    # new connection read first may take the session over and drop them)
+    assert first.connection.counters["close_syncs"] == 1
     again = MqttSource(broker.host, broker.port, channels=CHANNELS, prefix=prefix, **AUTH,
                        client_id=cid, batch_window_s=0.0, idle_timeout_s=2.0)
     got = list(again)                       # ends after 2 s without a message

@@ -156,6 +156,8 @@ class MqttConnection:
         self._connack = threading.Event()
         self._suback = threading.Event()
         self._gone = threading.Event()        # set on every disconnection
+        self._unsubacked: set[int] = set()    # mids of the UNSUBSCRIBEs answered
+        self._synced = threading.Event()      # set on each of them
         self._lock = threading.Lock()
         self._acks: deque[int] = deque()      # mids acknowledged, appended by paho's thread
         self._outstanding: dict[int, int] = {}  # mid -> message number, not yet acked
@@ -164,7 +166,7 @@ class MqttConnection:
         #: The broker's refusal (or of a subscription), raised by :meth:`connect`.
         self.error: ConfigError | None = None
         self.counters = {"connects": 0, "disconnects": 0, "published": 0, "acked": 0,
-                         "delivered_acked": 0, "ack_stale": 0}
+                         "delivered_acked": 0, "ack_stale": 0, "close_syncs": 0}
         self._session = 0                     # connection number, for manual acks
 
     def __repr__(self) -> str:
@@ -190,6 +192,7 @@ class MqttConnection:
         c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
         c.on_subscribe, c.on_publish, c.on_message = (self._on_subscribe, self._on_publish,
                                                       self._on_message)
+        c.on_unsubscribe = self._on_unsubscribe
         return c
 
     # ---- paho callbacks (network thread) -----------------------------------------------
@@ -247,6 +250,11 @@ class MqttConnection:
                 f"{', '.join(t for t, _ in self._subs)}: {', '.join(bad)}.")
             log.error("%s", self.error)
         self._suback.set()
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                        properties: Any) -> None:
+        self._unsubacked.add(mid)
+        self._synced.set()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
@@ -443,6 +451,8 @@ class MqttConnection:
         broker)."""
         if self._started:
             was = self.connected
+            if was and self.counters["delivered_acked"]:
+                self._sync()
             self._gone.clear()
             self.client.disconnect()
             # paho's thread stops without writing what is still queued (acknowledgements
@@ -453,6 +463,34 @@ class MqttConnection:
             self.client.loop_stop()
             self._started = False
         self.connected = False
+
+    def _sync(self) -> None:
+        """One round trip before disconnecting, so that the broker has processed the
+        acknowledgements sent before it.
+
+        A broker may read a new connection of the same client (a restarted twin taking
+        over the persistent session) before the rest of the old one's socket: the
+        acknowledgements still unread there are dropped and their messages redelivered.
+        The broker answers an UNSUBSCRIBE (of a topic nobody subscribed to: the session
+        is unchanged) only after the packets before it on this connection.
+        """
+        deadline = time.monotonic() + self.connect_timeout_s
+        rc, mid = self.client.unsubscribe(_SYNC_TOPIC)
+        while rc == mqtt.MQTT_ERR_SUCCESS and mid not in self._unsubacked:
+            self._synced.clear()
+            left = deadline - time.monotonic()
+            if mid in self._unsubacked or left <= 0:
+                break
+            self._synced.wait(min(left, 0.05))
+        if rc == mqtt.MQTT_ERR_SUCCESS and mid in self._unsubacked:
+            self.counters["close_syncs"] += 1
+        else:
+            log.warning("%s: the broker did not confirm the acknowledgements within %g s "
+                        "(they may be redelivered)", self, self.connect_timeout_s)
+
+
+#: A topic filter nobody subscribes to: the close's round trip unsubscribes from it.
+_SYNC_TOPIC = "$processtwin/close-sync"
 
 
 def _close_sockets_of(error: BaseException) -> None:
