@@ -21,7 +21,7 @@ from processtwin.solvers.building_loop import (
     hourly_weather,
     thermostat_baseline,
 )
-from processtwin.solvers.empc import Comfort, EconomicMPC, Staging
+from processtwin.solvers.empc import WARM_SCALE, Comfort, EconomicMPC, Staging
 from processtwin.solvers.linearise import linearise
 from processtwin.tariffs import interval_prices, read_prices, time_of_use
 
@@ -155,6 +155,10 @@ def test_shifted_warm_start_reaches_the_fresh_optimum() -> None:
         if k:
             assert warm._lp.shifted_basis(0) is False  # a zero shift is no shift
         a = warm.plan(x, fc, price, t=k * 3600.0)
+        # warm starts run HiGHS unscaled (the LP's units are balanced); the first plan
+        # is a solve from scratch, scaled
+        assert (warm._lp.h.getOptionValue("simplex_scale_strategy")[1]
+                == (WARM_SCALE if k else 2))
         b = EconomicMPC(MODEL, horizon=N).plan(x, fc, price, t=k * 3600.0)
         assert a.status == b.status == "optimal"
         assert a.cost + a.discomfort == pytest.approx(b.cost + b.discomfort, rel=1e-8,
@@ -223,6 +227,7 @@ def test_a_failing_warm_start_is_re_solved_and_reported(failures: int) -> None:
     assert warm._lp.h.left == 0
     assert p.status == "recovered" and p.ok
     assert "previous basis (primal simplex): iteration limit reached" in p.message.lower()
+    assert warm._lp.h.getOptionValue("simplex_scale_strategy")[1] == 2  # retries: scaled
     if failures == 1:
         assert "with the dual simplex" in p.message and "scratch" not in p.message
     else:
