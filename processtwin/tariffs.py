@@ -49,7 +49,8 @@ def time_of_use(times_s: Any, *, peak: float = 0.40, shoulder: float = 0.25,
 def read_prices(path: str | Path, *, column: str | None = None) -> tuple[np.ndarray,
                                                                          np.ndarray]:
     """Read a price series from a CSV file with a header: a time column (ISO date-times,
-    or hours/seconds from the start: ``hour``/``time_s``) and a price column
+    or hours/seconds from the start in a column named ``hour``/``time_s``; plain numbers
+    under another name are refused, as their unit is unknown) and a price column
     [currency/kWh] (``price``, or the one named).
 
     Parameters
@@ -90,10 +91,15 @@ def read_prices(path: str | Path, *, column: str | None = None) -> tuple[np.ndar
         shown = "an empty cell" if pd.isna(raw) else repr(str(raw))
         raise DataError(f"{path}: price in row {int(bad[0]) + 2} is not a finite number "
                         f"({shown}) [currency/kWh].")
-    if tcol in ("hour", "hours"):
-        t = df[tcol].to_numpy(float) * 3600.0
+    if tcol in ("hour", "hours", "time_h"):
+        t = pd.to_numeric(df[tcol], errors="coerce").to_numpy(float) * 3600.0
     elif tcol in ("time_s", "seconds", "t"):
-        t = df[tcol].to_numpy(float)
+        t = pd.to_numeric(df[tcol], errors="coerce").to_numpy(float)
+    elif pd.api.types.is_numeric_dtype(df[tcol]):
+        # numbers would be read as nanoseconds since 1970: ask for their unit instead
+        raise DataError(f"{path}: the time column `{tcol}` holds numbers of no stated "
+                        "unit; name it `hour` (hours) or `time_s` (seconds) from the start, "
+                        "or give ISO date-times.")
     else:
         stamps = pd.to_datetime(df[tcol], errors="coerce")
         if stamps.isna().any():
@@ -102,6 +108,11 @@ def read_prices(path: str | Path, *, column: str | None = None) -> tuple[np.ndar
                             f"({df[tcol].iloc[row - 2]!r}); use ISO times or an `hour` / "
                             "`time_s` column.")
         t = (stamps - stamps.iloc[0]).dt.total_seconds().to_numpy(float)
+    if not np.all(np.isfinite(t)):
+        row = int(np.nonzero(~np.isfinite(t))[0][0]) + 2
+        unit = "h" if tcol in ("hour", "hours", "time_h") else "s"
+        raise DataError(f"{path}: time in row {row} is not a finite number "
+                        f"({df[tcol].iloc[row - 2]!r}) [{unit}].")
     step = np.diff(t)
     if np.any(step <= 0):
         row = int(np.nonzero(step <= 0)[0][0]) + 3

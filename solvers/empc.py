@@ -70,8 +70,8 @@ class Comfort:
         """``(N, nz)`` lower and upper band from the schedule over the horizon."""
         occ = np.asarray(occupancy, dtype=float).reshape(len(occupancy), -1)[:, :1]
         on = occ >= self.threshold
-        lo = np.where(on, self.occupied[0], self.unoccupied[0])
-        hi = np.where(on, self.occupied[1], self.unoccupied[1])
+        lo = np.where(on, float(self.occupied[0]), float(self.unoccupied[0]))
+        hi = np.where(on, float(self.occupied[1]), float(self.unoccupied[1]))
         return np.repeat(lo, nz, axis=1), np.repeat(hi, nz, axis=1)
 
 
@@ -215,9 +215,11 @@ class EMPCPlan:
         discomfort and energy in the attributes."""
         a = self.affine
         lay = model.layout
-        ds = xr.Dataset(coords={"time": self.times})
+        ds = xr.Dataset(coords={"time": ("time", self.times, {
+            "units": model.time_unit, "long_name": "time of each node (interval start)"})})
 
         def put(name: str, leaf: Any, v: np.ndarray, attrs: dict) -> None:
+            v = np.asarray(v, dtype=float) + 0.0   # no -0.0 from a product with zero
             if not leaf.shape:
                 ds[name] = ("time", v[:, 0], attrs)
             else:

@@ -314,6 +314,13 @@ def test_a_scalar_state_model_plans_and_its_plan_is_the_closed_form() -> None:
     lo = np.where(fc["occupancy"] >= 0.5, 21.0, 16.0)
     np.testing.assert_allclose(ds["band_lo"].values[1:], np.maximum(lo, np.r_[lo[1:], lo[-1]]))
     assert ds["band_lo"].values[0] == ds["band_lo"].values[1]
+    assert ds["time"].attrs["units"] == "s"
+    # bands given as integers are temperatures all the same; no -0.0 in what is printed
+    ints = EconomicMPC(room, horizon=N, comfort=Comfort(occupied=(21, 24),
+                                                         unoccupied=(16, 28), price=2.0))
+    dsi = ints.plan({"T": 18.0}, fc, PRICE).dataset(room)
+    assert dsi["band_lo"].dtype == np.float64 and dsi["band_hi"].dtype == np.float64
+    assert not any(np.signbit(dsi[v].values).any() for v in ("P_el", "Q"))
     # the same room with time in days: the default interval is still one hour, and the
     # plan (costs per kWh over hours) is the same
     days = EconomicMPC(RoomInDays(), horizon=N, comfort=Comfort(price=2.0))
@@ -441,6 +448,16 @@ def test_prices_from_csv(tmp_path) -> None:
         read_prices(f)
     f.write_text("hour,price\n0,0.1\n0,0.2\n")
     with pytest.raises(DataError, match="must increase"):
+        read_prices(f)
+    # seconds under a plain `time` heading were read as nanoseconds since 1970 (a day of
+    # 15-min prices "covered 2.4e-08 h"): numbers of no stated unit are refused
+    f.write_text("time,price\n0,0.1\n900,0.2\n1800,0.3\n")
+    with pytest.raises(DataError, match="`time` holds numbers of no stated unit.*time_s"):
+        read_prices(f)
+    f.write_text("time_s,price\n0,0.1\n900,0.2\n1800,0.3\n")
+    np.testing.assert_allclose(read_prices(f)[0], [0, 900, 1800])
+    f.write_text("hour,price\n0,0.1\n,0.2\n")
+    with pytest.raises(DataError, match=r"time in row 3 is not a finite number .*\[h\]"):
         read_prices(f)
 
 
