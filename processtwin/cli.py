@@ -12,6 +12,7 @@ import numpy as np
 from .cli_values import (
     label,
     number,
+    out_path,
     parse_assignments,
     parse_inputs,
     parse_params,
@@ -178,6 +179,7 @@ def _describe(model: Any, origin: Any, source: str, name: str | None = None) -> 
 @click.option("--rtol", type=float, default=1e-8, show_default=True)
 @click.option("--atol", type=float, default=1e-10, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=out_path,
               help="Write the Dataset to this netCDF/HDF5 file.")
 def simulate_cmd(model: str | None, model_opt: str | None, until: float, every: float,
                  inputs: tuple[str, ...], params: tuple[str, ...], x0: tuple[str, ...],
@@ -251,6 +253,7 @@ def simulate_cmd(model: str | None, model_opt: str | None, until: float, every: 
 @click.option("--observability/--no-observability", default=True, show_default=True,
               help="Check first which states the channels can determine.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=out_path,
               help="Write the estimate Dataset here.")
 def estimate_cmd(model: str | None, model_opt: str | None, data_path: Path,
                  estimate: tuple[str, ...], channels: tuple[str, ...], x0: tuple[str, ...],
@@ -402,6 +405,7 @@ def _show_controls(m: Any, plan: Any, controls: tuple[str, ...], h: float) -> No
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Parameter value.")
 @click.option("--x0", "x0", multiple=True, metavar="NAME=VALUE", help="Initial state value.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=out_path,
               help="Write the plan Dataset here.")
 def optimise_cmd(model: str | None, model_opt: str | None, until: float, intervals: int,
                  objective: str | None, limits: tuple[str, ...], du_weight: float | None,
@@ -484,6 +488,7 @@ def _estimate_file(path: Path, m: Any) -> Any:
               help="A manipulated input's value applied now [input units] (default its "
                    "declared default).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=out_path,
               help="Write the planned trajectory here.")
 def recommend_cmd(model: str | None, model_opt: str | None, state_path: Path, horizon: float,
                   interval: float, objective: str | None, limits: tuple[str, ...],

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .cli_values import parse_params, parse_x0
+from .cli_values import out_path, parse_params, parse_x0
 
 __all__ = ["schedule_cmd"]
 
@@ -51,12 +51,12 @@ def _day_of_year(text: str) -> None:
 @click.option("--weather", "weather_spec", default="greensboro", show_default=True,
               help="TMY3/EPW weather file, or a shipped example (greensboro, sand_point).")
 @click.option("--prices", "prices_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="CSV of prices [currency/kWh]: a `time` (ISO) or `hour` "
-                                 "column and `price`, any time step (15 min, hourly, "
-                                 "blocks; each price holds until the next row, hours pay "
-                                 "the mean); the first row is the plan's start; a single "
-                                 "day repeats daily. Default: a time-of-use tariff "
-                                 "0.12/0.25/0.40.")
+              default=None, help="CSV of prices [currency/kWh]: a time column (ISO "
+                                 "date-times, or `hour` [h] / `time_s` [s]) and `price`, "
+                                 "any time step (15 min, hourly, blocks; each price "
+                                 "holds until the next row, hours pay the mean); the "
+                                 "first row is the plan's start; a single day repeats "
+                                 "daily. Default: a time-of-use tariff 0.12/0.25/0.40.")
 @click.option("--start", default="01-08", show_default=True,
               help="First day, MM-DD (within the weather file's year).")
 @click.option("--days", type=float, default=7.0, show_default=True, help="Length [d].")
@@ -81,6 +81,7 @@ def _day_of_year(text: str) -> None:
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also simulate the thermostat (deadband, set-back) on the same weather.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=out_path,
               help="Write the plan Dataset here (netCDF).")
 def schedule_cmd(model: str, weather_spec: str, prices_path: Path | None, start: str,
                  days: float, zones: int | None, facing: str | None, occupied: str,

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-__all__ = ["label", "number", "numbers", "parse_assignments", "parse_inputs", "parse_params",
-           "parse_x0", "summary"]
+__all__ = ["label", "number", "numbers", "out_path", "parse_assignments", "parse_inputs",
+           "parse_params", "parse_x0", "summary"]
 
 
 def parse_assignments(items: tuple[str, ...], what: str) -> dict[str, str]:
@@ -166,3 +166,31 @@ def summary(value: Any) -> str:
     return f"first {a[0]:.6g}, last {a[-1]:.6g}, min {a.min():.6g}, max {a.max():.6g}"
 
 
+def out_path(ctx: Any, param: Any, value: Any) -> Any:
+    """Click callback of an ``--out FILE`` option: refuse, before any work, a file whose
+    directory does not exist or cannot be written.
+
+    Parameters
+    ----------
+    ctx, param : click.Context, click.Parameter
+        Click's.
+    value : pathlib.Path or None
+        The file given.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``value``.
+    """
+    import os
+
+    if value is None:
+        return value
+    parent = value.resolve().parent
+    if not parent.is_dir():
+        raise click.BadParameter(f"cannot write {value}: directory {parent} does not "
+                                 "exist.", ctx, param)
+    if not os.access(parent, os.W_OK):
+        raise click.BadParameter(f"cannot write {value}: directory {parent} is not "
+                                 "writable.", ctx, param)
+    return value

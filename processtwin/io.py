@@ -34,13 +34,17 @@ def save(result: Any, path: str | os.PathLike) -> str:
     Raises
     ------
     DataError
-        ``result`` is neither a Dataset nor has a ``.data`` Dataset.
+        ``result`` is neither a Dataset nor has a ``.data`` Dataset, or the directory of
+        ``path`` does not exist.
     """
     ds = result.data if hasattr(result, "data") and not isinstance(result, xr.Dataset) else result
     if not isinstance(ds, xr.Dataset):
         raise DataError(f"can only save a Dataset or a result with `.data`, got "
                         f"{type(result).__name__}.")
     path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise DataError(f"cannot write {path}: directory {parent} does not exist.")
     tmp = path + ".tmp"
     ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=False)
     os.replace(tmp, path)

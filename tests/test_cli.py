@@ -50,6 +50,16 @@ def test_simulate_bad_parameter_is_a_usage_error(runner):
     assert out.exit_code == 2 and "did you mean `bioreactor`" in out.output
 
 
+@pytest.mark.parametrize("command", [["simulate", "bioreactor", "--until", "1"],
+                                     ["schedule", "--days", "1"]])
+def test_an_output_file_in_a_missing_directory_is_refused_before_any_work(runner, tmp_path,
+                                                                          command):
+    out = runner.invoke(main, [*command, "--out", str(tmp_path / "no" / "plan.nc")])
+    assert out.exit_code == 2, out.output
+    assert "cannot write" in out.output and "does not exist" in out.output
+    assert "Traceback" not in out.output
+
+
 def test_demo_writes_report(runner, tmp_path):
     out = runner.invoke(main, ["demo", "--out-dir", str(tmp_path), "--members", "40"])
     assert out.exit_code == 0, out.output

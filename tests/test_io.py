@@ -30,3 +30,9 @@ def test_ensemble_round_trip_h5(tmp_path, rng):
 def test_load_missing_file(tmp_path):
     with pytest.raises(pt.DataError, match="no such file"):
         pt.load(tmp_path / "nope.nc")
+
+
+def test_save_into_a_missing_directory_is_a_data_error(tmp_path):
+    ds = xr.Dataset({"a": ("time", [1.0, 2.0])})
+    with pytest.raises(pt.DataError, match="directory .*missing does not exist"):
+        pt.save(ds, tmp_path / "missing" / "x.nc")
