@@ -470,7 +470,11 @@ class EconomicMPC:
         t0 = time.perf_counter()
         N = self.horizon
         d = forecast_matrix(self.model, forecast, N)
-        price = np.broadcast_to(np.asarray(prices, dtype=float), (N,)).copy()
+        price = np.asarray(prices, dtype=float)
+        if price.ndim > 1 or (price.ndim == 1 and len(price) != N):
+            raise ConfigError(f"`prices`: expected one price per interval, {N} values (or "
+                              f"one for all) [currency per kWh], got shape {price.shape}.")
+        price = np.broadcast_to(price, (N,)).copy()
         if not np.all(np.isfinite(price)):
             raise ConfigError("`prices` must be finite [currency per kWh].")
         lay = self.model.layout

@@ -434,6 +434,11 @@ def test_configuration_errors_are_specific() -> None:
         EconomicMPC(MODEL, horizon=N).plan(X0, {**FORECAST, "T_out": np.zeros(23)}, PRICE)
     with pytest.raises(ConfigError, match="no disturbance input"):
         EconomicMPC(MODEL, horizon=N).plan(X0, {**FORECAST, "wind": 1.0}, PRICE)
+    # a price series of the wrong length (was numpy's broadcast error)
+    with pytest.raises(ConfigError, match=f"one price per interval, {N} values.*got shape "
+                                          r"\(10,\)"):
+        EconomicMPC(MODEL, horizon=N).plan(X0, FORECAST, PRICE[:10])
+    assert EconomicMPC(MODEL, horizon=N).plan(X0, FORECAST, 0.2).ok   # one for all
 
 
 def test_prices_from_csv(tmp_path) -> None:
