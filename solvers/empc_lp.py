@@ -414,7 +414,28 @@ class HighsLP:
 
     def read_basis(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The instance's basis as status codes ``(columns, rows)``; ``None`` if it has
-        none."""
+        none.
+
+        Read as HiGHS's basic variables (one array) and, for the others, the bound each
+        sits at in the last solution (the bounds :meth:`update` last passed): 0.5 ms at 10
+        zones, where converting HiGHS's status lists costs 4.4 ms. Falls back to those
+        lists when HiGHS has no factored basis to report."""
+        h = self.h
+        status, basic = h.getBasicVariables()
+        if status != _ok() or not h.getBasis().valid:
+            return self._read_basis_lists()
+        sol = h.getSolution()
+        cur = self.current
+        if len(cur["row_lo"]) != h.getNumRow() or len(cur["col_lo"]) != h.getNumCol():
+            return self._read_basis_lists()
+        cs = _nonbasic(np.asarray(sol.col_value), cur["col_lo"], cur["col_hi"])
+        rs = _nonbasic(np.asarray(sol.row_value), cur["row_lo"], cur["row_hi"])
+        basic = np.asarray(basic)
+        cs[basic[basic >= 0]] = _BASIC
+        rs[-1 - basic[basic < 0]] = _BASIC
+        return cs, rs
+
+    def _read_basis_lists(self) -> tuple[np.ndarray, np.ndarray] | None:
         b = self.h.getBasis()
         if not b.valid:
             return None
@@ -430,7 +451,14 @@ class HighsLP:
         nb.col_status = [table[v] for v in cs.tolist()]
         nb.row_status = [table[v] for v in rs.tolist()]
         nb.valid = True
+        # a basis HiGHS need not repair: taken as it is (~0 ms, where an "alien" one is
+        # factored on the way in: 8 ms at 10 zones, then again by the run); HiGHS refuses
+        # it if its count of basic variables is wrong, and then repairs it as alien
+        nb.alien = False
         ok = self.h.setBasis(nb) == highspy.HighsStatus.kOk
+        if not ok:
+            nb.alien = True
+            ok = self.h.setBasis(nb) == highspy.HighsStatus.kOk
         self.started = (cs, rs) if ok else None
         return ok
 
@@ -480,6 +508,28 @@ class HighsLP:
         col = np.asarray(self.h.getSolution().col_value)
         return {"x": col[self.X], "u": col[self.U], "p": col[self.P],
                 "s_lo": col[self.SL], "s_hi": col[self.SH]}
+
+
+_LOWER, _BASIC, _UPPER, _ZERO = 0, 1, 2, 3  # HiGHS's HighsBasisStatus codes
+
+
+def _nonbasic(value: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Status codes of nonbasic variables from their values: at the nearer finite bound
+    (a fixed one: lower), free ones zero."""
+    st = np.full(len(value), _ZERO, np.int8)
+    flo, fhi = np.isfinite(lo), np.isfinite(hi)
+    with np.errstate(invalid="ignore"):
+        upper = fhi & (~flo | (np.abs(value - hi) < np.abs(value - lo)))
+    st[flo] = _LOWER
+    st[upper] = _UPPER
+    return st
+
+
+@lru_cache(maxsize=1)
+def _ok() -> Any:
+    import highspy
+
+    return highspy.HighsStatus.kOk
 
 
 @lru_cache(maxsize=1)

@@ -170,6 +170,52 @@ def test_shifted_warm_start_reaches_the_fresh_optimum() -> None:
     assert lp.h.modelStatusToString(lp.h.getModelStatus()) == "Optimal"
 
 
+class _RecordSetBasis:
+    """A ``highspy.Highs`` seen through: records each ``setBasis``'s ``alien`` flag and
+    whether HiGHS took it."""
+
+    def __init__(self, h: Any) -> None:
+        self._h, self.calls = h, []
+
+    def setBasis(self, basis: Any) -> Any:  # noqa: N802 (HiGHS's name)
+        import highspy
+
+        r = self._h.setBasis(basis)
+        self.calls.append((bool(basis.alien), r == highspy.HighsStatus.kOk))
+        return r
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._h, name)
+
+
+def test_the_basis_is_read_and_set_as_highs_holds_it() -> None:
+    """The basis read from HiGHS's basic variables and the bounds of the last solution is
+    HiGHS's own status lists (a fixed variable may read lower for upper); set back, it is
+    taken as it is (no repair) and HiGHS re-solves without a pivot; one with a basic
+    variable missing is refused as it is and taken as a basis to repair."""
+    warm = EconomicMPC(MODEL, horizon=N, warm_start=True)
+    warm.plan(X0, FORECAST, PRICE)
+    lp = warm._lp
+    cs, rs = lp.read_basis()
+    ref_c, ref_r = lp._read_basis_lists()
+    for got, ref, lo, hi in ((cs, ref_c, "col_lo", "col_hi"), (rs, ref_r, "row_lo", "row_hi")):
+        fixed = lp.current[lo] == lp.current[hi]
+        same = (got == ref) | (fixed & (got != 1) & (ref != 1))
+        assert same.all(), np.flatnonzero(~same)[:5]
+    assert (cs == 1).sum() + (rs == 1).sum() == lp.h.getNumRow()
+    lp.h = rec = _RecordSetBasis(lp.h)
+    assert lp.set_basis(cs, rs)
+    lp.h.run()
+    assert lp.h.getInfo().simplex_iteration_count == 0
+    assert lp.h.modelStatusToString(lp.h.getModelStatus()) == "Optimal"
+    bad = cs.copy()
+    bad[np.flatnonzero(bad == 1)[0]] = 0
+    assert lp.set_basis(bad, rs)
+    assert rec.calls == [(False, True), (False, False), (True, True)]
+    lp.h.run()
+    assert lp.h.modelStatusToString(lp.h.getModelStatus()) == "Optimal"
+
+
 def test_small_changes_go_in_place_and_equal_a_fresh_build() -> None:
     """A re-plan of the same horizon from a new estimate, then with one hour's outdoor
     temperature revised: few entries change, so the instance is changed in place (bounds,
