@@ -303,12 +303,12 @@ class EconomicMPC:
         horizon starts from interval ``i + k`` of the old basis); otherwise from the basis
         as it was. The optimum is a fresh solve's (the vertex may differ where the LP has
         several). It runs HiGHS's primal simplex (:data:`WARM_SIMPLEX`), unscaled
-        (:data:`WARM_SCALE`); a start that fails is re-solved from the same basis with the
-        dual simplex, then from scratch, before the fallback options, and the plan says so
-        (``"recovered"``). On a 10-zone week (``experiments/bench/bench_empc.py``): a
-        fresh noisy forecast every hour 0.28 s against 1.32 s from scratch; the forecast
-        held between issues 44 ms against 1.52 s; the same horizon from a new estimate
-        9.6 ms (8.1–9.6 over a day's runs). ``False``: every
+        (:data:`LP_SCALE`, as solves from scratch); a start that fails is re-solved from
+        the same basis with the dual simplex, then from scratch (scaled), before the
+        fallback options, and the plan says so (``"recovered"``). On a 10-zone week
+        (``experiments/bench/bench_empc.py``): a fresh noisy forecast every hour 0.28 s
+        against 1.32 s from scratch; the forecast held between issues 44 ms against
+        1.52 s; the same horizon from a new estimate 9.6 ms. ``False``: every
         decision solved from scratch (with presolve).
     """
 
@@ -513,7 +513,8 @@ class EconomicMPC:
             if again[0] == "optimal":
                 return self._plan(data, t, again[1], "recovered",
                                   why + f"; re-solved from it with the {_SIMPLEX[other]}")
-            first = self._attempt(data, self._first_options(), cold=True)
+            first = self._attempt(data, {**self._first_options(),
+                                         "simplex_scale_strategy": _HIGHS_SCALE}, cold=True)
             if first[0] == "optimal":
                 return self._plan(data, t, first[1], "recovered",
                                   why + f"; {_SIMPLEX[other]}: {again[2]}; re-solved from "
@@ -558,7 +559,7 @@ class EconomicMPC:
         if "simplex_strategy" not in options:
             h.setOptionValue("simplex_strategy", WARM_SIMPLEX if warm else 1)
         if "simplex_scale_strategy" not in options:
-            h.setOptionValue("simplex_scale_strategy", WARM_SCALE if warm else _HIGHS_SCALE)
+            h.setOptionValue("simplex_scale_strategy", LP_SCALE)
         for k, v in options.items():
             h.setOptionValue(k, v)
         if not warm:
@@ -752,13 +753,16 @@ class EconomicMPC:
 #: median 44 against 104 ms, fresh forecast 234 against 708 ms; 1 zone 2.8 against 3.2 and
 #: 4.9 against 4.3 ms; a re-plan from a new estimate the same)
 WARM_SIMPLEX = 4
-#: HiGHS ``simplex_scale_strategy`` of a warm start: none (0). The LP is already in
-#: balanced units (kW, K, kWh); HiGHS's scaling of a changed model costs more than it saves
-#: there. Paired runs (three seeds, ten steps each, medians): 10-zone week held forecast
-#: 36–39 against 42–66 ms, fresh forecast 263–356 against 287–478 ms; 1 zone and a 3-zone
-#: day alike within noise (3–6 ms either way); optima alike to 4e-8. Solves from scratch
-#: and the retries keep HiGHS's default.
-WARM_SCALE = 0
+#: HiGHS ``simplex_scale_strategy`` of every first attempt, warm or from scratch: none
+#: (0). The LP is already in balanced units (kW, K, kWh); HiGHS's scaling of a changed
+#: model costs more than it saves there. Paired runs (three seeds, ten steps each,
+#: medians): 10-zone week held forecast 36–39 against 42–66 ms, fresh forecast 263–356
+#: against 287–478 ms; 1 zone and a 3-zone day alike within noise; optima alike to 4e-8.
+#: A solve from scratch runs unscaled too: the basis of a scaled solve, re-run unscaled,
+#: cost the first warm re-plan 800–2,100 pivots (250–420 ms at 10 zones, where the next
+#: took 3–9 ms); from scratch either way 1.1–1.2 s, the 1-zone year 1.5–1.6 s. The
+#: retries after a failure use HiGHS's default.
+LP_SCALE = 0
 _HIGHS_SCALE = 2  # HiGHS's default (equilibration)
 _SIMPLEX = {1: "dual simplex", 4: "primal simplex"}
 

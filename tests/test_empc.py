@@ -21,7 +21,7 @@ from processtwin.solvers.building_loop import (
     hourly_weather,
     thermostat_baseline,
 )
-from processtwin.solvers.empc import WARM_SCALE, Comfort, EconomicMPC, Staging
+from processtwin.solvers.empc import LP_SCALE, Comfort, EconomicMPC, Staging
 from processtwin.solvers.linearise import linearise
 from processtwin.tariffs import interval_prices, read_prices, time_of_use
 
@@ -155,10 +155,8 @@ def test_shifted_warm_start_reaches_the_fresh_optimum() -> None:
         if k:
             assert warm._lp.shifted_basis(0) is False  # a zero shift is no shift
         a = warm.plan(x, fc, price, t=k * 3600.0)
-        # warm starts run HiGHS unscaled (the LP's units are balanced); the first plan
-        # is a solve from scratch, scaled
-        assert (warm._lp.h.getOptionValue("simplex_scale_strategy")[1]
-                == (WARM_SCALE if k else 2))
+        # every first attempt runs HiGHS unscaled (the LP's units are balanced)
+        assert warm._lp.h.getOptionValue("simplex_scale_strategy")[1] == LP_SCALE == 0
         b = EconomicMPC(MODEL, horizon=N).plan(x, fc, price, t=k * 3600.0)
         assert a.status == b.status == "optimal"
         assert a.cost + a.discomfort == pytest.approx(b.cost + b.discomfort, rel=1e-8,
@@ -172,10 +170,18 @@ def test_shifted_warm_start_reaches_the_fresh_optimum() -> None:
 
 class _RecordSetBasis:
     """A ``highspy.Highs`` seen through: records each ``setBasis``'s ``alien`` flag and
-    whether HiGHS took it."""
+    whether HiGHS took it, and the sizes of the changes passed."""
 
     def __init__(self, h: Any) -> None:
-        self._h, self.calls = h, []
+        self._h, self.calls, self.changes = h, [], []
+
+    def changeColsBounds(self, n: int, *a: Any) -> Any:  # noqa: N802
+        self.changes.append(("cols", n))
+        return self._h.changeColsBounds(n, *a)
+
+    def changeRowsBounds(self, n: int, *a: Any) -> Any:  # noqa: N802
+        self.changes.append(("rows", n))
+        return self._h.changeRowsBounds(n, *a)
 
     def setBasis(self, basis: Any) -> Any:  # noqa: N802 (HiGHS's name)
         import highspy
@@ -214,6 +220,28 @@ def test_the_basis_is_read_and_set_as_highs_holds_it() -> None:
     assert rec.calls == [(False, True), (False, False), (True, True)]
     lp.h.run()
     assert lp.h.modelStatusToString(lp.h.getModelStatus()) == "Optimal"
+
+
+def test_a_re_plan_from_a_new_estimate_starts_where_the_last_plan_ended() -> None:
+    """After a plan from scratch, re-plans of the same horizon from new estimates: HiGHS
+    gets the state's bounds only (the linearisation at another state repeats its affine
+    terms only to the last bits, which are not sent) and pivots a few times at most (the
+    plan from scratch ran scaled before, and its basis re-run unscaled cost as many
+    pivots as a solve from scratch: 133–159 here), each plan a fresh solve's optimum."""
+    warm = EconomicMPC(MODEL, horizon=N, warm_start=True)
+    warm.plan(X0, FORECAST, PRICE)
+    fresh = warm._lp.h.getInfo().simplex_iteration_count
+    rng = np.random.default_rng(5)
+    x0 = warm.model.layout.states.values(X0)
+    warm._lp.h = rec = _RecordSetBasis(warm._lp.h)
+    for _ in range(3):
+        x = x0 + rng.normal(0.0, 0.1, len(x0))
+        a = warm.plan(x, FORECAST, PRICE)
+        assert warm._lp.h.getInfo().simplex_iteration_count <= 5 < fresh
+        b = EconomicMPC(MODEL, horizon=N).plan(x, FORECAST, PRICE)
+        assert a.status == b.status == "optimal"
+        assert a.cost + a.discomfort == pytest.approx(b.cost + b.discomfort, rel=1e-9)
+    assert rec.changes == [("cols", len(x0))] * 3
 
 
 def test_small_changes_go_in_place_and_equal_a_fresh_build() -> None:
