@@ -486,16 +486,22 @@ class EconomicMPC:
         lay = self.model.layout
         x0 = lay.states.values(x) if not isinstance(x, np.ndarray) else \
             np.asarray(x, dtype=float)
-        u_ref = self._last.u if self._last is not None and self._last.ok else None
-        if u_ref is not None:
-            u_ref = np.vstack([u_ref[1:], u_ref[-1:]])
+        # the inputs to linearise at: the last good plan's, from the interval now under
+        # way (the horizon moved by the whole intervals elapsed; a re-plan at the same
+        # time keeps them where they were)
+        u_ref = None
+        shift = 0  # whole intervals the horizon moved since the last good plan
+        if self._last is not None and self._last.ok:
+            k = (t - self._last_t) / self.dt
+            moved = int(np.floor(k + 1e-9 * max(1.0, abs(k)))) if k > 0 else 0
+            if moved < N:
+                u_ref = np.vstack([self._last.u[moved:],
+                                   np.repeat(self._last.u[-1:], moved, axis=0)])
+            if (self.warm_start and k >= 0.5
+                    and abs(k - round(k)) < 1e-9 * max(1.0, abs(k))):
+                shift = int(round(k))
         affine = linearise(self.model, x0, d, self.dt, u_ref=u_ref, outputs=self._outputs)
         data = self._data(affine, x0, price, d[:, self._occ_cols], on_before, run_before)
-        shift = 0  # whole intervals the horizon moved since the last good plan
-        if self.warm_start and self._last is not None and self._last.ok:
-            k = (t - self._last_t) / self.dt
-            if k >= 0.5 and abs(k - round(k)) < 1e-9 * max(1.0, abs(k)):
-                shift = int(round(k))
         plan = self._solve(data, t, shift)
         plan.solve_time_s = time.perf_counter() - t0
         self.decisions += 1

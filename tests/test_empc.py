@@ -277,6 +277,22 @@ def test_a_new_estimate_that_keeps_the_basis_is_planned_without_highs() -> None:
     assert warm.same_basis == 3 and runs == [1]
 
 
+def test_the_linearisation_follows_the_last_plan_from_the_interval_under_way() -> None:
+    """The inputs to linearise at are the last good plan's from the interval now under way:
+    a re-plan at the same time keeps them where they were (it shifted them by an hour
+    before), one an interval later moves them one, one 2.5 intervals later two (the last
+    interval repeated)."""
+    mpc = EconomicMPC(MODEL, horizon=N)
+    first = mpc.plan(X0, FORECAST, PRICE, t=0.0)
+    again = mpc.plan(X0, FORECAST, PRICE, t=0.0)
+    np.testing.assert_array_equal(again.affine.u_ref, first.u)
+    later = mpc.plan(X0, FORECAST, PRICE, t=3600.0)
+    np.testing.assert_array_equal(later.affine.u_ref, np.vstack([again.u[1:], again.u[-1:]]))
+    off = mpc.plan(X0, FORECAST, PRICE, t=3600.0 * 3.5)
+    np.testing.assert_array_equal(off.affine.u_ref, np.vstack([later.u[2:], later.u[-1:],
+                                                               later.u[-1:]]))
+
+
 class _Runs:
     """A ``highspy.Highs`` whose ``run`` is replaced."""
 
