@@ -55,8 +55,9 @@ def _day_of_year(text: str) -> None:
                                  "date-times, or `hour` [h] / `time_s` [s]) and `price`, "
                                  "any time step (15 min, hourly, blocks; each price "
                                  "holds until the next row, hours pay the mean); the "
-                                 "first row is the plan's start; a single day repeats "
-                                 "daily. Default: a time-of-use tariff 0.12/0.25/0.40.")
+                                 "first row is the plan's start; a day's rows (before "
+                                 "24:00, the last held to midnight) repeat daily. "
+                                 "Default: a time-of-use tariff 0.12/0.25/0.40.")
 @click.option("--start", default="01-08", show_default=True,
               help="First day, MM-DD (within the weather file's year).")
 @click.option("--days", type=float, default=7.0, show_default=True, help="Length [d].")

@@ -126,7 +126,9 @@ def interval_prices(times_s: Any, price: Any, n: int, *, dt_s: float = 3600.0,
     any time step: each price holds from its time until the next (the last one for as
     long as the step before it), and an interval pays the time-weighted mean of the
     prices within it (exact for an energy cost at constant power over the interval).
-    A series that covers exactly one day repeats daily.
+    A day's profile — rows before 24:00 whose last price, held one step, reaches midnight
+    (hourly, 15-min, or blocks such as 0/6/9/17/21 h) — holds its last price until
+    midnight and repeats daily.
 
     Parameters
     ----------
@@ -162,17 +164,21 @@ def interval_prices(times_s: Any, price: Any, n: int, *, dt_s: float = 3600.0,
         raise DataError(f"{source}: times must start at 0 s and increase.")
     step = np.diff(t)[-1] if len(t) > 1 else dt_s
     end = t[-1] + step                       # the last price holds one step
+    day = 86400.0
+    if t[-1] < day <= end * (1.0 + 1e-9):
+        end = day                            # a day's profile: the last price to midnight
     edges = np.append(t, end)
     want = n * dt_s
-    if end < want and abs(end - 86400.0) <= 1e-6 * 86400.0:
-        days = int(np.ceil(want / 86400.0))
-        edges = np.concatenate([edges[:-1] + 86400.0 * d for d in range(days)]
-                               + [[86400.0 * days]])
+    if end < want and end == day:
+        days = int(np.ceil(want / day))
+        edges = np.concatenate([edges[:-1] + day * d for d in range(days)] + [[day * days]])
         p = np.tile(p, days)
         end = edges[-1]
     if end < want * (1.0 - 1e-12):
+        hint = ("; a day's profile has its rows before 24:00 (drop the closing row at "
+                "24:00)" if abs(t[-1] - day) <= 1e-6 * day and len(t) > 1 else "")
         raise DataError(f"{source}: the prices cover {end / 3600.0:g} h; the plan needs "
-                        f"{want / 3600.0:g} h ({n} intervals of {dt_s / 3600.0:g} h).")
+                        f"{want / 3600.0:g} h ({n} intervals of {dt_s / 3600.0:g} h){hint}.")
     # the integral of the step function at the interval edges, differenced
     cum = np.concatenate([[0.0], np.cumsum(p * np.diff(edges))])
     q = np.arange(n + 1) * dt_s

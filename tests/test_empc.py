@@ -616,6 +616,19 @@ def test_prices_of_any_step_become_the_mean_of_each_interval() -> None:
     day = time_of_use(3600.0 * np.arange(24))
     np.testing.assert_allclose(interval_prices(3600.0 * np.arange(24), day, 72),
                                np.tile(day, 3))
+    # a day's blocks (0, 6, 9, 17, 21 h): the last one runs to midnight, then daily (its
+    # step before would have held it to 25 h, and two days were refused as 25 h)
+    blocks = 3600.0 * np.array([0, 6, 9, 17, 21])
+    price = np.array([0.10, 0.30, 0.15, 0.45, 0.12])
+    one = np.repeat(price, [6, 3, 8, 4, 3])
+    np.testing.assert_allclose(interval_prices(blocks, price, 48), np.tile(one, 2))
+    # a closing row at 24:00 is a 25th-hour price: refused for two days, with the hint
+    with pytest.raises(DataError, match=r"cover 27 h; the plan needs 48 h .*drop the "
+                                        r"closing row at 24:00"):
+        interval_prices(np.append(blocks, 86400.0), np.append(price, 0.10), 48)
+    # a half day is not a day's profile
+    with pytest.raises(DataError, match="cover 12 h; the plan needs 48 h"):
+        interval_prices(3600.0 * np.arange(12), np.ones(12), 48)
     with pytest.raises(DataError, match="cover 3 h; the plan needs 4 h"):
         interval_prices(3600.0 * np.arange(3), hourly, 4, source="p.csv")
     with pytest.raises(DataError, match="start at 0 s and increase"):
