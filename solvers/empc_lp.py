@@ -365,7 +365,7 @@ class HighsLP:
         int
             The number of matrix entries that changed.
         """
-        held = self.data.scaled()
+        before = self.data.scaled()
         self.data = d
         s = d.scaled()
         col_lo, col_hi, cost, _ = _columns(d, self.cols)
@@ -378,7 +378,7 @@ class HighsLP:
         new = {k: _unless_roundoff(v, self.current[k]) for k, v in new.items()}
         col_lo, col_hi, cost = new["col_lo"], new["col_hi"], new["cost"]
         row_lo, row_hi = new["row_lo"], new["row_hi"]
-        if all(np.array_equal(s[k], held[k]) for k in ("A", "B", "C", "D")):
+        if all(np.array_equal(s[k], before[k]) for k in ("A", "B", "C", "D")):
             vals = self.values          # the same sampled model (a re-plan from a new state)
         else:
             vals = self.values.copy()
@@ -653,7 +653,9 @@ def _unless_roundoff(new: np.ndarray, held: np.ndarray) -> np.ndarray:
         return new
     a, b = new[ne], held[ne]
     with np.errstate(invalid="ignore"):
-        near = np.abs(a - b) <= ROUNDOFF * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+        near = (np.isfinite(a) & np.isfinite(b)
+                & (np.abs(a - b) <= ROUNDOFF * np.maximum(1.0, np.maximum(np.abs(a),
+                                                                          np.abs(b)))))
     if near.any():
         new = new.copy()
         new[ne[near]] = b[near]

@@ -293,6 +293,19 @@ def test_the_linearisation_follows_the_last_plan_from_the_interval_under_way() -
                                                                later.u[-1:]]))
 
 
+def test_only_roundoff_is_kept_back_from_highs() -> None:
+    """A datum that moved by no more than 1e-12 (relative, absolute below 1) keeps the
+    value HiGHS holds; a real change, and any change to or from an infinite bound, is
+    passed."""
+    from processtwin.solvers.empc_lp import _unless_roundoff
+
+    held = np.array([1.0, 0.0, 300.0, 5.0, np.inf, -np.inf, 2.0])
+    new = np.array([1.0 + 5e-13, 3e-13, 300.0 * (1 + 1e-13), 5.0 + 1e-9, 5.0, -np.inf,
+                    np.inf])
+    got = _unless_roundoff(new, held)
+    np.testing.assert_array_equal(got, [1.0, 0.0, 300.0, 5.0 + 1e-9, 5.0, -np.inf, np.inf])
+
+
 class _Runs:
     """A ``highspy.Highs`` whose ``run`` is replaced."""
 
