@@ -168,12 +168,23 @@ def test_shifted_warm_start_reaches_the_fresh_optimum() -> None:
     assert lp.h.modelStatusToString(lp.h.getModelStatus()) == "Optimal"
 
 
-class _RecordSetBasis:
-    """A ``highspy.Highs`` seen through: records each ``setBasis``'s ``alien`` flag and
-    whether HiGHS took it, and the sizes of the changes passed."""
+class _SeenThrough:
+    """A ``highspy.Highs`` seen through: what a subclass does not define is HiGHS's."""
 
     def __init__(self, h: Any) -> None:
-        self._h, self.calls, self.changes = h, [], []
+        self._h = h
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._h, name)
+
+
+class _RecordSetBasis(_SeenThrough):
+    """Records each ``setBasis``'s ``alien`` flag and whether HiGHS took it, and the sizes
+    of the bound changes passed."""
+
+    def __init__(self, h: Any) -> None:
+        super().__init__(h)
+        self.calls, self.changes = [], []
 
     def changeColsBounds(self, n: int, *a: Any) -> Any:  # noqa: N802
         self.changes.append(("cols", n))
@@ -189,9 +200,6 @@ class _RecordSetBasis:
         r = self._h.setBasis(basis)
         self.calls.append((bool(basis.alien), r == highspy.HighsStatus.kOk))
         return r
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._h, name)
 
 
 def test_the_basis_is_read_and_set_as_highs_holds_it() -> None:
@@ -225,24 +233,27 @@ def test_the_basis_is_read_and_set_as_highs_holds_it() -> None:
 def test_a_re_plan_from_a_new_estimate_starts_where_the_last_plan_ended() -> None:
     """After a plan from scratch, re-plans of the same horizon from new estimates: HiGHS
     gets the state's bounds only (the linearisation at another state repeats its affine
-    terms only to the last bits, which are not sent) and pivots a few times at most (the
-    plan from scratch ran scaled before, and its basis re-run unscaled cost as many
-    pivots as a solve from scratch: 133–159 here), each plan a fresh solve's optimum."""
+    terms only to the last bits, which are not sent); the first, from a state far enough
+    off that HiGHS must pivot, pivots a few times only (when the plan from scratch ran
+    scaled, its basis re-run unscaled took 100 pivots here, a fresh solve 117); each plan
+    a fresh solve's optimum."""
     warm = EconomicMPC(MODEL, horizon=N, warm_start=True)
     warm.plan(X0, FORECAST, PRICE)
     fresh = warm._lp.h.getInfo().simplex_iteration_count
     rng = np.random.default_rng(5)
     x0 = warm.model.layout.states.values(X0)
+    far = warm.model.layout.states.values({"T_i": [17.0, 22.5], "T_e": [16.0, 19.0]})
     warm._lp.h = rec = _RecordSetBasis(warm._lp.h)
-    for _ in range(3):
-        x = x0 + rng.normal(0.0, 0.1, len(x0))
+    for k in range(4):
+        x = far if k == 0 else far + rng.normal(0.0, 0.1, len(x0))
         a = warm.plan(x, FORECAST, PRICE)
-        if not warm._lp.held or warm.same_basis == 0:
-            assert warm._lp.h.getInfo().simplex_iteration_count <= 5 < fresh
+        if k == 0:
+            assert warm.same_basis == 0          # HiGHS ran ...
+            assert warm._lp.h.getInfo().simplex_iteration_count <= 30 < fresh  # ... briefly
         b = EconomicMPC(MODEL, horizon=N).plan(x, FORECAST, PRICE)
         assert a.status == b.status == "optimal"
         assert a.cost + a.discomfort == pytest.approx(b.cost + b.discomfort, rel=1e-9)
-    assert rec.changes == [("cols", len(x0))] * 3
+    assert rec.changes == [("cols", len(x0))] * 4
 
 
 def test_a_new_estimate_that_keeps_the_basis_is_planned_without_highs() -> None:
@@ -306,14 +317,12 @@ def test_only_roundoff_is_kept_back_from_highs() -> None:
     np.testing.assert_array_equal(got, [1.0, 0.0, 300.0, 5.0 + 1e-9, 5.0, -np.inf, np.inf])
 
 
-class _Runs:
+class _Runs(_SeenThrough):
     """A ``highspy.Highs`` whose ``run`` is replaced."""
 
     def __init__(self, h: Any, run: Any) -> None:
-        self._h, self.run = h, run
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._h, name)
+        super().__init__(h)
+        self.run = run
 
 
 def test_small_changes_go_in_place_and_equal_a_fresh_build() -> None:
@@ -338,14 +347,12 @@ def test_small_changes_go_in_place_and_equal_a_fresh_build() -> None:
                                                       abs=1e-9)
 
 
-class _Fails:
+class _Fails(_SeenThrough):
     """A HiGHS instance whose next ``n`` runs may not pivot (an iteration limit of 0)."""
 
     def __init__(self, h: object, n: int) -> None:
-        self._h, self.left = h, n
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._h, name)
+        super().__init__(h)
+        self.left = n
 
     def run(self) -> object:
         if not self.left:
